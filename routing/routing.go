@@ -1,0 +1,182 @@
+// Package routing maps a request's host and path to what serves it. A Table
+// is immutable once built; a Router holds the current Table and swaps it
+// atomically, so a deploy never blocks or tears a request in flight.
+package routing
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync/atomic"
+)
+
+// ErrConflict reports that two apps claim the same host and path.
+var ErrConflict = errors.New("route conflict")
+
+// Route is one host/path claim and the handler behind it.
+type Route struct {
+	// Host is an exact host name, a wildcard "*.example.com" that matches
+	// any name below example.com, or "" for any host.
+	Host string
+	// Path is a path prefix; it matches itself and anything below it on a
+	// segment boundary ("/api" matches "/api" and "/api/x", not "/apix").
+	Path string
+	// App names the owner of the route, for conflicts, logs and metrics.
+	App string
+	// Handler serves requests that match.
+	Handler http.Handler
+}
+
+// Table is an immutable set of routes. The zero value matches nothing.
+type Table struct {
+	exact    map[string][]Route // by host, longest path first
+	wildcard map[string][]Route // by suffix after "*.", longest path first
+	any      []Route            // host "", longest path first
+}
+
+// NewTable builds a table. Two routes with the same host and path are a
+// conflict unless they belong to the same app; the error names both apps.
+func NewTable(routes []Route) (*Table, error) {
+	t := &Table{exact: map[string][]Route{}, wildcard: map[string][]Route{}}
+	seen := map[[2]string]string{}
+	for _, r := range routes {
+		r.Host = strings.ToLower(r.Host)
+		if r.Path == "" {
+			r.Path = "/"
+		}
+		if !strings.HasPrefix(r.Path, "/") {
+			return nil, fmt.Errorf("app %s: route path %q must start with /", r.App, r.Path)
+		}
+		if len(r.Path) > 1 {
+			r.Path = strings.TrimSuffix(r.Path, "/")
+		}
+		k := [2]string{r.Host, r.Path}
+		if other, ok := seen[k]; ok && other != r.App {
+			return nil, fmt.Errorf("%w: apps %s and %s both claim host %q path %q", ErrConflict, other, r.App, r.Host, r.Path)
+		}
+		seen[k] = r.App
+		switch {
+		case r.Host == "":
+			t.any = append(t.any, r)
+		case strings.HasPrefix(r.Host, "*."):
+			s := r.Host[2:]
+			t.wildcard[s] = append(t.wildcard[s], r)
+		default:
+			t.exact[r.Host] = append(t.exact[r.Host], r)
+		}
+	}
+	byLen := func(rs []Route) {
+		sort.SliceStable(rs, func(i, j int) bool { return len(rs[i].Path) > len(rs[j].Path) })
+	}
+	byLen(t.any)
+	for _, rs := range t.exact {
+		byLen(rs)
+	}
+	for _, rs := range t.wildcard {
+		byLen(rs)
+	}
+	return t, nil
+}
+
+// Match returns the route for host and path. An exact host beats a
+// wildcard, the nearest wildcard beats a farther one, and either beats a
+// route for any host; within the chosen host, the longest path wins. host
+// may carry a port, which is ignored.
+func (t *Table) Match(host, path string) (Route, bool) {
+	if t == nil {
+		return Route{}, false
+	}
+	host = normalizeHost(host)
+	if r, ok := matchPath(t.exact[host], path); ok {
+		return r, true
+	}
+	for h := host; ; {
+		i := strings.IndexByte(h, '.')
+		if i < 0 {
+			break
+		}
+		h = h[i+1:]
+		if r, ok := matchPath(t.wildcard[h], path); ok {
+			return r, true
+		}
+	}
+	return matchPath(t.any, path)
+}
+
+// Routes returns the table's routes, in no particular order.
+func (t *Table) Routes() []Route {
+	if t == nil {
+		return nil
+	}
+	out := append([]Route(nil), t.any...)
+	for _, rs := range t.exact {
+		out = append(out, rs...)
+	}
+	for _, rs := range t.wildcard {
+		out = append(out, rs...)
+	}
+	return out
+}
+
+func matchPath(rs []Route, path string) (Route, bool) {
+	for _, r := range rs {
+		if HasPathPrefix(path, r.Path) {
+			return r, true
+		}
+	}
+	return Route{}, false
+}
+
+// HasPathPrefix reports whether path is prefix or lies below it on a segment
+// boundary.
+func HasPathPrefix(path, prefix string) bool {
+	if prefix == "/" {
+		return true
+	}
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || path[len(prefix)] == '/'
+}
+
+func normalizeHost(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.TrimSuffix(strings.ToLower(host), ".")
+}
+
+// Router serves requests through the current Table. It is safe for
+// concurrent use; Swap never blocks requests.
+type Router struct {
+	table atomic.Pointer[Table]
+	// NotFound serves requests that match no route; nil means 404.
+	NotFound http.Handler
+}
+
+// Swap installs t as the current table and returns the previous one.
+func (r *Router) Swap(t *Table) *Table { return r.table.Swap(t) }
+
+// Table returns the current table (nil before the first Swap).
+func (r *Router) Table() *Table { return r.table.Load() }
+
+// Match returns the route a request would take.
+func (r *Router) Match(req *http.Request) (Route, bool) {
+	return r.table.Load().Match(req.Host, req.URL.Path)
+}
+
+// ServeHTTP dispatches req to its route's handler.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if rt, ok := r.Match(req); ok {
+		rt.Handler.ServeHTTP(w, req)
+		return
+	}
+	if r.NotFound != nil {
+		r.NotFound.ServeHTTP(w, req)
+		return
+	}
+	http.Error(w, "no route for "+req.Host+req.URL.Path, http.StatusNotFound)
+}

@@ -1,0 +1,233 @@
+// Package store is Tern's local state on disk: the one badger database of an
+// agent. It holds the last known good release of every installed app (the
+// signed envelope and the wasm bytes), so a restarted agent serves what it
+// served before without reaching the hub. It is the only package that
+// imports badger.
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// ErrNotFound reports that the store holds no value under the asked key.
+var ErrNotFound = errors.New("not found")
+
+// Key prefixes. Each kind of record has its own prefix so that a scan over
+// one kind never reads another.
+const (
+	appPrefix  = "app/"  // app/<name> -> JSON App
+	wasmPrefix = "wasm/" // wasm/<digest> -> module bytes
+)
+
+// App is the record of one installed app: its last known good release.
+type App struct {
+	Name     string `json:"name"`
+	Sequence uint64 `json:"sequence"`
+	Digest   string `json:"digest"`
+	// Envelope is the signed release exactly as the hub served it, kept so
+	// that the agent re-verifies what it loads at start.
+	Envelope []byte `json:"envelope"`
+}
+
+// Store is an open badger database. All methods are safe for concurrent use.
+type Store struct {
+	db     *badger.DB
+	logger *slog.Logger
+}
+
+// Open opens (or creates) the store in dir. A nil logger discards badger's
+// messages.
+func Open(dir string, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{logger}).
+		// Installs are rare and must survive power loss: sync each commit.
+		WithSyncWrites(true).
+		// Edge nodes and gateways are small machines; badger's defaults
+		// (64 MiB memtables, 1 GiB value logs) are sized for servers.
+		WithMemTableSize(16 << 20).
+		WithValueLogFileSize(256 << 20).
+		WithNumVersionsToKeep(1)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	return &Store{db: db, logger: logger}, nil
+}
+
+// Close flushes and closes the database. It must be the last thing an agent
+// closes, after everything that writes to the store has stopped.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// PutApp records app as installed together with its module bytes, in one
+// transaction: after a crash the store holds either the previous release or
+// this one, never a manifest without its module. Module bytes are shared by
+// digest, and those no app refers to any more are deleted.
+func (s *Store) PutApp(app App, wasm []byte) error {
+	if app.Name == "" || app.Digest == "" {
+		return fmt.Errorf("put app %q: name and digest are required", app.Name)
+	}
+	rec, err := json.Marshal(app)
+	if err != nil {
+		return fmt.Errorf("put app %s: %w", app.Name, err)
+	}
+	err = s.db.Update(func(txn *badger.Txn) error {
+		prev, err := getApp(txn, app.Name)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		wkey := []byte(wasmPrefix + app.Digest)
+		if _, err := txn.Get(wkey); errors.Is(err, badger.ErrKeyNotFound) {
+			if err := txn.Set(wkey, wasm); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+		if err := txn.Set([]byte(appPrefix+app.Name), rec); err != nil {
+			return err
+		}
+		if prev.Digest != "" && prev.Digest != app.Digest {
+			return deleteUnreferenced(txn, prev.Digest)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("put app %s@%d: %w", app.Name, app.Sequence, err)
+	}
+	return nil
+}
+
+// DeleteApp removes app and, when no other app uses them, its module bytes.
+// Deleting an absent app is not an error.
+func (s *Store) DeleteApp(name string) error {
+	err := s.db.Update(func(txn *badger.Txn) error {
+		prev, err := getApp(txn, name)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := txn.Delete([]byte(appPrefix + name)); err != nil {
+			return err
+		}
+		return deleteUnreferenced(txn, prev.Digest)
+	})
+	if err != nil {
+		return fmt.Errorf("delete app %s: %w", name, err)
+	}
+	return nil
+}
+
+// App returns the installed record of name, or an error wrapping ErrNotFound.
+func (s *Store) App(name string) (App, error) {
+	var app App
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		app, err = getApp(txn, name)
+		return err
+	})
+	if err != nil {
+		return App{}, fmt.Errorf("app %s: %w", name, err)
+	}
+	return app, nil
+}
+
+// Apps returns every installed app, ordered by name.
+func (s *Store) Apps() ([]App, error) {
+	var apps []App
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(appPrefix), PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var app App
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &app) }); err != nil {
+				return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
+			}
+			apps = append(apps, app)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list apps: %w", err)
+	}
+	return apps, nil
+}
+
+// Wasm returns the module bytes stored under digest, or an error wrapping
+// ErrNotFound.
+func (s *Store) Wasm(digest string) ([]byte, error) {
+	var b []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(wasmPrefix + digest))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		b, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wasm %s: %w", digest, err)
+	}
+	return b, nil
+}
+
+func getApp(txn *badger.Txn, name string) (App, error) {
+	item, err := txn.Get([]byte(appPrefix + name))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return App{}, ErrNotFound
+	}
+	if err != nil {
+		return App{}, err
+	}
+	var app App
+	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &app) }); err != nil {
+		return App{}, fmt.Errorf("decode app %s: %w", name, err)
+	}
+	return app, nil
+}
+
+// deleteUnreferenced deletes the module bytes of digest unless an app record
+// in txn still refers to them.
+func deleteUnreferenced(txn *badger.Txn, digest string) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(appPrefix), PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var app App
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &app) }); err != nil {
+			return err
+		}
+		if app.Digest == digest {
+			return nil
+		}
+	}
+	return txn.Delete([]byte(wasmPrefix + digest))
+}
+
+// badgerLogger adapts badger's printf-style logger to slog. Badger logs
+// routine compaction news at Info; those become Debug here.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(trim(f, a)) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(trim(f, a)) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug(trim(f, a)) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug(trim(f, a)) }
+
+func trim(f string, a []any) string { return strings.TrimSpace(fmt.Sprintf(f, a...)) }
