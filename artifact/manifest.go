@@ -1,0 +1,364 @@
+package artifact
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// ManifestFile is the file name of an app manifest inside an app directory.
+const ManifestFile = "tern.toml"
+
+// Limit defaults and bounds. [Manifest.WithDefaults] fills the defaults and
+// [Manifest.Validate] enforces the bounds, so an agent never has to guess.
+const (
+	DefaultMemory      = 64 * MiB
+	DefaultTimeout     = Duration(10 * time.Second)
+	DefaultMaxResponse = 8 * MiB
+	DefaultMaxRequest  = 8 * MiB
+
+	// MinMemory is one WebAssembly page: a module cannot run with less.
+	MinMemory      = 64 * KiB
+	MaxMemory      = 4 * GiB // the wasm32 address space
+	MaxTimeout     = Duration(15 * time.Minute)
+	MaxMaxResponse = 1 * GiB
+	MaxMaxRequest  = 1 * GiB
+
+	// MaxManifestSize bounds a tern.toml, which is read before anything else
+	// about an app is known.
+	MaxManifestSize = 256 * KiB
+)
+
+// Manifest is an app's tern.toml: what it is called, which wasm module it
+// runs, which requests reach it, its resource limits and what it may use.
+type Manifest struct {
+	Name         string       `toml:"name" json:"name"`       // ^[a-z0-9][a-z0-9-]{0,62}$
+	Version      string       `toml:"version" json:"version"` // Semantic Versioning 2.0.0
+	Wasm         string       `toml:"wasm" json:"wasm"`       // slash-separated path inside the manifest's directory
+	Routes       []Route      `toml:"routes" json:"routes"`   // at least one
+	Limits       Limits       `toml:"limits" json:"limits"`
+	Capabilities Capabilities `toml:"capabilities" json:"capabilities"`
+}
+
+// Route selects the requests an app serves.
+type Route struct {
+	// Host is an exact host name or a wildcard "*.example.com" matching any
+	// subdomain; empty matches every host. ParseManifest lower-cases it.
+	Host string `toml:"host" json:"host,omitempty"`
+	// Path is a path prefix starting with "/"; empty means "/".
+	Path string `toml:"path" json:"path,omitempty"`
+}
+
+// Limits bounds the resources of one request; zero values mean the defaults.
+type Limits struct {
+	Memory      Size     `toml:"memory" json:"memory,omitempty"`             // default DefaultMemory, at most MaxMemory
+	Timeout     Duration `toml:"timeout" json:"timeout,omitempty"`           // default DefaultTimeout, at most MaxTimeout
+	MaxResponse Size     `toml:"max_response" json:"max_response,omitempty"` // default DefaultMaxResponse
+	MaxRequest  Size     `toml:"max_request" json:"max_request,omitempty"`   // default DefaultMaxRequest
+}
+
+// Capabilities lists what an app may use beyond computing on its request.
+// Everything is denied unless listed.
+type Capabilities struct {
+	// Env holds variables set in the guest's environment.
+	Env map[string]string `toml:"env" json:"env,omitempty"`
+	// OutboundHosts lists the hosts ("example.com", "*.example.com",
+	// "example.com:8443") the app may send requests to.
+	OutboundHosts []string `toml:"outbound_hosts" json:"outbound_hosts,omitempty"`
+	// KV lists the key-value store names the app may use.
+	KV []string `toml:"kv" json:"kv,omitempty"`
+	// Dirs maps guest paths to agent host paths mounted read-only. The agent
+	// decides whether it honours a host path; the manifest only asks.
+	Dirs map[string]string `toml:"dirs" json:"dirs,omitempty"`
+	// Clock gives the guest real clocks; without it, clocks are fake so that
+	// guests cannot time side channels.
+	Clock bool `toml:"clock" json:"clock,omitempty"`
+}
+
+// ParseManifest decodes a tern.toml strictly and validates it. A key that
+// does not exist in [Manifest] is an error naming it, because a misspelt
+// limit silently falling back to its default is worse than a failed deploy.
+// Route hosts and outbound hosts are lower-cased. Errors wrap [ErrMalformed],
+// or [ErrSize] when data is larger than [MaxManifestSize].
+func ParseManifest(data []byte) (Manifest, error) {
+	if len(data) > int(MaxManifestSize) {
+		return Manifest{}, fmt.Errorf("manifest of %d bytes exceeds the limit %s: %w", len(data), MaxManifestSize, ErrSize)
+	}
+	var m Manifest
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&m)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w manifest: %s", ErrMalformed, tomlMessage(err))
+	}
+	if keys := unknownKeys(md.Undecoded()); len(keys) == 1 {
+		return Manifest{}, fmt.Errorf("%w manifest: unknown key %s", ErrMalformed, keys[0])
+	} else if len(keys) > 1 {
+		return Manifest{}, fmt.Errorf("%w manifest: unknown keys %s", ErrMalformed, strings.Join(keys, ", "))
+	}
+	for i := range m.Routes {
+		m.Routes[i].Host = strings.ToLower(m.Routes[i].Host)
+	}
+	for i, h := range m.Capabilities.OutboundHosts {
+		m.Capabilities.OutboundHosts[i] = strings.ToLower(h)
+	}
+	if err := m.Validate(); err != nil {
+		return Manifest{}, err
+	}
+	return m, nil
+}
+
+// unknownKeys returns the quoted undecoded keys, leaving out those inside a
+// table that is itself unknown, so that one misspelt table is one error.
+func unknownKeys(undecoded []toml.Key) []string {
+	var out []string
+	var parent toml.Key
+	for _, k := range undecoded {
+		if parent != nil && len(k) > len(parent) && slicesEqual(k[:len(parent)], parent) {
+			continue
+		}
+		parent = k
+		out = append(out, fmt.Sprintf("%q", k.String()))
+	}
+	return out
+}
+
+func slicesEqual(a, b toml.Key) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// tomlMessage turns a decoder error into "line N: key: problem" without the
+// library's prefix, so messages read the same as validation errors.
+func tomlMessage(err error) string {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		if pe.LastKey != "" {
+			return fmt.Sprintf("line %d: %s: %s", pe.Position.Line, pe.LastKey, pe.Message)
+		}
+		return fmt.Sprintf("line %d: %s", pe.Position.Line, pe.Message)
+	}
+	msg := strings.TrimPrefix(err.Error(), "toml: ")
+	if m := typeErrRE.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("line %s: %s: %s", m[1], m[2], m[3])
+	}
+	return msg
+}
+
+// typeErrRE matches the decoder's type errors, which are not ParseErrors.
+var typeErrRE = regexp.MustCompile(`^line (\d+) \(last key "(.*)"\): (.*)$`)
+
+// LoadManifest reads and parses a manifest. path names a tern.toml or a
+// directory containing one; dir is the directory the manifest's wasm path is
+// relative to.
+func LoadManifest(path string) (m Manifest, dir string, err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return Manifest{}, "", fmt.Errorf("load manifest: %w", err)
+	}
+	if fi.IsDir() {
+		path = filepath.Join(path, ManifestFile)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return Manifest{}, "", fmt.Errorf("load manifest: %w", err)
+	}
+	defer f.Close()
+	// Read one byte past the limit so that ParseManifest reports the size.
+	data, err := io.ReadAll(io.LimitReader(f, int64(MaxManifestSize)+1))
+	if err != nil {
+		return Manifest{}, "", fmt.Errorf("load manifest %s: %w", path, err)
+	}
+	m, err = ParseManifest(data)
+	if err != nil {
+		return Manifest{}, "", fmt.Errorf("load manifest %s: %w", path, err)
+	}
+	return m, filepath.Dir(path), nil
+}
+
+// WithDefaults returns a copy of m with zero limits set to their defaults,
+// empty route paths set to "/" and route hosts lower-cased. Slices and maps
+// that it changes are copied, so m is left as it was.
+func (m Manifest) WithDefaults() Manifest {
+	if m.Limits.Memory == 0 {
+		m.Limits.Memory = DefaultMemory
+	}
+	if m.Limits.Timeout == 0 {
+		m.Limits.Timeout = DefaultTimeout
+	}
+	if m.Limits.MaxResponse == 0 {
+		m.Limits.MaxResponse = DefaultMaxResponse
+	}
+	if m.Limits.MaxRequest == 0 {
+		m.Limits.MaxRequest = DefaultMaxRequest
+	}
+	if m.Routes != nil {
+		routes := make([]Route, len(m.Routes))
+		for i, r := range m.Routes {
+			if r.Path == "" {
+				r.Path = "/"
+			}
+			r.Host = strings.ToLower(r.Host)
+			routes[i] = r
+		}
+		m.Routes = routes
+	}
+	return m
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	envRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	kvNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+)
+
+// maxVersionLen keeps versions printable in logs and status output.
+const maxVersionLen = 128
+
+// Validate checks every field and reports all problems at once, each naming
+// the field and what is wrong with it, so a publisher fixes a manifest in one
+// pass. Zero limits are valid: they mean the defaults. The error wraps
+// [ErrMalformed].
+func (m Manifest) Validate() error {
+	var p problems
+	switch {
+	case m.Name == "":
+		p.add("name: required")
+	case !nameRE.MatchString(m.Name):
+		p.add("name %q: must be 1 to 63 lower-case letters, digits or hyphens, starting with a letter or digit", m.Name)
+	}
+	switch {
+	case m.Version == "":
+		p.add("version: required")
+	case len(m.Version) > maxVersionLen:
+		p.add("version: longer than %d bytes", maxVersionLen)
+	default:
+		if err := checkSemver(m.Version); err != nil {
+			p.add("version %q: not a semantic version: %v", m.Version, err)
+		}
+	}
+	if m.Wasm == "" {
+		p.add("wasm: required")
+	} else if err := checkLocalPath(m.Wasm); err != nil {
+		p.add("wasm %q: %v", m.Wasm, err)
+	}
+	m.validateRoutes(&p)
+	m.Limits.validate(&p)
+	m.Capabilities.validate(&p)
+	return p.err("manifest")
+}
+
+func (m Manifest) validateRoutes(p *problems) {
+	if len(m.Routes) == 0 {
+		p.add("routes: at least one route is required")
+		return
+	}
+	seen := make(map[Route]int, len(m.Routes))
+	for i, r := range m.Routes {
+		if r.Host != "" {
+			if err := checkHost(strings.ToLower(r.Host)); err != nil {
+				p.add("routes[%d].host %q: %v", i, r.Host, err)
+			}
+		}
+		if r.Path != "" {
+			if err := checkRoutePath(r.Path); err != nil {
+				p.add("routes[%d].path %q: %v", i, r.Path, err)
+			}
+		}
+		key := Route{Host: strings.ToLower(r.Host), Path: r.Path}
+		if key.Path == "" {
+			key.Path = "/"
+		}
+		if j, dup := seen[key]; dup {
+			p.add("routes[%d]: duplicates routes[%d]", i, j)
+		} else {
+			seen[key] = i
+		}
+	}
+}
+
+func (l Limits) validate(p *problems) {
+	checkSize := func(field string, v, minimum, maximum Size) {
+		switch {
+		case v == 0:
+		case v < minimum:
+			p.add("limits.%s %s: below the minimum %s", field, v, minimum)
+		case v > maximum:
+			p.add("limits.%s %s: exceeds the maximum %s", field, v, maximum)
+		}
+	}
+	checkSize("memory", l.Memory, MinMemory, MaxMemory)
+	switch {
+	case l.Timeout < 0:
+		p.add("limits.timeout %s: must be positive", l.Timeout)
+	case l.Timeout > MaxTimeout:
+		p.add("limits.timeout %s: exceeds the maximum %s", l.Timeout, MaxTimeout)
+	}
+	checkSize("max_response", l.MaxResponse, 1, MaxMaxResponse)
+	checkSize("max_request", l.MaxRequest, 1, MaxMaxRequest)
+}
+
+func (c Capabilities) validate(p *problems) {
+	for _, name := range sortedKeys(c.Env) {
+		if !envRE.MatchString(name) {
+			p.add("capabilities.env %q: invalid variable name (want letters, digits and underscores, not starting with a digit)", name)
+		}
+		if strings.IndexByte(c.Env[name], 0) >= 0 {
+			p.add("capabilities.env %q: value contains a NUL byte", name)
+		}
+	}
+	seenHost := map[string]bool{}
+	for i, h := range c.OutboundHosts {
+		if err := checkHostPort(strings.ToLower(h)); err != nil {
+			p.add("capabilities.outbound_hosts[%d] %q: %v", i, h, err)
+		} else if seenHost[strings.ToLower(h)] {
+			p.add("capabilities.outbound_hosts[%d] %q: listed twice", i, h)
+		}
+		seenHost[strings.ToLower(h)] = true
+	}
+	seenKV := map[string]bool{}
+	for i, name := range c.KV {
+		if !kvNameRE.MatchString(name) {
+			p.add("capabilities.kv[%d] %q: invalid store name (want 1 to 64 letters, digits, '-' or '_')", i, name)
+		} else if seenKV[name] {
+			p.add("capabilities.kv[%d] %q: listed twice", i, name)
+		}
+		seenKV[name] = true
+	}
+	for _, guest := range sortedKeys(c.Dirs) {
+		if err := checkGuestPath(guest); err != nil {
+			p.add("capabilities.dirs %q: guest path %v", guest, err)
+		}
+		if host := c.Dirs[guest]; host == "" {
+			p.add("capabilities.dirs %q: host path required", guest)
+		} else if err := checkHostDir(host); err != nil {
+			p.add("capabilities.dirs %q: host path %q %v", guest, host, err)
+		}
+	}
+}
+
+// problems collects validation failures so that Validate reports them all.
+type problems []string
+
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// err returns nil or one error listing every problem, wrapping ErrMalformed.
+func (p problems) err(what string) error {
+	if len(p) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w %s: %s", ErrMalformed, what, strings.Join(p, "; "))
+}
