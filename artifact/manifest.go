@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 )
@@ -119,12 +120,16 @@ func ParseManifest(data []byte) (Manifest, error) {
 func unknownKeys(undecoded []toml.Key) []string {
 	var out []string
 	var parent toml.Key
+	seen := map[string]bool{} // keys repeat once per element of an array of tables
 	for _, k := range undecoded {
 		if parent != nil && len(k) > len(parent) && slicesEqual(k[:len(parent)], parent) {
 			continue
 		}
 		parent = k
-		out = append(out, fmt.Sprintf("%q", k.String()))
+		if name := k.String(); !seen[name] {
+			seen[name] = true
+			out = append(out, fmt.Sprintf("%q", name))
+		}
 	}
 	return out
 }
@@ -316,8 +321,8 @@ func (c Capabilities) validate(p *problems) {
 		if !envRE.MatchString(name) {
 			p.add("capabilities.env %q: invalid variable name (want letters, digits and underscores, not starting with a digit)", name)
 		}
-		if strings.IndexByte(c.Env[name], 0) >= 0 {
-			p.add("capabilities.env %q: value contains a NUL byte", name)
+		if v := c.Env[name]; strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v) {
+			p.add("capabilities.env %q: value must be valid UTF-8 without NUL bytes", name)
 		}
 	}
 	seenHost := map[string]bool{}

@@ -246,3 +246,42 @@ func writeFile(t *testing.T, path string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestManifestValidate covers manifests built in code rather than parsed,
+// which can hold values TOML cannot express.
+func TestManifestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*Manifest)
+		want   string // "" for valid
+	}{
+		{"valid", func(*Manifest) {}, ""},
+		{"upper-case host is valid before normalising", func(m *Manifest) { m.Routes[0].Host = "Hello.Example" }, ""},
+		{"wildcard host", func(m *Manifest) { m.Routes[0].Host = "*.example" }, ""},
+		{"route path with control character", func(m *Manifest) { m.Routes[0].Path = "/a\nb" }, `malformed manifest: routes[0].path "/a\nb": must be valid UTF-8 without spaces, control characters, '?' or '#'`},
+		{"route path with query", func(m *Manifest) { m.Routes[0].Path = "/a?b" }, `malformed manifest: routes[0].path "/a?b": must be valid UTF-8 without spaces, control characters, '?' or '#'`},
+		{"wasm with invalid UTF-8", func(m *Manifest) { m.Wasm = "a\xff.wasm" }, `malformed manifest: wasm "a\xff.wasm": contains a control character or invalid UTF-8`},
+		{"wasm dot", func(m *Manifest) { m.Wasm = "." }, `malformed manifest: wasm ".": must name a file`},
+		{"wasm directory", func(m *Manifest) { m.Wasm = "build/" }, `malformed manifest: wasm "build/": must name a file`},
+		{"env value with NUL", func(m *Manifest) { m.Capabilities.Env = map[string]string{"A": "x\x00y"} }, `malformed manifest: capabilities.env "A": value must be valid UTF-8 without NUL bytes`},
+		{"empty host path", func(m *Manifest) { m.Capabilities.Dirs = map[string]string{"/data": ""} }, `malformed manifest: capabilities.dirs "/data": host path required`},
+		{"unclean guest path", func(m *Manifest) { m.Capabilities.Dirs = map[string]string{"/data/": "/srv"} }, `malformed manifest: capabilities.dirs "/data/": guest path must be a clean path (want "/data")`},
+		{"duplicate outbound host", func(m *Manifest) { m.Capabilities.OutboundHosts = []string{"a.example", "A.example"} }, `malformed manifest: capabilities.outbound_hosts[1] "A.example": listed twice`},
+		{"long version", func(m *Manifest) { m.Version = "1.0.0-" + strings.Repeat("a", 200) }, `malformed manifest: version: longer than 128 bytes`},
+		{"timeout at maximum", func(m *Manifest) { m.Limits.Timeout = MaxTimeout }, ""},
+		{"memory at maximum", func(m *Manifest) { m.Limits.Memory = MaxMemory }, ""},
+		{"memory one byte over", func(m *Manifest) { m.Limits.Memory = MaxMemory + 1 }, `malformed manifest: limits.memory 4294967297: exceeds the maximum 4GiB`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := validManifest()
+			tc.change(&m)
+			err := m.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Validate = %v, want nil", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want):
+				t.Fatalf("Validate = %v\nwant %s", err, tc.want)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // checkLocalPath checks a slash-separated path that must stay inside the
@@ -22,12 +23,15 @@ func checkLocalPath(p string) error {
 		return errors.New(`must use "/" as the separator`)
 	}
 	if hasControl(p) {
-		return errors.New("contains a control character")
+		return errors.New("contains a control character or invalid UTF-8")
 	}
 	if slices.Contains(strings.Split(p, "/"), "..") {
 		return errors.New("must not leave the app directory")
 	}
-	if c := path.Clean(p); c != p || c == "." {
+	if p == "." || strings.HasSuffix(p, "/") {
+		return errors.New("must name a file")
+	}
+	if c := path.Clean(p); c != p {
 		return fmt.Errorf("must be a clean path (want %q)", c)
 	}
 	return nil
@@ -38,8 +42,10 @@ func hasDrive(p string) bool {
 	return len(p) >= 2 && p[1] == ':' && (p[0] >= 'a' && p[0] <= 'z' || p[0] >= 'A' && p[0] <= 'Z')
 }
 
+// hasControl reports whether s has a control character or is not valid
+// UTF-8, either of which would be mangled in logs, JSON or file systems.
 func hasControl(s string) bool {
-	return strings.ContainsFunc(s, unicode.IsControl)
+	return !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl)
 }
 
 // maxRoutePath bounds route paths; longer ones are mistakes, not routes.
@@ -53,7 +59,7 @@ func checkRoutePath(p string) error {
 	case len(p) > maxRoutePath:
 		return fmt.Errorf("longer than %d bytes", maxRoutePath)
 	case hasControl(p) || strings.ContainsAny(p, " ?#"):
-		return errors.New("must not contain spaces, control characters, '?' or '#'")
+		return errors.New("must be valid UTF-8 without spaces, control characters, '?' or '#'")
 	}
 	for seg := range strings.SplitSeq(p, "/") {
 		if seg == "." || seg == ".." {
@@ -144,7 +150,7 @@ func checkGuestPath(p string) error {
 	case !strings.HasPrefix(p, "/"):
 		return errors.New("must be absolute")
 	case hasControl(p):
-		return errors.New("contains a control character")
+		return errors.New("contains a control character or invalid UTF-8")
 	case path.Clean(p) != p:
 		return fmt.Errorf("must be a clean path (want %q)", path.Clean(p))
 	}
@@ -158,7 +164,7 @@ func checkHostDir(p string) error {
 	case !strings.HasPrefix(p, "/") && !filepath.IsAbs(p):
 		return errors.New("must be absolute")
 	case hasControl(p):
-		return errors.New("contains a control character")
+		return errors.New("contains a control character or invalid UTF-8")
 	}
 	for seg := range strings.FieldsFuncSeq(p, func(r rune) bool { return r == '/' || r == '\\' }) {
 		if seg == ".." {
