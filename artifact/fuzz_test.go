@@ -31,6 +31,9 @@ func FuzzOpen(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, env []byte) {
+		// Peek shares the envelope decoder; it must not panic either.
+		_, _ = Peek(env)
+		_ = PeekKeyID(env)
 		r, err := Open(env, fx.trusted)
 		if err != nil {
 			if Reason(err) == "other" {

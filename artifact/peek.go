@@ -24,7 +24,7 @@ func Peek(envelopeBytes []byte) (Release, error) {
 // when it cannot be decoded.
 func PeekKeyID(envelopeBytes []byte) string {
 	var env envelope
-	if decodeStrict(envelopeBytes, &env) != nil {
+	if len(envelopeBytes) > MaxEnvelopeSize || decodeStrict(envelopeBytes, &env) != nil {
 		return ""
 	}
 	return env.KeyID
