@@ -3,6 +3,8 @@ package localca
 import (
 	"crypto/ecdsa"
 	"crypto/x509"
+	"encoding/pem"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -156,28 +158,42 @@ func TestBrokenCA(t *testing.T) {
 		data, _ := os.ReadFile(filepath.Join(other, KeyFile))
 		write(t, filepath.Join(dir, KeyFile), string(data))
 	}
+	leafAsCA := func(t *testing.T, dir string) {
+		leaf, _, err := Ensure(t.TempDir(), nil, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(dir, CertFile), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificate[0]})))
+	}
+	expiry := now.Add(caValidity).Format(time.RFC3339)
+	// In want, %[1]s is the CA directory.
 	tests := []struct {
 		name   string
 		break_ func(t *testing.T, dir string)
 		when   time.Time
-		want   string // after the directory
+		want   string
 	}{
 		{"corrupt certificate", func(t *testing.T, dir string) { write(t, filepath.Join(dir, CertFile), "garbage") },
-			now, "/ca.pem: no PEM CERTIFICATE block"},
+			now, "CA certificate %[1]s/ca.pem: no PEM CERTIFICATE block"},
 		{"truncated certificate", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, CertFile)) },
-			now, "/ca.pem: "},
+			now, "CA certificate %[1]s/ca.pem: no PEM CERTIFICATE block"},
+		{"bad certificate DER", func(t *testing.T, dir string) {
+			write(t, filepath.Join(dir, CertFile), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("garbage")})))
+		}, now, "CA certificate %[1]s/ca.pem: x509: malformed certificate"},
+		{"not a CA", leafAsCA,
+			now, "CA certificate %[1]s/ca.pem: not a CA certificate"},
 		{"corrupt key", func(t *testing.T, dir string) { write(t, filepath.Join(dir, KeyFile), "garbage") },
-			now, "/ca-key.pem: no PEM PRIVATE KEY block"},
+			now, "CA key %[1]s/ca-key.pem: no PEM PRIVATE KEY block"},
 		{"truncated key", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, KeyFile)) },
-			now, "/ca-key.pem: "},
+			now, "CA key %[1]s/ca-key.pem: no PEM PRIVATE KEY block"},
 		{"key of another CA", otherKey,
-			now, "/ca-key.pem: does not match the certificate"},
+			now, "CA key %[1]s/ca-key.pem: does not match the certificate %[1]s/ca.pem"},
 		{"certificate missing", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, CertFile)) },
-			now, "/ca.pem is missing but its key"},
+			now, "CA certificate %[1]s/ca.pem is missing but its key %[1]s/ca-key.pem exists; remove the key to create a new CA"},
 		{"key missing", func(t *testing.T, dir string) { os.Remove(filepath.Join(dir, KeyFile)) },
-			now, "/ca-key.pem is missing but its certificate"},
+			now, "CA key %[1]s/ca-key.pem is missing but its certificate %[1]s/ca.pem exists; remove the certificate to create a new CA"},
 		{"expired", func(*testing.T, string) {},
-			now.Add(11 * 365 * 24 * time.Hour), "/ca.pem: expired at"},
+			now.Add(caValidity), "CA certificate %[1]s/ca.pem: expired at " + expiry + "; remove %[1]s/ca.pem and %[1]s/ca-key.pem to create a new CA"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,11 +204,8 @@ func TestBrokenCA(t *testing.T) {
 			tt.break_(t, dir)
 			before := snapshot(t, dir)
 			_, _, err := Ensure(dir, nil, tt.when)
-			if err == nil {
-				t.Fatal("Ensure succeeded")
-			}
-			if !strings.Contains(err.Error(), dir+tt.want) {
-				t.Errorf("error %q does not contain %q", err, dir+tt.want)
+			if want := fmt.Sprintf(tt.want, dir); err == nil || err.Error() != want {
+				t.Errorf("Ensure = %v\nwant %s", err, want)
 			}
 			if after := snapshot(t, dir); after != before {
 				t.Error("Ensure changed the CA files after an error")

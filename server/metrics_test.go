@@ -110,3 +110,17 @@ func TestInstrumentConflictPanics(t *testing.T) {
 	}()
 	Instrument(reg, func(*http.Request) string { return "" }, http.NotFoundHandler())
 }
+
+// BenchmarkInstrument is the cost the middleware adds to every request.
+func BenchmarkInstrument(b *testing.B) {
+	h := Instrument(prometheus.NewRegistry(), func(*http.Request) string { return "app" },
+		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		r := httptest.NewRequest("GET", "/", nil)
+		w := httptest.NewRecorder()
+		for pb.Next() {
+			h.ServeHTTP(w, r)
+		}
+	})
+}

@@ -49,9 +49,14 @@ type Config struct {
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 
+	// ReadHeaderTimeout bounds reading a request's headers on TCP, so a
+	// slow client cannot hold a connection open for free.
 	ReadHeaderTimeout time.Duration
-	IdleTimeout       time.Duration
-	MaxHeaderBytes    int
+	// IdleTimeout is how long a keep-alive connection may wait for its
+	// next request, on both TCP and QUIC.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the size of a request's headers.
+	MaxHeaderBytes int
 	// AltSvcMaxAge is how long clients may remember that HTTP/3 is offered
 	// (the ma parameter of the Alt-Svc header on TCP responses).
 	AltSvcMaxAge time.Duration
@@ -108,7 +113,9 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, logger: logger}
 	s.tcpTLS = cfg.TLSConfig.Clone()
 	s.tcpTLS.NextProtos = withALPN(cfg.TLSConfig.NextProtos, "h2", "http/1.1")
-	s.quicTLS = http3.ConfigureTLSConfig(cfg.TLSConfig)
+	// ConfigureTLSConfig initialises session ticket keys on the config it
+	// is given before cloning it: give it a copy.
+	s.quicTLS = http3.ConfigureTLSConfig(cfg.TLSConfig.Clone())
 
 	s.h1 = &http.Server{
 		Handler:           http.HandlerFunc(s.serveTCP),
