@@ -1,0 +1,40 @@
+# Tern's build. Everything here needs only Go; `make bench` also uses wrk
+# (installed from Debian's packages when missing).
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build run test bench guests vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/tern ./cmd/tern
+
+## run: start a single-node Tern (embedded hub, agent, sample app) in ./.tern
+run:
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/tern up
+
+## test: the whole suite: vet, race-enabled tests, every benchmark once
+test:
+	$(GO) vet ./...
+	$(GO) test -race -timeout 15m ./...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
+
+## bench: benchmarks with results for docs/BENCHMARKS.md
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./wasmhost/
+	./scripts/bench-e2e.sh
+
+## guests: rebuild the committed guest wasm modules from their sources
+guests:
+	$(MAKE) -C guests
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,294 @@
+// Package agent is Tern's composition root: it reads the configuration,
+// builds every component in dependency order, owns the listeners and runs
+// the whole until its context ends, then shuts down in phases. Nothing
+// imports it but cmd/tern and tests.
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	gosync "sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/localca"
+	"github.com/tern-edge/tern/routing"
+	"github.com/tern-edge/tern/server"
+	"github.com/tern-edge/tern/store"
+	ternsync "github.com/tern-edge/tern/sync"
+	"github.com/tern-edge/tern/wasmhost"
+)
+
+// Files under the data directory.
+const (
+	// HubURLFile records the embedded hub's URL for `tern deploy`.
+	HubURLFile = "hub.url"
+	// DevKeyFile is the development publisher key `tern up` creates and
+	// trusts.
+	DevKeyFile = "dev.key"
+)
+
+// Agent is one running Tern node.
+type Agent struct {
+	cfg     Config
+	logger  *slog.Logger
+	reg     *prometheus.Registry
+	trusted artifact.KeySet
+
+	store   *store.Store
+	runtime *wasmhost.Runtime
+	router  routing.Router
+	hub     *ternsync.Hub
+	client  *ternsync.Client
+	watcher *ternsync.Watcher
+	front   *server.Server
+	admin   *server.Admin
+	caPath  string
+
+	// mu guards apps and serialises installs; the router's table is
+	// rebuilt from apps under it and swapped atomically.
+	mu   gosync.Mutex
+	apps map[string]*installedApp
+
+	closers []func() // undo what New started, newest last
+}
+
+// installedApp is a release the agent serves.
+type installedApp struct {
+	rel artifact.Release
+	app *wasmhost.App
+}
+
+// Options are the parts of an agent that do not come from the config file.
+type Options struct {
+	Logger *slog.Logger
+	// ExtraTrusted are publisher keys trusted in addition to the config's
+	// (`tern up` adds its development key).
+	ExtraTrusted []ed25519.PublicKey
+}
+
+// New builds an agent: it opens the store, loads every installed app from
+// it (so the agent serves before and without reaching the hub), starts the
+// embedded hub when the config has no hub URL, connects to the hub, and
+// binds the public and admin listeners. If any step fails, the steps
+// already done are undone.
+func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	keys := append([]ed25519.PublicKey(nil), opts.ExtraTrusted...)
+	for _, s := range cfg.Trust.Publishers {
+		k, err := artifact.ParsePublicKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("trust.publishers: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	a := &Agent{
+		cfg:     cfg,
+		logger:  logger,
+		reg:     prometheus.NewRegistry(),
+		trusted: artifact.NewKeySet(keys...),
+		apps:    map[string]*installedApp{},
+	}
+	defer func() {
+		if err != nil {
+			a.undo()
+		}
+	}()
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if a.trusted.Len() == 0 {
+		logger.Warn("no trusted publisher keys: every release will be refused")
+	}
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+
+	a.store, err = store.Open(filepath.Join(cfg.Data, "store"), logger.With("component", "store"))
+	if err != nil {
+		return nil, err
+	}
+	a.onUndo(func() { a.store.Close() })
+
+	a.runtime, err = wasmhost.New(ctx, wasmhost.Config{
+		CacheDir:   filepath.Join(cfg.Data, "compile-cache"),
+		Logger:     logger.With("component", "wasm"),
+		Registerer: a.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.onUndo(func() { a.runtime.Close(context.Background()) })
+	if err := a.loadInstalled(ctx); err != nil {
+		return nil, err
+	}
+
+	hubURL := cfg.Hub.URL
+	if hubURL == "" {
+		a.hub, err = ternsync.StartHub(ternsync.HubConfig{
+			Dir:    filepath.Join(cfg.Data, "hub"),
+			Listen: cfg.Hub.Listen,
+			Logger: logger.With("component", "hub"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.onUndo(a.hub.Shutdown)
+		hubURL = a.hub.ClientURL()
+		if err := os.WriteFile(filepath.Join(cfg.Data, HubURLFile), []byte(hubURL+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("record hub url: %w", err)
+		}
+	}
+	a.client, err = ternsync.Connect(ternsync.ConnConfig{
+		URL:       hubURL,
+		CredsFile: cfg.Hub.Creds,
+		NKeyFile:  cfg.Hub.NKey,
+		Name:      "tern-agent",
+		Retry:     true,
+		Logger:    logger.With("component", "sync"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.onUndo(a.client.Close)
+	if a.hub != nil {
+		if err := a.client.EnsureBuckets(ctx); err != nil {
+			return nil, err
+		}
+	}
+	a.watcher, err = ternsync.NewWatcher(ternsync.WatcherConfig{
+		Client:           a.client,
+		Trusted:          a.trusted,
+		Installer:        a,
+		MaxArtifactBytes: int64(cfg.MaxArtifact),
+		Logger:           logger.With("component", "sync"),
+		Registerer:       a.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	leaf, caPath, err := localca.Ensure(cfg.Data, cfg.TLS.Hosts, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	a.caPath = caPath
+	a.front, err = server.New(server.Config{
+		Addr:      cfg.Listen,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12},
+		Handler:   server.Instrument(a.reg, a.appOf, &a.router),
+		Logger:    logger.With("component", "http"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.front.Listen(); err != nil {
+		return nil, err
+	}
+	a.admin, err = server.NewAdmin(cfg.Admin, a.reg, logger.With("component", "admin"))
+	if err != nil {
+		return nil, err
+	}
+	if err := a.admin.Listen(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) onUndo(f func()) { a.closers = append(a.closers, f) }
+
+// undo stops what New started, newest first: the store closes last.
+func (a *Agent) undo() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}
+
+// Run serves until ctx is done, then shuts down: the listeners stop
+// accepting and finish in-flight requests, the hub watch stops, the hub
+// connection drains, the embedded hub stops, and the store closes last.
+// ready, when not nil, is called once the listeners serve and the agent
+// has caught up with the hub (or has waited syncWait for it).
+func (a *Agent) Run(ctx context.Context, ready func()) error {
+	defer a.undo()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.front.Serve(gctx) })
+	g.Go(func() error { return a.admin.Serve(gctx) })
+	g.Go(func() error { return a.watcher.Run(gctx) })
+	if ready != nil {
+		g.Go(func() error {
+			select {
+			case <-a.watcher.Synced():
+			case <-time.After(syncWait):
+				a.logger.Warn("hub not reached yet; serving installed apps", "waited", syncWait)
+			case <-gctx.Done():
+				return nil
+			}
+			ready()
+			return nil
+		})
+	}
+	err := g.Wait()
+	a.logger.Info("listeners stopped; closing apps, hub connection and store")
+	a.mu.Lock()
+	for _, ia := range a.apps {
+		ia.app.Close(context.Background())
+	}
+	a.mu.Unlock()
+	return err
+}
+
+// syncWait bounds how long Run waits for the hub before calling ready.
+const syncWait = 5 * time.Second
+
+// Addr is the public listener's address.
+func (a *Agent) Addr() net.Addr { return a.front.Addr() }
+
+// AdminAddr is the admin listener's address.
+func (a *Agent) AdminAddr() net.Addr { return a.admin.Addr() }
+
+// CAPath is the local CA certificate clients should trust.
+func (a *Agent) CAPath() string { return a.caPath }
+
+// HubURL is the URL of the hub the agent follows.
+func (a *Agent) HubURL() string {
+	if a.hub != nil {
+		return a.hub.ClientURL()
+	}
+	return a.cfg.Hub.URL
+}
+
+// Apps returns the releases the agent serves now.
+func (a *Agent) Apps() []artifact.Release {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]artifact.Release, 0, len(a.apps))
+	for _, ia := range a.apps {
+		out = append(out, ia.rel)
+	}
+	return out
+}
+
+// appOf names the app a request goes to, for metrics.
+func (a *Agent) appOf(r *http.Request) string {
+	if rt, ok := a.router.Match(r); ok {
+		return rt.App
+	}
+	return ""
+}

@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/tern-edge/tern/artifact"
+)
+
+// ConfigVersion is the config file format this agent reads.
+const ConfigVersion = 1
+
+// Config is an agent's configuration: the documented file (see
+// docs/CONFIG.md), then flags on top. Zero fields take the defaults of
+// DefaultConfig.
+type Config struct {
+	// Version is the file format version; it must be ConfigVersion.
+	Version int `toml:"version"`
+	// Data is the directory for all local state: the store, the local CA,
+	// the compile cache and, for `tern up`, the embedded hub.
+	Data string `toml:"data"`
+	// Listen is the public address, TCP (HTTPS) and UDP (HTTP/3).
+	Listen string `toml:"listen"`
+	// Admin is the address of the metrics and health endpoint.
+	Admin string `toml:"admin"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+	// MaxArtifact caps the size of a module the agent downloads.
+	MaxArtifact artifact.Size `toml:"max_artifact"`
+	// AllowedDirs lists the host directories (and their subdirectories)
+	// that apps may be granted read-only access to.
+	AllowedDirs []string `toml:"allowed_dirs"`
+	Hub         HubConfig `toml:"hub"`
+	Trust       TrustConfig `toml:"trust"`
+	TLS         TLSConfig `toml:"tls"`
+}
+
+// HubConfig says where the agent's hub is.
+type HubConfig struct {
+	// URL is the hub to follow. Empty means embedded: the agent runs the
+	// hub itself (`tern up`).
+	URL string `toml:"url"`
+	// Listen is the embedded hub's client address.
+	Listen string `toml:"listen"`
+	// Creds is a NATS credentials file for URL.
+	Creds string `toml:"creds"`
+	// NKey is an nkey seed file for URL.
+	NKey string `toml:"nkey"`
+}
+
+// TrustConfig lists whom the agent trusts.
+type TrustConfig struct {
+	// Publishers are the public keys ("ed25519:…") whose releases the agent
+	// accepts.
+	Publishers []string `toml:"publishers"`
+}
+
+// TLSConfig configures certificates.
+type TLSConfig struct {
+	// Hosts are the names the local CA's certificate covers.
+	Hosts []string `toml:"hosts"`
+}
+
+// DefaultConfig returns the configuration `tern up` runs with when given
+// nothing else.
+func DefaultConfig() Config {
+	return Config{
+		Version:     ConfigVersion,
+		Data:        ".tern",
+		Listen:      ":8443",
+		Admin:       "127.0.0.1:9090",
+		LogLevel:    "info",
+		MaxArtifact: 64 << 20,
+		Hub:         HubConfig{Listen: "127.0.0.1:4222"},
+		TLS:         TLSConfig{Hosts: []string{"localhost", "127.0.0.1", "::1"}},
+	}
+}
+
+// LoadConfig reads the config file at path over the defaults. Unknown keys
+// are an error that names them.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := ParseConfig(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes a config file over the defaults and validates it.
+func ParseConfig(b []byte) (Config, error) {
+	cfg := DefaultConfig()
+	cfg.Version = 0
+	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&cfg)
+	if err != nil {
+		return Config{}, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = fmt.Sprintf("%q", k.String())
+		}
+		return Config{}, fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+	}
+	if cfg.Version != ConfigVersion {
+		return Config{}, fmt.Errorf("version = %d: this agent reads version %d", cfg.Version, ConfigVersion)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Validate checks every field; the error names the first bad one.
+func (c Config) Validate() error {
+	if c.Data == "" {
+		return errors.New("data: must not be empty")
+	}
+	for name, addr := range map[string]string{"listen": c.Listen, "admin": c.Admin, "hub.listen": c.Hub.Listen} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s = %q: %w", name, addr, err)
+		}
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if _, err := artifact.ParseKeySet(c.Trust.Publishers); err != nil {
+		return fmt.Errorf("trust.publishers: %w", err)
+	}
+	for _, d := range c.AllowedDirs {
+		if !filepath.IsAbs(d) {
+			return fmt.Errorf("allowed_dirs: %q is not an absolute path", d)
+		}
+	}
+	if c.Hub.URL == "" && (c.Hub.Creds != "" || c.Hub.NKey != "") {
+		return errors.New("hub.creds and hub.nkey need hub.url")
+	}
+	return nil
+}
+
+// ParseLevel parses a log level name.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log_level = %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

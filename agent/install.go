@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/routing"
+	"github.com/tern-edge/tern/store"
+	ternsync "github.com/tern-edge/tern/sync"
+	"github.com/tern-edge/tern/wasmhost"
+)
+
+var _ ternsync.Installer = (*Agent)(nil)
+
+// refusal is an install error with the reason metrics and logs show.
+type refusal struct {
+	reason string
+	err    error
+}
+
+func (r *refusal) Error() string         { return r.err.Error() }
+func (r *refusal) Unwrap() error         { return r.err }
+func (r *refusal) RefusalReason() string { return r.reason }
+
+// Installed reports the sequence and digest of app's installed release.
+func (a *Agent) Installed(app string) (uint64, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ia, ok := a.apps[app]; ok {
+		return ia.rel.Sequence, ia.rel.Digest
+	}
+	return 0, ""
+}
+
+// Install makes a verified release current: it compiles the module, checks
+// that the app's routes and capabilities fit, persists the release as last
+// known good, and swaps the routing table. Any failure leaves the previous
+// release serving.
+func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	app, err := a.load(ctx, rel, wasm)
+	if err != nil {
+		return err
+	}
+	next := map[string]*installedApp{}
+	for name, ia := range a.apps {
+		next[name] = ia
+	}
+	next[rel.App] = &installedApp{rel: rel, app: app}
+	tbl, err := buildTable(next)
+	if err != nil {
+		app.Close(ctx)
+		return &refusal{"route_conflict", err}
+	}
+	if err := a.store.PutApp(store.App{Name: rel.App, Sequence: rel.Sequence, Digest: rel.Digest, Envelope: envelope}, wasm); err != nil {
+		app.Close(ctx)
+		return &refusal{"store", err}
+	}
+	a.router.Swap(tbl)
+	old := a.apps[rel.App]
+	a.apps[rel.App] = next[rel.App]
+	if old != nil {
+		// Requests already inside the old version finish on it; Close
+		// waits for them.
+		go old.app.Close(context.Background())
+	}
+	return nil
+}
+
+// load compiles rel's module with the limits and capabilities of its
+// manifest.
+func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*wasmhost.App, error) {
+	m := rel.Manifest.WithDefaults()
+	for guest, host := range m.Capabilities.Dirs {
+		if !a.dirAllowed(host) {
+			return nil, &refusal{"capability", fmt.Errorf("app %s: directory %s (mounted at %s) is not under the agent's allowed_dirs", rel.App, host, guest)}
+		}
+	}
+	app, err := a.runtime.Load(ctx, wasmhost.AppConfig{
+		Name:   rel.App,
+		Digest: rel.Digest,
+		Wasm:   wasm,
+		Limits: wasmhost.Limits{
+			MemoryBytes:      uint64(m.Limits.Memory),
+			Timeout:          time.Duration(m.Limits.Timeout),
+			MaxResponseBytes: int64(m.Limits.MaxResponse),
+			MaxRequestBytes:  int64(m.Limits.MaxRequest),
+		},
+		Env:   m.Capabilities.Env,
+		Dirs:  m.Capabilities.Dirs,
+		Clock: m.Capabilities.Clock,
+	})
+	if errors.Is(err, wasmhost.ErrInvalidModule) {
+		return nil, &refusal{"invalid_module", err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return app, nil
+}
+
+func (a *Agent) dirAllowed(dir string) bool {
+	dir = filepath.Clean(dir)
+	for _, root := range a.cfg.AllowedDirs {
+		root = filepath.Clean(root)
+		if dir == root || strings.HasPrefix(dir, root+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
+}
+
+// buildTable builds the routing table of apps.
+func buildTable(apps map[string]*installedApp) (*routing.Table, error) {
+	var routes []routing.Route
+	for _, ia := range apps {
+		for _, r := range ia.rel.Manifest.Routes {
+			app, prefix := ia.app, r.Path
+			if prefix == "" {
+				prefix = "/"
+			}
+			routes = append(routes, routing.Route{
+				Host: r.Host,
+				Path: prefix,
+				App:  ia.rel.App,
+				Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+					app.Serve(w, req, prefix)
+				}),
+			})
+		}
+	}
+	return routing.NewTable(routes)
+}
+
+// loadInstalled serves what the store holds: each app's last known good
+// release, verified again against today's trusted keys. A release whose
+// publisher is no longer trusted is not served.
+func (a *Agent) loadInstalled(ctx context.Context) error {
+	recs, err := a.store.Apps()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, rec := range recs {
+		rel, err := artifact.Open(rec.Envelope, a.trusted)
+		if err != nil {
+			a.logger.Warn("installed release no longer verifies; not serving it", "app", rec.Name, "err", err)
+			continue
+		}
+		wasm, err := a.store.Wasm(rec.Digest)
+		if err == nil {
+			err = rel.CheckBytes(wasm)
+		}
+		if err != nil {
+			a.logger.Error("installed module unreadable; not serving it", "app", rec.Name, "err", err)
+			continue
+		}
+		if err := rel.CheckFresh(time.Now(), 0); errors.Is(err, artifact.ErrExpired) {
+			a.logger.Warn("serving an expired release until the hub sends a newer one", "app", rel.App, "expired", rel.Expires)
+		}
+		app, err := a.load(ctx, rel, wasm)
+		if err != nil {
+			a.logger.Error("installed module does not load; not serving it", "app", rec.Name, "err", err)
+			continue
+		}
+		a.apps[rel.App] = &installedApp{rel: rel, app: app}
+	}
+	tbl, err := buildTable(a.apps)
+	if err != nil {
+		return fmt.Errorf("routes of installed apps: %w", err)
+	}
+	a.router.Swap(tbl)
+	if len(a.apps) > 0 {
+		a.logger.Info("serving installed apps from the store", "apps", len(a.apps))
+	}
+	return nil
+}

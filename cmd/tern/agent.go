@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/tern-edge/tern/agent"
+)
+
+// errUsage reports bad flags; the flag package has already said why.
+var errUsage = errors.New("usage")
+
+// agentFlags are the flags `up` and `agent` share; each one overrides the
+// config file.
+type agentFlags struct {
+	fs       *flag.FlagSet
+	config   string
+	data     string
+	listen   string
+	admin    string
+	logLevel string
+}
+
+func newAgentFlags(name string, stderr io.Writer) *agentFlags {
+	f := &agentFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	f.fs.SetOutput(stderr)
+	f.fs.StringVar(&f.config, "config", "", "config file (see docs/CONFIG.md)")
+	f.fs.StringVar(&f.data, "data", "", "data directory (default ./.tern)")
+	f.fs.StringVar(&f.listen, "listen", "", "public address, TCP and UDP (default :8443)")
+	f.fs.StringVar(&f.admin, "admin", "", "metrics and health address (default 127.0.0.1:9090)")
+	f.fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
+	return f
+}
+
+// load builds the config: defaults, then the file, then the flags.
+func (f *agentFlags) load() (agent.Config, error) {
+	cfg := agent.DefaultConfig()
+	if f.config != "" {
+		var err error
+		if cfg, err = agent.LoadConfig(f.config); err != nil {
+			return cfg, err
+		}
+	}
+	f.fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "data":
+			cfg.Data = f.data
+		case "listen":
+			cfg.Listen = f.listen
+		case "admin":
+			cfg.Admin = f.admin
+		case "log-level":
+			cfg.LogLevel = f.logLevel
+		}
+	})
+	return cfg, cfg.Validate()
+}
+
+func newLogger(level string, w io.Writer) *slog.Logger {
+	l, err := agent.ParseLevel(level)
+	if err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newAgentFlags("up", stderr)
+	hubListen := f.fs.String("hub-listen", "", "embedded hub's client address (default 127.0.0.1:4222)")
+	if f.fs.Parse(args) != nil {
+		return errUsage
+	}
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	if *hubListen != "" {
+		cfg.Hub.Listen = *hubListen
+	}
+	if cfg.Hub.URL != "" {
+		return fmt.Errorf("hub.url is %s, but tern up runs its own hub: use tern agent to follow another", cfg.Hub.URL)
+	}
+	logger := newLogger(cfg.LogLevel, stderr)
+	key, err := agent.EnsureDevKey(cfg.Data)
+	if err != nil {
+		return err
+	}
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
+	if err != nil {
+		return err
+	}
+	if err := a.DeploySample(ctx, key); err != nil {
+		logger.Error("sample app not deployed", "err", err)
+	}
+	return a.Run(ctx, func() { printBanner(stdout, a, cfg) })
+}
+
+func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newAgentFlags("agent", stderr)
+	hub := f.fs.String("hub", "", "hub URL, e.g. nats://hub.example.net:4222")
+	creds := f.fs.String("creds", "", "NATS credentials file for the hub")
+	nkey := f.fs.String("nkey", "", "NATS nkey seed file for the hub")
+	var trust multiFlag
+	f.fs.Var(&trust, "trust", "trusted publisher key (ed25519:… or a .pub file); repeatable")
+	if f.fs.Parse(args) != nil {
+		return errUsage
+	}
+	cfg, err := f.load()
+	if err != nil {
+		return err
+	}
+	if *hub != "" {
+		cfg.Hub.URL = *hub
+	}
+	if *creds != "" {
+		cfg.Hub.Creds = *creds
+	}
+	if *nkey != "" {
+		cfg.Hub.NKey = *nkey
+	}
+	if cfg.Hub.URL == "" {
+		return errors.New("no hub: give --hub or hub.url in the config (tern up runs a hub of its own)")
+	}
+	for _, t := range trust {
+		k, err := readPublicKey(t)
+		if err != nil {
+			return err
+		}
+		cfg.Trust.Publishers = append(cfg.Trust.Publishers, k)
+	}
+	logger := newLogger(cfg.LogLevel, stderr)
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx, func() {
+		logger.Info("agent ready", "listen", a.Addr().String(), "hub", cfg.Hub.URL, "admin", a.AdminAddr().String())
+	})
+}
+
+func printBanner(w io.Writer, a *agent.Agent, cfg agent.Config) {
+	_, port, _ := net.SplitHostPort(a.Addr().String())
+	base := "https://localhost:" + port
+	fmt.Fprintf(w, `
+Tern is up.
+  apps (HTTPS, HTTP/2, HTTP/3)  %s/hello
+  local CA certificate          %s
+  hub                           %s
+  metrics                       http://%s/metrics
+
+Try it:
+  curl --cacert %s %s/hello
+
+Deploy your own (signed with the dev key in %s):
+  go run ./cmd/tern deploy ./guests/echo && curl --cacert %s %s/echo
+
+`, base, a.CAPath(), a.HubURL(), a.AdminAddr(), a.CAPath(), base, cfg.Data, a.CAPath(), base)
+}
+
+// readPublicKey accepts a key ("ed25519:…") or a file holding one.
+func readPublicKey(s string) (string, error) {
+	if strings.HasPrefix(s, "ed25519:") {
+		return s, nil
+	}
+	b, err := os.ReadFile(s)
+	if err != nil {
+		return "", fmt.Errorf("trusted key: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// multiFlag collects a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tern-edge/tern/agent"
+	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/deploy"
+	ternsync "github.com/tern-edge/tern/sync"
+)
+
+// hubFlags say how the publisher's tools reach a hub. Without --hub they
+// use the hub that `tern up` recorded under --data.
+type hubFlags struct {
+	hub, creds, nkey, data string
+}
+
+func (h *hubFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&h.hub, "hub", "", "hub URL (default: the local hub of tern up, found under --data)")
+	fs.StringVar(&h.creds, "creds", "", "NATS credentials file")
+	fs.StringVar(&h.nkey, "nkey", "", "NATS nkey seed file")
+	fs.StringVar(&h.data, "data", ".tern", "data directory of a local tern up")
+}
+
+func (h *hubFlags) connect(name string) (*ternsync.Client, error) {
+	url := h.hub
+	if url == "" {
+		b, err := os.ReadFile(filepath.Join(h.data, agent.HubURLFile))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no --hub given and no local hub recorded in %s: start one with 'tern up' or pass --hub", h.data)
+		}
+		if err != nil {
+			return nil, err
+		}
+		url = strings.TrimSpace(string(b))
+	}
+	return ternsync.Connect(ternsync.ConnConfig{URL: url, CredsFile: h.creds, NKeyFile: h.nkey, Name: name})
+}
+
+func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var h hubFlags
+	h.register(fs)
+	keyPath := fs.String("key", "", "publisher key (default: the dev key of tern up under --data)")
+	ttl := fs.Duration("ttl", deploy.DefaultTTL, "how long the release stays valid")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module) and publishes it to the hub.")
+		fs.PrintDefaults()
+	}
+	if fs.Parse(args) != nil {
+		return errUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	if *keyPath == "" {
+		*keyPath = filepath.Join(h.data, agent.DevKeyFile)
+	}
+	key, err := artifact.ReadPrivateKeyFile(*keyPath)
+	if err != nil {
+		return err
+	}
+	// Validate locally before touching the network.
+	m, _, err := artifact.LoadManifest(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	c, err := h.connect("tern-deploy")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	p := &progress{w: stderr, app: m.Name}
+	res, err := deploy.Dir(ctx, fs.Arg(0), deploy.Options{Client: c, Key: key, TTL: *ttl, Progress: p.report})
+	if err != nil {
+		return err
+	}
+	p.done()
+	r := res.Release
+	fmt.Fprintf(stdout, "deployed %s %s (sequence %d, %s, %d bytes), signed by %s, expires %s\n",
+		r.App, r.Manifest.Version, r.Sequence, r.Digest, r.Size,
+		artifact.KeyID(key.Public().(ed25519.PublicKey)), r.Expires.Format(time.RFC3339))
+	return nil
+}
+
+// progress prints upload progress for modules large enough to wait for.
+type progress struct {
+	w       io.Writer
+	app     string
+	shown   bool
+	lastPct int64
+}
+
+func (p *progress) report(sent, total int64) {
+	if total < 1<<20 {
+		return
+	}
+	pct := sent * 100 / total
+	if p.shown && pct == p.lastPct {
+		return
+	}
+	p.shown, p.lastPct = true, pct
+	fmt.Fprintf(p.w, "\ruploading %s: %3d%% (%d/%d KiB)", p.app, pct, sent>>10, total>>10)
+}
+
+func (p *progress) done() {
+	if p.shown {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("apps", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var h hubFlags
+	h.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	var trust multiFlag
+	fs.Var(&trust, "trust", "publisher key to verify against (ed25519:… or a .pub file); repeatable; default: the dev key under --data")
+	if fs.Parse(args) != nil {
+		return errUsage
+	}
+	var keys []ed25519.PublicKey
+	if len(trust) == 0 {
+		if k, err := artifact.ReadPrivateKeyFile(filepath.Join(h.data, agent.DevKeyFile)); err == nil {
+			keys = append(keys, k.Public().(ed25519.PublicKey))
+		}
+	}
+	for _, t := range trust {
+		s, err := readPublicKey(t)
+		if err != nil {
+			return err
+		}
+		k, err := artifact.ParsePublicKey(s)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
+	}
+	c, err := h.connect("tern-apps")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	apps, err := deploy.List(ctx, c, artifact.NewKeySet(keys...))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		type row struct {
+			App       string    `json:"app"`
+			Version   string    `json:"version"`
+			Sequence  uint64    `json:"sequence"`
+			Digest    string    `json:"digest"`
+			Size      int64     `json:"size"`
+			Publisher string    `json:"publisher"`
+			Verified  bool      `json:"verified"`
+			Expires   time.Time `json:"expires"`
+			Routes    []string  `json:"routes"`
+			Error     string    `json:"error,omitempty"`
+		}
+		rows := []row{}
+		for _, a := range apps {
+			r := row{App: a.Release.App, Version: a.Release.Manifest.Version, Sequence: a.Release.Sequence,
+				Digest: a.Release.Digest, Size: a.Release.Size, Publisher: a.Publisher, Verified: a.Verified,
+				Expires: a.Release.Expires, Routes: routeStrings(a.Release.Manifest)}
+			if a.Err != nil {
+				r.Error = a.Err.Error()
+			}
+			rows = append(rows, r)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tVERSION\tSEQ\tDIGEST\tPUBLISHER\tEXPIRES\tROUTES")
+	for _, a := range apps {
+		if a.Err != nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\tunreadable: %v\n", a.Release.App, a.Err)
+			continue
+		}
+		pub := a.Publisher
+		if !a.Verified {
+			pub += " (unverified)"
+		}
+		r := a.Release
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.App, r.Manifest.Version, r.Sequence,
+			shortDigest(r.Digest), pub, r.Expires.Format("2006-01-02"), strings.Join(routeStrings(r.Manifest), " "))
+	}
+	return tw.Flush()
+}
+
+func routeStrings(m artifact.Manifest) []string {
+	out := make([]string, 0, len(m.Routes))
+	for _, r := range m.Routes {
+		p := r.Path
+		if p == "" {
+			p = "/"
+		}
+		out = append(out, r.Host+p)
+	}
+	return out
+}
+
+func shortDigest(d string) string {
+	if len(d) > len("sha256:")+12 {
+		return d[:len("sha256:")+12]
+	}
+	return d
+}
+
+func cmdKeys(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "gen" {
+		fmt.Fprintln(stderr, "Usage: tern keys gen --out FILE")
+		return errUsage
+	}
+	fs := flag.NewFlagSet("keys gen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("out", "", "file for the private key; the public key goes to FILE.pub")
+	if fs.Parse(args[1:]) != nil {
+		return errUsage
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "tern keys gen: --out is required")
+		return errUsage
+	}
+	key, err := artifact.GenerateKey()
+	if err != nil {
+		return err
+	}
+	if err := agent.WriteKeyPair(*out, key); err != nil {
+		return err
+	}
+	pub := key.Public().(ed25519.PublicKey)
+	fmt.Fprintf(stdout, "wrote %s and %s.pub\npublic key %s (id %s): add it to an agent's trust.publishers to accept its releases\n",
+		*out, *out, artifact.FormatPublicKey(pub), artifact.KeyID(pub))
+	return nil
+}
+
+func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintln(stderr, "Usage: tern check FILE|APP_DIR\n\nValidates an agent config file, or an app's tern.toml (a directory or a file named tern.toml), without starting anything.")
+		return errUsage
+	}
+	path := args[0]
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.IsDir() || filepath.Base(path) == "tern.toml" {
+		m, dir, err := artifact.LoadManifest(path)
+		if err != nil {
+			return err
+		}
+		wasm, err := os.ReadFile(filepath.Join(dir, m.Wasm))
+		if err != nil {
+			return fmt.Errorf("app %s: %w", m.Name, err)
+		}
+		if err := artifact.CheckWasm(wasm); err != nil {
+			return fmt.Errorf("app %s: %s: %w", m.Name, m.Wasm, err)
+		}
+		fmt.Fprintf(stdout, "app %s %s: ok (%s, %d bytes)\n", m.Name, m.Version, artifact.Digest(wasm), len(wasm))
+		return nil
+	}
+	if _, err := agent.LoadConfig(path); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "config %s: ok\n", path)
+	return nil
+}

@@ -1,0 +1,80 @@
+// Command tern is Tern's single binary: the agent, the single-node `up`,
+// and the publisher's tools. It only parses flags; the work happens in the
+// agent and deploy packages.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// A second signal while shutting down forces the exit.
+		<-ctx.Done()
+		stop()
+		force := make(chan os.Signal, 1)
+		signal.Notify(force, os.Interrupt, syscall.SIGTERM)
+		<-force
+		fmt.Fprintln(os.Stderr, "tern: second signal, exiting now")
+		os.Exit(2)
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Tern runs signed WebAssembly functions at the edge.
+
+Usage:
+  tern up        start a single-node Tern: embedded hub, agent, sample app
+  tern agent     run an agent that follows a hub
+  tern deploy    sign and publish an app
+  tern apps      list the apps on a hub
+  tern keys gen  create a publisher key
+  tern check     validate a config file or an app manifest
+  tern version   print the version
+
+Run 'tern <command> -h' for a command's flags.
+`
+
+// run executes one tern command and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"up":      cmdUp,
+		"agent":   cmdAgent,
+		"deploy":  cmdDeploy,
+		"apps":    cmdApps,
+		"keys":    cmdKeys,
+		"check":   cmdCheck,
+		"version": func(context.Context, []string, io.Writer, io.Writer) error { fmt.Fprintln(stdout, "tern", version); return nil },
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "tern: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
+		if err == errUsage {
+			return 2
+		}
+		fmt.Fprintf(stderr, "tern %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runTern(args ...string) (int, string) {
+	var out strings.Builder
+	code := run(context.Background(), args, &out, &out)
+	return code, out.String()
+}
+
+func TestCommands(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	goodConf := write("good.conf", "version = 1\nlisten = \"127.0.0.1:8443\"\n")
+	badConf := write("bad.conf", "version = 1\nlisen = \":1\"\n")
+	oldConf := write("old.conf", "version = 7\n")
+	badApp := write("badapp/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\ncolour = \"red\"\n[[routes]]\npath = \"/x\"\n")
+	noWasm := write("nowasm/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\n[[routes]]\npath = \"/x\"\n")
+	write("notwasm/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\n[[routes]]\npath = \"/x\"\n")
+	write("notwasm/x.wasm", "MZ not a module")
+
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		contains string
+	}{
+		{"no args", nil, 2, "Usage:"},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"version", []string{"version"}, 0, "tern "},
+		{"check good config", []string{"check", goodConf}, 0, "ok"},
+		{"check config with unknown key", []string{"check", badConf}, 1, `unknown key "lisen"`},
+		{"check config of another version", []string{"check", oldConf}, 1, "version = 7"},
+		{"check sample app", []string{"check", filepath.Join("..", "..", "guests", "hello")}, 0, "app hello 1.0.0: ok"},
+		{"check manifest with unknown key", []string{"check", badApp}, 1, `"colour"`},
+		{"check app without its module", []string{"check", filepath.Dir(noWasm)}, 1, "x.wasm"},
+		{"check app whose module is not wasm", []string{"check", filepath.Join(dir, "notwasm")}, 1, "not"},
+		{"keys gen needs --out", []string{"keys", "gen"}, 2, "--out is required"},
+		{"deploy without a hub", []string{"deploy", "--data", filepath.Join(dir, "nothing"), "--key", filepath.Join(dir, "k"), filepath.Join("..", "..", "guests", "hello")}, 1, "k"},
+		{"agent without a hub", []string{"agent", "--data", filepath.Join(dir, "agent")}, 1, "no hub"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := runTern(tt.args...)
+			if code != tt.code || !strings.Contains(out, tt.contains) {
+				t.Fatalf("tern %v = %d\n%s\nwant exit %d and output containing %q", tt.args, code, out, tt.code, tt.contains)
+			}
+		})
+	}
+}
+
+func TestKeysGen(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "me.key")
+	code, text := runTern("keys", "gen", "--out", out)
+	if code != 0 {
+		t.Fatalf("keys gen: %d %s", code, text)
+	}
+	pub, err := os.ReadFile(out + ".pub")
+	if err != nil || !strings.HasPrefix(string(pub), "ed25519:") {
+		t.Fatalf("public key file: %q, %v", pub, err)
+	}
+	st, err := os.Stat(out)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("private key mode: %v, %v", st.Mode(), err)
+	}
+	if code, text := runTern("keys", "gen", "--out", out); code != 1 || !strings.Contains(text, "exists") {
+		t.Fatalf("keys gen over an existing key: %d %s", code, text)
+	}
+}

@@ -1,0 +1,167 @@
+// Package deploy is the publisher's side of Tern: it signs an app's release
+// and pushes the module and the signed release to a hub, from where every
+// agent pulls it.
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tern-edge/tern/artifact"
+	ternsync "github.com/tern-edge/tern/sync"
+)
+
+// DefaultTTL is how long a release stays valid when the publisher does not
+// say: agents refuse a release first seen after it expired.
+const DefaultTTL = 365 * 24 * time.Hour
+
+// Options configures one deploy.
+type Options struct {
+	// Client is the connection to the hub.
+	Client *ternsync.Client
+	// Key signs the release.
+	Key ed25519.PrivateKey
+	// TTL is the release's validity; 0 means DefaultTTL.
+	TTL time.Duration
+	// Progress, when set, is told how many of the module's bytes have been
+	// uploaded.
+	Progress func(sent, total int64)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Result describes a deploy that succeeded.
+type Result struct {
+	Release  artifact.Release
+	Envelope []byte
+}
+
+// Dir deploys the app whose tern.toml is in dir (or is dir).
+func Dir(ctx context.Context, dir string, opts Options) (Result, error) {
+	m, mdir, err := artifact.LoadManifest(dir)
+	if err != nil {
+		return Result{}, err
+	}
+	wasmPath := filepath.Join(mdir, m.Wasm)
+	wasm, err := os.ReadFile(wasmPath)
+	if err != nil {
+		return Result{}, fmt.Errorf("app %s: %w", m.Name, err)
+	}
+	return Push(ctx, m, wasm, opts)
+}
+
+// Push signs and publishes m with its module bytes. The release's sequence
+// is one more than the hub's current one for the app, so agents accept it
+// as newer; a concurrent deploy of the same app makes one of the two retry.
+func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (Result, error) {
+	if opts.Client == nil || opts.Key == nil {
+		return Result{}, errors.New("deploy: a hub connection and a signing key are required")
+	}
+	if err := m.Validate(); err != nil {
+		return Result{}, err
+	}
+	// Agents see the limits the release runs under, not "the defaults of
+	// whatever agent version installs it".
+	m = m.WithDefaults()
+	if err := artifact.CheckWasm(wasm); err != nil {
+		return Result{}, fmt.Errorf("app %s: %s: %w", m.Name, m.Wasm, err)
+	}
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	ttl := opts.TTL
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	if err := opts.Client.EnsureBuckets(ctx); err != nil {
+		return Result{}, err
+	}
+	digest := artifact.Digest(wasm)
+	size := int64(len(wasm))
+	var progress func(int64)
+	if opts.Progress != nil {
+		progress = func(sent int64) { opts.Progress(sent, size) }
+	}
+	if err := opts.Client.PutArtifact(ctx, digest, bytes.NewReader(wasm), size, progress); err != nil {
+		return Result{}, fmt.Errorf("app %s: %w", m.Name, err)
+	}
+	for attempt := 0; ; attempt++ {
+		prev, rev, err := opts.Client.Release(ctx, m.Name)
+		if err != nil && !errors.Is(err, ternsync.ErrNotFound) {
+			return Result{}, err
+		}
+		var seq uint64 = 1
+		if prev != nil {
+			p, err := artifact.Peek(prev)
+			if err != nil {
+				return Result{}, fmt.Errorf("app %s: current release on the hub: %w", m.Name, err)
+			}
+			seq = p.Sequence + 1
+		}
+		t := now().UTC().Truncate(time.Second)
+		rel := artifact.Release{
+			App:      m.Name,
+			Sequence: seq,
+			Digest:   digest,
+			Size:     size,
+			Issued:   t,
+			Expires:  t.Add(ttl),
+			Manifest: m,
+		}
+		env, err := artifact.Sign(rel, opts.Key)
+		if err != nil {
+			return Result{}, fmt.Errorf("sign %s@%d: %w", m.Name, seq, err)
+		}
+		err = opts.Client.PutRelease(ctx, m.Name, env, rev)
+		if errors.Is(err, ternsync.ErrRaced) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		return Result{Release: rel, Envelope: env}, nil
+	}
+}
+
+// App is one app's current release as the hub holds it.
+type App struct {
+	Release artifact.Release
+	// Publisher is the key ID that signed the release.
+	Publisher string
+	// Verified is set when the signature checked out against the trusted
+	// keys given to List.
+	Verified bool
+	Updated  time.Time
+	// Err says why the release could not be read; the other fields are
+	// then partial.
+	Err error
+}
+
+// List returns every app's current release on the hub. Releases signed by
+// a key in trusted are marked verified.
+func List(ctx context.Context, c *ternsync.Client, trusted artifact.KeySet) ([]App, error) {
+	entries, err := c.Releases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	apps := make([]App, 0, len(entries))
+	for _, e := range entries {
+		a := App{Updated: e.Updated, Publisher: artifact.PeekKeyID(e.Envelope)}
+		a.Release, a.Err = artifact.Peek(e.Envelope)
+		if a.Err == nil {
+			_, err := artifact.Open(e.Envelope, trusted)
+			a.Verified = err == nil
+		}
+		// The hub's key names the app even when the release is unreadable.
+		a.Release.App = e.App
+		apps = append(apps, a)
+	}
+	return apps, nil
+}

@@ -1,0 +1,238 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket names on the hub.
+const (
+	// AppsBucket is the KV bucket of signed releases, keyed by app name.
+	AppsBucket = "tern-apps"
+	// ArtifactsBucket is the object store of wasm modules, named by digest.
+	ArtifactsBucket = "tern-artifacts"
+)
+
+// appsHistory is how many past releases the hub keeps per app; the fleet
+// issue's rollback reads them.
+const appsHistory = 16
+
+// Errors callers branch on.
+var (
+	// ErrNotFound reports that the hub has no release for the asked app.
+	ErrNotFound = errors.New("not found on hub")
+	// ErrRaced reports that another publisher changed the app between the
+	// read and the write of a deploy.
+	ErrRaced = errors.New("release changed concurrently")
+)
+
+// ConnConfig says how to reach a hub.
+type ConnConfig struct {
+	// URL is the hub's client URL, e.g. nats://127.0.0.1:4222.
+	URL string
+	// CredsFile is a NATS credentials file (JWT and nkey seed); optional.
+	CredsFile string
+	// NKeyFile is a file holding an nkey seed; optional.
+	NKeyFile string
+	// Name identifies this connection in the hub's monitoring.
+	Name string
+	// Retry keeps trying to connect in the background when the hub is
+	// unreachable instead of failing; agents set it, the CLI does not.
+	Retry  bool
+	Logger *slog.Logger
+}
+
+// Client is a connection to a hub.
+type Client struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	logger *slog.Logger
+}
+
+// Connect connects to the hub described by cfg.
+func Connect(cfg ConnConfig) (*Client, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("hub disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { logger.Info("hub reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if cfg.Retry {
+		opts = append(opts, nats.RetryOnFailedConnect(true))
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.NKeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey %s: %w", cfg.NKeyFile, err)
+		}
+		opts = append(opts, o)
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to hub %s: %w", cfg.URL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("jetstream on %s: %w", cfg.URL, err)
+	}
+	return &Client{nc: nc, js: js, logger: logger}, nil
+}
+
+// Close drains the connection: pending messages are delivered first.
+func (c *Client) Close() {
+	if err := c.nc.Drain(); err != nil {
+		c.nc.Close()
+	}
+}
+
+// EnsureBuckets creates the hub's buckets when they do not exist yet.
+func (c *Client) EnsureBuckets(ctx context.Context) error {
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      AppsBucket,
+		Description: "Tern signed releases by app",
+		History:     appsHistory,
+	}); err != nil {
+		return fmt.Errorf("create bucket %s: %w", AppsBucket, err)
+	}
+	if _, err := c.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      ArtifactsBucket,
+		Description: "Tern wasm modules by sha256 digest",
+	}); err != nil {
+		return fmt.Errorf("create bucket %s: %w", ArtifactsBucket, err)
+	}
+	return nil
+}
+
+// PutArtifact uploads size bytes from r under digest, unless the hub
+// already holds an object of that name and size. progress, when not nil, is
+// called with the number of bytes sent so far.
+func (c *Client) PutArtifact(ctx context.Context, digest string, r io.Reader, size int64, progress func(sent int64)) error {
+	obs, err := c.js.ObjectStore(ctx, ArtifactsBucket)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", ArtifactsBucket, err)
+	}
+	if info, err := obs.GetInfo(ctx, digest); err == nil && !info.Deleted && int64(info.Size) == size {
+		if progress != nil {
+			progress(size)
+		}
+		return nil
+	}
+	if progress != nil {
+		r = &progressReader{r: r, fn: progress}
+	}
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: digest}, r); err != nil {
+		return fmt.Errorf("upload %s: %w", digest, err)
+	}
+	return nil
+}
+
+// Release returns the current signed release of app and its revision, or
+// an error wrapping ErrNotFound.
+func (c *Client) Release(ctx context.Context, app string) (envelope []byte, revision uint64, err error) {
+	kv, err := c.js.KeyValue(ctx, AppsBucket)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bucket %s: %w", AppsBucket, err)
+	}
+	e, err := kv.Get(ctx, app)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("release %s: %w", app, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("release %s: %w", app, err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// PutRelease stores envelope as app's current release, provided the
+// current revision is still revision (0: app has no release yet).
+// Otherwise it returns an error wrapping ErrRaced.
+func (c *Client) PutRelease(ctx context.Context, app string, envelope []byte, revision uint64) error {
+	kv, err := c.js.KeyValue(ctx, AppsBucket)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", AppsBucket, err)
+	}
+	if revision == 0 {
+		_, err = kv.Create(ctx, app, envelope)
+	} else {
+		_, err = kv.Update(ctx, app, envelope, revision)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("release %s: %w", app, ErrRaced)
+	}
+	if err != nil {
+		return fmt.Errorf("release %s: %w", app, err)
+	}
+	return nil
+}
+
+// Entry is one app's current release on the hub.
+type Entry struct {
+	App      string
+	Envelope []byte
+	Revision uint64
+	Updated  time.Time
+}
+
+// Releases returns the current release of every app on the hub.
+func (c *Client) Releases(ctx context.Context) ([]Entry, error) {
+	kv, err := c.js.KeyValue(ctx, AppsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", AppsBucket, err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", AppsBucket, err)
+	}
+	defer w.Stop()
+	var out []Entry
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list %s: %w", AppsBucket, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("list %s: watch closed", AppsBucket)
+			}
+			if e == nil {
+				return out, nil
+			}
+			out = append(out, Entry{App: e.Key(), Envelope: e.Value(), Revision: e.Revision(), Updated: e.Created()})
+		}
+	}
+}
+
+type progressReader struct {
+	r  io.Reader
+	n  int64
+	fn func(int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	p.fn(p.n)
+	return n, err
+}

@@ -1,0 +1,241 @@
+package sync
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tern-edge/tern/artifact"
+)
+
+// Installer receives releases that passed every check the watcher makes.
+// Its methods are called from one goroutine at a time.
+type Installer interface {
+	// Installed returns the sequence and digest of app's installed
+	// release; sequence 0 means none.
+	Installed(app string) (sequence uint64, digest string)
+	// Install compiles, persists and routes rel; on error nothing changes
+	// and the previous release keeps serving.
+	Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error
+}
+
+// WatcherConfig configures a Watcher.
+type WatcherConfig struct {
+	Client    *Client
+	Trusted   artifact.KeySet
+	Installer Installer
+	// MaxArtifactBytes caps a module's size; larger releases are refused
+	// before any byte is downloaded.
+	MaxArtifactBytes int64
+	Logger           *slog.Logger
+	Registerer       prometheus.Registerer
+	// Now is the clock for expiry checks; nil means time.Now.
+	Now func() time.Time
+}
+
+// Watcher follows the hub's releases and installs the ones it accepts.
+type Watcher struct {
+	cfg      WatcherConfig
+	logger   *slog.Logger
+	accepted prometheus.Counter
+	refused  *prometheus.CounterVec
+	synced   chan struct{}
+}
+
+// NewWatcher returns a Watcher; Run starts it.
+func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
+	if cfg.Client == nil || cfg.Installer == nil {
+		return nil, errors.New("watcher: client and installer are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	artifacts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tern_artifacts_total",
+		Help: "Releases seen from the hub, by result (accepted, refused) and refusal reason.",
+	}, []string{"result", "reason"})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(artifacts); err != nil {
+			return nil, fmt.Errorf("watcher metrics: %w", err)
+		}
+	}
+	return &Watcher{
+		cfg:      cfg,
+		logger:   cfg.Logger,
+		accepted: artifacts.WithLabelValues("accepted", ""),
+		refused:  artifacts.MustCurryWith(prometheus.Labels{"result": "refused"}),
+		synced:   make(chan struct{}),
+	}, nil
+}
+
+// Synced is closed once the watcher has processed every release the hub
+// held when it first connected.
+func (w *Watcher) Synced() <-chan struct{} { return w.synced }
+
+// Run watches the hub until ctx is done. While the hub is unreachable it
+// keeps retrying; the agent serves what it has meanwhile.
+func (w *Watcher) Run(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		err := w.watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		w.logger.Warn("hub watch interrupted; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (w *Watcher) watch(ctx context.Context) error {
+	kv, err := w.cfg.Client.js.KeyValue(ctx, AppsBucket)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", AppsBucket, err)
+	}
+	obs, err := w.cfg.Client.js.ObjectStore(ctx, ArtifactsBucket)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", ArtifactsBucket, err)
+	}
+	kw, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", AppsBucket, err)
+	}
+	defer kw.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return fmt.Errorf("watch %s: closed", AppsBucket)
+			}
+			if e == nil {
+				w.logger.Info("in sync with hub")
+				select {
+				case <-w.synced:
+				default:
+					close(w.synced)
+				}
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				// Removing an app from the hub does not remove it from
+				// agents: a gateway keeps its last known good version.
+				w.logger.Info("release deleted on hub; keeping the installed version", "app", e.Key())
+				continue
+			}
+			w.handle(ctx, obs, e.Key(), e.Value())
+		}
+	}
+}
+
+// handle verifies one release and installs it, or refuses it with a reason.
+func (w *Watcher) handle(ctx context.Context, obs jetstream.ObjectStore, key string, envelope []byte) {
+	rel, wasm, err := w.verify(ctx, obs, key, envelope)
+	if errors.Is(err, errSame) {
+		return
+	}
+	if err == nil {
+		err = w.cfg.Installer.Install(ctx, rel, envelope, wasm)
+	}
+	if err != nil {
+		reason := refusalReason(err)
+		w.refused.WithLabelValues(reason).Inc()
+		w.logger.Warn("release refused", "app", key, "sequence", rel.Sequence, "reason", reason, "err", err)
+		return
+	}
+	w.accepted.Inc()
+	w.logger.Info("release installed", "app", rel.App, "version", rel.Manifest.Version, "sequence", rel.Sequence, "digest", rel.Digest)
+}
+
+// errSame marks a release the agent already has installed (the watch
+// replays current values on every connect); it is neither news nor a
+// refusal.
+var errSame = errors.New("already installed")
+
+func (w *Watcher) verify(ctx context.Context, obs jetstream.ObjectStore, key string, envelope []byte) (artifact.Release, []byte, error) {
+	rel, err := artifact.Open(envelope, w.cfg.Trusted)
+	if err != nil {
+		return rel, nil, fmt.Errorf("open release %s: %w", key, err)
+	}
+	if err := rel.Validate(); err != nil {
+		return rel, nil, fmt.Errorf("release %s: %w", key, err)
+	}
+	// A release signed for one app and stored under another's key would
+	// let one app's publisher replace another app.
+	if rel.App != key {
+		return rel, nil, fmt.Errorf("release for app %q stored under key %q: %w", rel.App, key, artifact.ErrMalformed)
+	}
+	seq, digest := w.cfg.Installer.Installed(rel.App)
+	if seq != 0 && rel.Sequence == seq && rel.Digest == digest {
+		return rel, nil, errSame
+	}
+	if err := rel.CheckFresh(w.cfg.Now(), seq); err != nil {
+		return rel, nil, fmt.Errorf("release %s@%d: %w", rel.App, rel.Sequence, err)
+	}
+	if w.cfg.MaxArtifactBytes > 0 && rel.Size > w.cfg.MaxArtifactBytes {
+		return rel, nil, fmt.Errorf("release %s@%d: module of %d bytes exceeds the agent's limit of %d bytes: %w",
+			rel.App, rel.Sequence, rel.Size, w.cfg.MaxArtifactBytes, artifact.ErrSize)
+	}
+	wasm, err := fetch(ctx, obs, rel)
+	if err != nil {
+		return rel, nil, err
+	}
+	if err := rel.CheckBytes(wasm); err != nil {
+		return rel, nil, fmt.Errorf("release %s@%d: %w", rel.App, rel.Sequence, err)
+	}
+	return rel, wasm, nil
+}
+
+// fetch downloads rel's module, reading at most one byte more than the
+// signed size so an oversized object cannot exhaust memory.
+func fetch(ctx context.Context, obs jetstream.ObjectStore, rel artifact.Release) ([]byte, error) {
+	info, err := obs.GetInfo(ctx, rel.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s for %s@%d: %w", rel.Digest, rel.App, rel.Sequence, err)
+	}
+	if int64(info.Size) != rel.Size {
+		return nil, fmt.Errorf("fetch %s for %s@%d: object has %d bytes, release says %d: %w",
+			rel.Digest, rel.App, rel.Sequence, info.Size, rel.Size, artifact.ErrSize)
+	}
+	obj, err := obs.Get(ctx, rel.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s for %s@%d: %w", rel.Digest, rel.App, rel.Sequence, err)
+	}
+	defer obj.Close()
+	var buf bytes.Buffer
+	buf.Grow(int(rel.Size))
+	if _, err := io.Copy(&buf, io.LimitReader(obj, rel.Size+1)); err != nil {
+		return nil, fmt.Errorf("fetch %s for %s@%d: %w", rel.Digest, rel.App, rel.Sequence, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// refusalReason is the metrics label for why a release was refused.
+func refusalReason(err error) string {
+	if r := artifact.Reason(err); r != "other" {
+		return r
+	}
+	var re interface{ RefusalReason() string }
+	if errors.As(err, &re) {
+		return re.RefusalReason()
+	}
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return "missing_module"
+	}
+	return "other"
+}
