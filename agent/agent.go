@@ -200,6 +200,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if err := a.front.Listen(); err != nil {
 		return nil, err
 	}
+	a.onUndo(func() { a.front.Close() })
 	a.admin, err = server.NewAdmin(cfg.Admin, a.reg, logger.With("component", "admin"))
 	if err != nil {
 		return nil, err
@@ -207,6 +208,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if err := a.admin.Listen(); err != nil {
 		return nil, err
 	}
+	a.onUndo(func() { a.admin.Close() })
 	return a, nil
 }
 

@@ -37,10 +37,10 @@ type Config struct {
 	MaxArtifact artifact.Size `toml:"max_artifact"`
 	// AllowedDirs lists the host directories (and their subdirectories)
 	// that apps may be granted read-only access to.
-	AllowedDirs []string `toml:"allowed_dirs"`
-	Hub         HubConfig `toml:"hub"`
+	AllowedDirs []string    `toml:"allowed_dirs"`
+	Hub         HubConfig   `toml:"hub"`
 	Trust       TrustConfig `toml:"trust"`
-	TLS         TLSConfig `toml:"tls"`
+	TLS         TLSConfig   `toml:"tls"`
 }
 
 // HubConfig says where the agent's hub is.
