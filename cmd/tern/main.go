@@ -51,13 +51,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"up":      cmdUp,
-		"agent":   cmdAgent,
-		"deploy":  cmdDeploy,
-		"apps":    cmdApps,
-		"keys":    cmdKeys,
-		"check":   cmdCheck,
-		"version": func(context.Context, []string, io.Writer, io.Writer) error { fmt.Fprintln(stdout, "tern", version); return nil },
+		"up":     cmdUp,
+		"agent":  cmdAgent,
+		"deploy": cmdDeploy,
+		"apps":   cmdApps,
+		"keys":   cmdKeys,
+		"check":  cmdCheck,
+		"version": func(context.Context, []string, io.Writer, io.Writer) error {
+			fmt.Fprintln(stdout, "tern", version)
+			return nil
+		},
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
