@@ -56,6 +56,11 @@ type Agent struct {
 	admin   *server.Admin
 	caPath  string
 
+	id      string // fleet identity, stable across restarts
+	site    string // cfg.Site or the host name
+	version string // the agent's build version
+	started time.Time
+
 	// mu guards apps and serialises installs; the router's table is
 	// rebuilt from apps under it and swapped atomically.
 	mu   gosync.Mutex
@@ -66,13 +71,16 @@ type Agent struct {
 
 // installedApp is a release the agent serves.
 type installedApp struct {
-	rel artifact.Release
-	app *wasmhost.App
+	rel      artifact.Release
+	app      *wasmhost.App
+	counters *appCounters
 }
 
 // Options are the parts of an agent that do not come from the config file.
 type Options struct {
 	Logger *slog.Logger
+	// Version is the agent's build version, reported in heartbeats.
+	Version string
 	// ExtraTrusted are publisher keys trusted in addition to the config's
 	// (`tern up` adds its development key).
 	ExtraTrusted []ed25519.PublicKey
@@ -105,6 +113,8 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		reg:     prometheus.NewRegistry(),
 		trusted: artifact.NewKeySet(keys...),
 		apps:    map[string]*installedApp{},
+		version: opts.Version,
+		started: time.Now().UTC(),
 	}
 	defer func() {
 		if err != nil {
@@ -117,6 +127,14 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	}
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+
+	if a.id, err = loadAgentID(cfg.Data); err != nil {
+		return nil, err
+	}
+	a.site = cfg.Site
+	if a.site == "" {
+		a.site, _ = os.Hostname()
 	}
 
 	a.store, err = store.Open(filepath.Join(cfg.Data, "store"), logger.With("component", "store"))
@@ -233,6 +251,13 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error { return a.front.Serve(gctx) })
 	g.Go(func() error { return a.admin.Serve(gctx) })
 	g.Go(func() error { return a.watcher.Run(gctx) })
+	hb := &ternsync.Heartbeater{
+		Client:   a.client,
+		Interval: time.Duration(a.cfg.Heartbeat),
+		State:    a.heartbeat,
+		Logger:   a.logger.With("component", "sync"),
+	}
+	g.Go(func() error { return hb.Run(gctx) })
 	if ready != nil {
 		g.Go(func() error {
 			select {

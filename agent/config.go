@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -37,10 +38,17 @@ type Config struct {
 	MaxArtifact artifact.Size `toml:"max_artifact"`
 	// AllowedDirs lists the host directories (and their subdirectories)
 	// that apps may be granted read-only access to.
-	AllowedDirs []string    `toml:"allowed_dirs"`
-	Hub         HubConfig   `toml:"hub"`
-	Trust       TrustConfig `toml:"trust"`
-	TLS         TLSConfig   `toml:"tls"`
+	AllowedDirs []string `toml:"allowed_dirs"`
+	// Site names where the agent runs (a PoP, a gateway); agents of one
+	// site share it. Default: the host name.
+	Site string `toml:"site"`
+	// Labels describe the agent for rollout selectors (region=eu, tier=pop).
+	Labels map[string]string `toml:"labels"`
+	// Heartbeat is how often the agent reports its state to the hub.
+	Heartbeat artifact.Duration `toml:"heartbeat"`
+	Hub       HubConfig         `toml:"hub"`
+	Trust     TrustConfig       `toml:"trust"`
+	TLS       TLSConfig         `toml:"tls"`
 }
 
 // HubConfig says where the agent's hub is.
@@ -79,6 +87,7 @@ func DefaultConfig() Config {
 		Admin:       "127.0.0.1:9090",
 		LogLevel:    "info",
 		MaxArtifact: 64 << 20,
+		Heartbeat:   artifact.Duration(10 * time.Second),
 		Hub:         HubConfig{Listen: "127.0.0.1:4222"},
 		TLS:         TLSConfig{Hosts: []string{"localhost", "127.0.0.1", "::1"}},
 	}
@@ -130,6 +139,14 @@ func (c Config) Validate() error {
 	for name, addr := range map[string]string{"listen": c.Listen, "admin": c.Admin, "hub.listen": c.Hub.Listen} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return fmt.Errorf("%s = %q: %w", name, addr, err)
+		}
+	}
+	if time.Duration(c.Heartbeat) < time.Second {
+		return fmt.Errorf("heartbeat = %s: must be at least 1s", c.Heartbeat)
+	}
+	for k := range c.Labels {
+		if k == "" || strings.ContainsAny(k, "=,; ") {
+			return fmt.Errorf("labels: invalid label name %q", k)
 		}
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {

@@ -53,7 +53,7 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 	for name, ia := range a.apps {
 		next[name] = ia
 	}
-	next[rel.App] = &installedApp{rel: rel, app: app}
+	next[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}}
 	tbl, err := buildTable(next)
 	if err != nil {
 		app.Close(ctx)
@@ -130,9 +130,9 @@ func buildTable(apps map[string]*installedApp) (*routing.Table, error) {
 				Host: r.Host,
 				Path: prefix,
 				App:  ia.rel.App,
-				Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				Handler: ia.counters.count(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 					app.Serve(w, req, prefix)
-				}),
+				})),
 			})
 		}
 	}
@@ -171,7 +171,7 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 			a.logger.Error("installed module does not load; not serving it", "app", rec.Name, "err", err)
 			continue
 		}
-		a.apps[rel.App] = &installedApp{rel: rel, app: app}
+		a.apps[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}}
 	}
 	tbl, err := buildTable(a.apps)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	gosync "sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,6 +48,19 @@ type Watcher struct {
 	accepted prometheus.Counter
 	refused  *prometheus.CounterVec
 	synced   chan struct{}
+
+	mu       gosync.Mutex
+	refusals []Refusal // newest first, at most maxRefusals; guarded by mu
+}
+
+// maxRefusals bounds the refusals a watcher remembers for heartbeats.
+const maxRefusals = 10
+
+// Refusals returns the most recent refused releases, newest first.
+func (w *Watcher) Refusals() []Refusal {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]Refusal(nil), w.refusals...)
 }
 
 // NewWatcher returns a Watcher; Run starts it.
@@ -155,6 +169,12 @@ func (w *Watcher) handle(ctx context.Context, obs jetstream.ObjectStore, key str
 	if err != nil {
 		reason := refusalReason(err)
 		w.refused.WithLabelValues(reason).Inc()
+		w.mu.Lock()
+		w.refusals = append([]Refusal{{App: key, Sequence: rel.Sequence, Reason: reason, Error: err.Error(), Time: w.cfg.Now().UTC()}}, w.refusals...)
+		if len(w.refusals) > maxRefusals {
+			w.refusals = w.refusals[:maxRefusals]
+		}
+		w.mu.Unlock()
 		w.logger.Warn("release refused", "app", key, "sequence", rel.Sequence, "reason", reason, "err", err)
 		return
 	}

@@ -27,6 +27,8 @@ type agentFlags struct {
 	listen   string
 	admin    string
 	logLevel string
+	site     string
+	labels   string
 }
 
 func newAgentFlags(name string, stderr io.Writer) *agentFlags {
@@ -37,6 +39,8 @@ func newAgentFlags(name string, stderr io.Writer) *agentFlags {
 	f.fs.StringVar(&f.listen, "listen", "", "public address, TCP and UDP (default :8443)")
 	f.fs.StringVar(&f.admin, "admin", "", "metrics and health address (default 127.0.0.1:9090)")
 	f.fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
+	f.fs.StringVar(&f.site, "site", "", "site name reported to the fleet (default: host name)")
+	f.fs.StringVar(&f.labels, "labels", "", "labels for rollout selectors, e.g. region=eu,tier=pop")
 	return f
 }
 
@@ -59,8 +63,17 @@ func (f *agentFlags) load() (agent.Config, error) {
 			cfg.Admin = f.admin
 		case "log-level":
 			cfg.LogLevel = f.logLevel
+		case "site":
+			cfg.Site = f.site
 		}
 	})
+	if f.labels != "" {
+		labels, err := parseLabels(f.labels)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Labels = labels
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -93,7 +106,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Version: version, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
 	if err != nil {
 		return err
 	}
@@ -137,7 +150,7 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.Trust.Publishers = append(cfg.Trust.Publishers, k)
 	}
 	logger := newLogger(cfg.LogLevel, stderr)
-	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger})
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Version: version})
 	if err != nil {
 		return err
 	}
@@ -182,3 +195,16 @@ type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// parseLabels parses "k=v,k2=v2".
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels: %q is not key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}

@@ -163,6 +163,17 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("tern apps output lacks %q:\n%s", want, out.String())
 		}
 	}
+
+	// tern status shows this agent, fresh, serving the sample.
+	out.Reset()
+	if code := run(context.Background(), []string{"status", "--data", data}, &out, &out); code != 0 {
+		t.Fatalf("tern status: exit %d\n%s", code, out.String())
+	}
+	for _, want := range []string{" ok ", "hello@1.0.0#1"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tern status output lacks %q:\n%s", want, out.String())
+		}
+	}
 }
 
 func do(t *testing.T, c *http.Client, method, url, body string) (*http.Response, string) {

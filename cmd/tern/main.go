@@ -37,6 +37,7 @@ Usage:
   tern agent     run an agent that follows a hub
   tern deploy    sign and publish an app
   tern apps      list the apps on a hub
+  tern status    list the agents of a fleet, their apps and refusals
   tern keys gen  create a publisher key
   tern check     validate a config file or an app manifest
   tern version   print the version
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"apps":   cmdApps,
 		"keys":   cmdKeys,
 		"check":  cmdCheck,
+		"status": cmdStatus,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
 			return nil

@@ -1,0 +1,205 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// FleetBucket is the KV bucket holding each agent's latest heartbeat, keyed
+// by agent ID.
+const FleetBucket = "tern-fleet"
+
+// fleetTTL is how long the hub keeps a heartbeat that is not renewed:
+// long enough to show an agent as stale for a while before it disappears.
+const fleetTTL = 24 * time.Hour
+
+// Heartbeat is what an agent reports about itself.
+type Heartbeat struct {
+	Agent    string            `json:"agent"`
+	Site     string            `json:"site"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Version  string            `json:"version"`
+	Time     time.Time         `json:"time"`
+	Interval time.Duration     `json:"interval"`
+	Started  time.Time         `json:"started"`
+	Apps     []AppState        `json:"apps"`
+	// Refusals are the most recent refused releases, newest first.
+	Refusals []Refusal `json:"refusals,omitempty"`
+	// Load is the agent's recent request rate and error rate.
+	Load Load `json:"load"`
+}
+
+// AppState is one installed app as an agent reports it.
+type AppState struct {
+	App      string `json:"app"`
+	Version  string `json:"version"`
+	Sequence uint64 `json:"sequence"`
+	Digest   string `json:"digest"`
+	// Requests and Errors count this app's requests and 5xx answers since
+	// the agent started.
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
+}
+
+// Refusal is a release an agent refused.
+type Refusal struct {
+	App      string    `json:"app"`
+	Sequence uint64    `json:"sequence"`
+	Reason   string    `json:"reason"`
+	Error    string    `json:"error"`
+	Time     time.Time `json:"time"`
+}
+
+// Load summarises an agent's traffic.
+type Load struct {
+	InFlight int64   `json:"in_flight"`
+	RPS      float64 `json:"rps"`
+}
+
+// Stale reports whether the heartbeat is older than three intervals at now.
+func (h Heartbeat) Stale(now time.Time) bool {
+	iv := h.Interval
+	if iv <= 0 {
+		iv = DefaultHeartbeatInterval
+	}
+	return now.Sub(h.Time) > 3*iv
+}
+
+// DefaultHeartbeatInterval is how often agents report when not told.
+const DefaultHeartbeatInterval = 10 * time.Second
+
+func (c *Client) fleet(ctx context.Context, create bool) (jetstream.KeyValue, error) {
+	if create {
+		kv, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      FleetBucket,
+			Description: "Tern agents' latest heartbeats",
+			History:     1,
+			TTL:         fleetTTL,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bucket %s: %w", FleetBucket, err)
+		}
+		return kv, nil
+	}
+	kv, err := c.js.KeyValue(ctx, FleetBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", FleetBucket, err)
+	}
+	return kv, nil
+}
+
+// PublishHeartbeat stores hb as its agent's latest state.
+func (c *Client) PublishHeartbeat(ctx context.Context, hb Heartbeat) error {
+	kv, err := c.fleet(ctx, false)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = c.fleet(ctx, true)
+	}
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(hb)
+	if err != nil {
+		return fmt.Errorf("heartbeat %s: %w", hb.Agent, err)
+	}
+	if _, err := kv.Put(ctx, hb.Agent, b); err != nil {
+		return fmt.Errorf("heartbeat %s: %w", hb.Agent, err)
+	}
+	return nil
+}
+
+// Fleet returns every agent's latest heartbeat, ordered by site and agent.
+func (c *Client) Fleet(ctx context.Context) ([]Heartbeat, error) {
+	kv, err := c.fleet(ctx, false)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", FleetBucket, err)
+	}
+	defer w.Stop()
+	var out []Heartbeat
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list %s: %w", FleetBucket, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("list %s: watch closed", FleetBucket)
+			}
+			if e == nil {
+				sort.Slice(out, func(i, j int) bool {
+					if out[i].Site != out[j].Site {
+						return out[i].Site < out[j].Site
+					}
+					return out[i].Agent < out[j].Agent
+				})
+				return out, nil
+			}
+			var hb Heartbeat
+			if err := json.Unmarshal(e.Value(), &hb); err != nil {
+				c.logger.Warn("unreadable heartbeat", "agent", e.Key(), "err", err)
+				continue
+			}
+			out = append(out, hb)
+		}
+	}
+}
+
+// Heartbeater publishes an agent's heartbeat on an interval.
+type Heartbeater struct {
+	Client   *Client
+	Interval time.Duration
+	// State returns the heartbeat to publish; Heartbeater sets its Time
+	// and Interval.
+	State  func() Heartbeat
+	Logger *slog.Logger
+}
+
+// Run publishes a heartbeat now and then every Interval until ctx is
+// done. A failed publish (hub unreachable) is logged once per outage and
+// retried at the next tick.
+func (h *Heartbeater) Run(ctx context.Context) error {
+	iv := h.Interval
+	if iv <= 0 {
+		iv = DefaultHeartbeatInterval
+	}
+	logger := h.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	t := time.NewTicker(iv)
+	defer t.Stop()
+	failing := false
+	for {
+		hb := h.State()
+		hb.Time = time.Now().UTC()
+		hb.Interval = iv
+		pctx, cancel := context.WithTimeout(ctx, iv)
+		err := h.Client.PublishHeartbeat(pctx, hb)
+		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			logger.Warn("heartbeat not published; will retry", "err", err)
+			failing = true
+		case err == nil && failing:
+			logger.Info("heartbeats resumed")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
