@@ -317,3 +317,38 @@ func TestServesFromStoreWithoutHub(t *testing.T) {
 		t.Fatalf("restarted without hub: /echo = %d %q", code, body)
 	}
 }
+
+// TestRollback deploys two modules under one app, rolls back, and checks
+// the agent serves the first module again under a higher sequence.
+func TestRollback(t *testing.T) {
+	key := mustKey(t)
+	ta := startAgent(t, testConfig(t, t.TempDir()), key)
+	hub := hubClient(t, ta.Agent)
+	ctx := context.Background()
+	m, hello := readGuest(t, "hello")
+	_, echo := readGuest(t, "echo")
+	opts := deploy.Options{Client: hub, Key: key}
+	if _, err := deploy.Push(ctx, m, hello, opts); err != nil {
+		t.Fatal(err)
+	}
+	m2 := m
+	m2.Version = "2.0.0"
+	if _, err := deploy.Push(ctx, m2, echo, opts); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "version 2", func() bool { seq, _ := ta.Installed("hello"); return seq == 2 })
+	res, err := deploy.Rollback(ctx, "hello", 0, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Release.Sequence != 3 || res.Release.Digest != artifact.Digest(hello) || res.Release.Manifest.Version != "1.0.0" {
+		t.Fatalf("rollback release = %d %s %s", res.Release.Sequence, res.Release.Digest, res.Release.Manifest.Version)
+	}
+	waitFor(t, "rollback to be installed", func() bool { seq, _ := ta.Installed("hello"); return seq == 3 })
+	if code, body := ta.get(t, "/hello"); code != 200 || !strings.Contains(body, "Hello") {
+		t.Fatalf("after rollback /hello = %d %q", code, body)
+	}
+	if _, err := deploy.Rollback(ctx, "hello", 42, opts); !errors.Is(err, deploy.ErrNoPrevious) {
+		t.Fatalf("rollback to unknown sequence: %v, want ErrNoPrevious", err)
+	}
+}

@@ -236,3 +236,26 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	p.fn(p.n)
 	return n, err
 }
+
+// History returns the releases the hub still holds for app, oldest first
+// (the bucket keeps the last appsHistory), or an error wrapping ErrNotFound.
+func (c *Client) History(ctx context.Context, app string) ([]Entry, error) {
+	kv, err := c.js.KeyValue(ctx, AppsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", AppsBucket, err)
+	}
+	es, err := kv.History(ctx, app, jetstream.IgnoreDeletes())
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("history of %s: %w", app, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", app, err)
+	}
+	out := make([]Entry, 0, len(es))
+	for _, e := range es {
+		if e.Operation() == jetstream.KeyValuePut {
+			out = append(out, Entry{App: e.Key(), Envelope: e.Value(), Revision: e.Revision(), Updated: e.Created()})
+		}
+	}
+	return out, nil
+}

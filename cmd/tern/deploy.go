@@ -283,3 +283,43 @@ func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "config %s: ok\n", path)
 	return nil
 }
+
+func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rollback", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var h hubFlags
+	h.register(fs)
+	keyPath := fs.String("key", "", "publisher key (default: the dev key of tern up under --data)")
+	to := fs.Uint64("to", 0, "sequence to return to (default: the newest release with another module)")
+	ttl := fs.Duration("ttl", deploy.DefaultTTL, "how long the rollback release stays valid")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: tern rollback [flags] APP\n\nSigns a new release of APP that points at an earlier module, so agents move back to it.")
+		fs.PrintDefaults()
+	}
+	if fs.Parse(args) != nil {
+		return errUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errUsage
+	}
+	if *keyPath == "" {
+		*keyPath = filepath.Join(h.data, agent.DevKeyFile)
+	}
+	key, err := artifact.ReadPrivateKeyFile(*keyPath)
+	if err != nil {
+		return err
+	}
+	c, err := h.connect("tern-rollback")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	res, err := deploy.Rollback(ctx, fs.Arg(0), *to, deploy.Options{Client: c, Key: key, TTL: *ttl})
+	if err != nil {
+		return err
+	}
+	r := res.Release
+	fmt.Fprintf(stdout, "rolled %s back to %s (%s) as sequence %d\n", r.App, r.Manifest.Version, r.Digest, r.Sequence)
+	return nil
+}

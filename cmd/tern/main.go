@@ -37,6 +37,7 @@ Usage:
   tern agent     run an agent that follows a hub
   tern deploy    sign and publish an app
   tern apps      list the apps on a hub
+  tern rollback  make an earlier release of an app current again (signed)
   tern status    list the agents of a fleet, their apps and refusals
   tern keys gen  create a publisher key
   tern check     validate a config file or an app manifest
@@ -52,13 +53,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"up":     cmdUp,
-		"agent":  cmdAgent,
-		"deploy": cmdDeploy,
-		"apps":   cmdApps,
-		"keys":   cmdKeys,
-		"check":  cmdCheck,
-		"status": cmdStatus,
+		"up":       cmdUp,
+		"agent":    cmdAgent,
+		"deploy":   cmdDeploy,
+		"apps":     cmdApps,
+		"keys":     cmdKeys,
+		"check":    cmdCheck,
+		"status":   cmdStatus,
+		"rollback": cmdRollback,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
 			return nil
