@@ -80,6 +80,15 @@ type AppConfig struct {
 	Env    map[string]string // extra environment variables granted by the manifest
 	Dirs   map[string]string // guest path -> host directory, mounted READ-ONLY; none = no filesystem
 	Clock  bool              // real wall/monotonic clock; false = wazero's fake clocks
+
+	// AllowedHosts are the destinations the guest may reach with WAGI's
+	// outbound HTTP (wasi_experimental_http): "https://api.example.com",
+	// "http://10.0.0.2:8080", a bare "host[:port]" (http or https), or
+	// "insecure:allow-all". None = every request is denied.
+	AllowedHosts []string
+	// KV is the key-value store the guest reaches through tern_kv, in a
+	// namespace of its own (the app's Name). nil = every call is denied.
+	KV KV
 }
 
 // manifestEnv checks the manifest's variables and returns them sorted.
@@ -152,6 +161,9 @@ type App struct {
 	limits  Limits
 	env     []envVar // the manifest's variables
 	base    wazero.ModuleConfig
+	allow   allowList
+	client  *http.Client // outbound HTTP, following redirects only within allow
+	kv      KV
 	logger  *slog.Logger
 	metrics *appMetrics
 
@@ -243,6 +255,7 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 	stderr := &stderrLog{ctx: r.Context(), logger: a.logger}
 
 	q := requestPool.Get().(*request)
+	q.app = a
 	defer func() {
 		q.reset()
 		requestPool.Put(q)

@@ -162,6 +162,10 @@ func (r *Runtime) Load(ctx context.Context, cfg AppConfig) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	allow, err := parseAllowedHosts(cfg.Name, cfg.AllowedHosts)
+	if err != nil {
+		return nil, err
+	}
 	m, err := r.acquireModule(ctx, cfg.Name, moduleKey{digest: digest, pages: pages}, cfg.Wasm)
 	if err != nil {
 		return nil, err
@@ -174,6 +178,9 @@ func (r *Runtime) Load(ctx context.Context, cfg AppConfig) (*App, error) {
 		limits:  limits,
 		env:     extra,
 		base:    base,
+		allow:   allow,
+		client:  newOutboundClient(allow),
+		kv:      cfg.KV,
 		logger:  logger,
 		metrics: r.metrics.forApp(cfg.Name),
 	}, nil
@@ -263,7 +270,7 @@ func (r *Runtime) engine(ctx context.Context, pages uint32) (*engine, error) {
 		WithMemoryLimitPages(pages).
 		WithCloseOnContextDone(true)
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)
-	if err := instantiateWASI(ctx, rt); err != nil {
+	if err := instantiateHostModules(ctx, rt); err != nil {
 		_ = rt.Close(ctx)
 		return nil, err
 	}

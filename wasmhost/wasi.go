@@ -14,8 +14,14 @@ import (
 // context of the instance's call: wazero passes the context given to
 // InstantiateModule to every host function the guest calls.
 type request struct {
+	app  *App
 	vars []envVar // cgiEnv's result, before encoding
 	args []string
+
+	// responses are the outbound HTTP responses the guest holds handles
+	// to; nextHandle is where the search for a free handle starts.
+	responses  map[uint32]*outResponse
+	nextHandle uint32
 
 	// env is the environment as environ_get hands it to the guest: each
 	// "KEY=VALUE" NUL-terminated, one after another; offsets are where
@@ -51,9 +57,12 @@ func (q *request) setEnv(vars []envVar) {
 // reset drops references to request data before the request goes back to
 // its pool.
 func (q *request) reset() {
+	q.app = nil
 	clear(q.vars)
 	clear(q.args)
 	q.vars, q.args = q.vars[:0], q.args[:0]
+	clear(q.responses)
+	q.nextHandle = 0
 }
 
 // WASI errno values (wasi_snapshot_preview1 errno enum).
@@ -63,6 +72,20 @@ const (
 )
 
 var i32 = api.ValueTypeI32
+
+// instantiateHostModules instantiates on rt every host module a guest may
+// import. The capability modules are always there, so that a module
+// importing them loads anywhere; whether a call may act is decided per
+// request, from the app's grants.
+func instantiateHostModules(ctx context.Context, rt wazero.Runtime) error {
+	if err := instantiateWASI(ctx, rt); err != nil {
+		return err
+	}
+	if err := instantiateHTTP(ctx, rt); err != nil {
+		return err
+	}
+	return instantiateKV(ctx, rt)
+}
 
 // instantiateWASI instantiates wasi_snapshot_preview1 on rt with wazero's
 // implementation, except that environ_sizes_get and environ_get serve the
