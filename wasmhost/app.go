@@ -243,8 +243,8 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 
 	body := getBuf()
 	defer putBuf(body)
-	if status, err := a.readBody(body, r); err != nil {
-		a.fail(r.Context(), w, status, reasonOversizeRequest, err, 0)
+	if status, reason, err := a.readBody(body, r); err != nil {
+		a.fail(r.Context(), w, status, reason, err, 0)
 		return
 	}
 
@@ -310,24 +310,26 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 }
 
 // readBody reads the request body into buf, up to max_request. It returns
-// the status to answer with when it fails.
-func (a *App) readBody(buf *bytes.Buffer, r *http.Request) (int, error) {
+// the status and failure reason to answer with when it fails.
+func (a *App) readBody(buf *bytes.Buffer, r *http.Request) (int, string, error) {
 	limit := a.limits.MaxRequestBytes
 	if r.ContentLength > limit {
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("app %s: request body of %d bytes exceeds max_request %d bytes", a.name, r.ContentLength, limit)
+		return http.StatusRequestEntityTooLarge, reasonOversizeRequest,
+			fmt.Errorf("app %s: request body of %d bytes exceeds max_request %d bytes", a.name, r.ContentLength, limit)
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		return 0, nil
+		return 0, "", nil
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig) || n > limit:
-		return http.StatusRequestEntityTooLarge, fmt.Errorf("app %s: request body exceeds max_request %d bytes", a.name, limit)
+		return http.StatusRequestEntityTooLarge, reasonOversizeRequest,
+			fmt.Errorf("app %s: request body exceeds max_request %d bytes", a.name, limit)
 	case err != nil:
-		return http.StatusBadRequest, fmt.Errorf("app %s: read request body: %w", a.name, err)
+		return http.StatusBadRequest, reasonBadRequest, fmt.Errorf("app %s: read request body: %w", a.name, err)
 	}
-	return 0, nil
+	return 0, "", nil
 }
 
 // classify maps the outcome of an instance to a status, failure reason

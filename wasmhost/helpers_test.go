@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -26,9 +27,29 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testCacheDir = dir
+	before := runtime.NumGoroutine()
 	code := m.Run()
 	os.RemoveAll(dir)
+	if code == 0 && !goroutinesSettle(before) {
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// goroutinesSettle waits for the goroutines the tests started (instance
+// watchers, servers, clients) to end, and reports those that do not.
+func goroutinesSettle(want int) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > want {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			slog.Error("goroutines leaked", "before", want, "after", runtime.NumGoroutine(), "stacks", string(buf))
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // equal fails the test if got != want.

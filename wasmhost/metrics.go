@@ -17,6 +17,7 @@ const (
 	reasonMemory           = "memory"            // a trap or exit with memory at its cap
 	reasonOversizeResponse = "oversize_response" // stdout passed max_response
 	reasonOversizeRequest  = "oversize_request"  // the body passed max_request (413)
+	reasonBadRequest       = "bad_request"       // the body could not be read (400)
 	reasonInvalidOutput    = "invalid_output"    // stdout is not a CGI response
 	reasonInstantiate      = "instantiate"       // the instance could not be created
 	reasonCanceled         = "canceled"          // the client went away first

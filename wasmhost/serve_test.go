@@ -3,6 +3,7 @@ package wasmhost
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -284,6 +286,7 @@ func TestServeRequestBodyCap(t *testing.T) {
 		{"declared over the cap", strings.NewReader(strings.Repeat("x", 17)), 17, 413},
 		{"chunked over the cap", io.MultiReader(strings.NewReader(strings.Repeat("x", 17))), -1, 413},
 		{"chunked at the cap", io.MultiReader(strings.NewReader(strings.Repeat("x", 16))), -1, 200},
+		{"broken body", iotest.ErrReader(errors.New("connection reset")), -1, 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -294,6 +297,7 @@ func TestServeRequestBodyCap(t *testing.T) {
 		})
 	}
 	equal(t, "failures{oversize_request}", h.failures(t, "hello", reasonOversizeRequest), 2)
+	equal(t, "failures{bad_request}", h.failures(t, "hello", reasonBadRequest), 1)
 	if !logHas(h.log.String(), `"app":"hello"`, "exceeds max_request 16 bytes") {
 		t.Errorf("no log naming the app and the limit in:\n%s", h.log.String())
 	}
