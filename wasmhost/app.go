@@ -349,6 +349,9 @@ func (a *App) classify(ctx, reqCtx context.Context, err error, ran, overflow boo
 			code == sys.ExitCodeContextCanceled && errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return http.StatusGatewayTimeout, reasonDeadline,
 				fmt.Errorf("app %s: exceeded timeout %s", a.name, a.limits.Timeout)
+		case code == exitCodeRuntimeClosed && a.rt.closed.Load():
+			return http.StatusServiceUnavailable, reasonClosed,
+				fmt.Errorf("app %s: stopped: %w", a.name, ErrClosed)
 		case code == sys.ExitCodeContextCanceled && reqCtx.Err() != nil:
 			return statusClientClosed, reasonCanceled,
 				fmt.Errorf("app %s: client went away: %w", a.name, context.Cause(reqCtx))

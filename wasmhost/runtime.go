@@ -107,9 +107,14 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	return r, nil
 }
 
+// exitCodeRuntimeClosed is the exit code instances still running see when
+// the runtime closes: wazero would otherwise close them with 0, which
+// reads as success and would send their partial output.
+const exitCodeRuntimeClosed uint32 = 0xfffffffe
+
 // Close closes every engine and the compilation cache. Instances still
-// running are stopped, so close the runtime after draining requests.
-// Apps loaded from it answer 503 afterwards.
+// running are stopped and answer 503, so close the runtime after draining
+// requests. Apps loaded from it answer 503 afterwards.
 func (r *Runtime) Close(ctx context.Context) error {
 	if r.closed.Swap(true) {
 		return nil
@@ -121,7 +126,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 	r.mu.Unlock()
 	var errs []error
 	for _, e := range engines {
-		if err := e.rt.Close(ctx); err != nil {
+		if err := e.rt.CloseWithExitCode(ctx, exitCodeRuntimeClosed); err != nil {
 			errs = append(errs, fmt.Errorf("close wasm engine (%d pages): %w", e.pages, err))
 		}
 	}

@@ -350,7 +350,17 @@ func (h *testHost) moduleCount() int {
 func TestServeAfterRuntimeClose(t *testing.T) {
 	h := newHost(t)
 	app := h.load(t, "hello", "hello/hello.wasm", Limits{})
+	loop := h.load(t, "loop", "faults/loop.wasm", Limits{Timeout: time.Minute})
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- serve(loop, httptest.NewRequest("GET", "/loop", nil), "/loop") }()
+	waitFor(t, "the request to start", 5*time.Second, func() bool { return inflight(loop) == 1 })
 	must(t, h.Close(context.Background()))
+	select {
+	case w := <-done:
+		equal(t, "in-flight status", w.Code, 503)
+	case <-time.After(5 * time.Second):
+		t.Fatal("running instance not stopped by Close")
+	}
 	equal(t, "status", serve(app, httptest.NewRequest("GET", "/hello", nil), "/hello").Code, 503)
 	_, err := h.Load(context.Background(), AppConfig{Name: "hello", Wasm: guest(t, "hello/hello.wasm")})
 	if err == nil || err.Error() != "app hello: wasm runtime closed" {
