@@ -49,7 +49,8 @@ type Agent struct {
 	store   *store.Store
 	runtime *wasmhost.Runtime
 	router  routing.Router
-	hub     *ternsync.Hub
+	hub     *ternsync.Hub // the embedded hub (tern up), or nil
+	leaf    *ternsync.Hub // the agent's leaf node (tern agent), or nil
 	client  *ternsync.Client
 	watcher *ternsync.Watcher
 	front   *server.Server
@@ -156,38 +157,8 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 
-	hubURL := cfg.Hub.URL
-	if hubURL == "" {
-		a.hub, err = ternsync.StartHub(ternsync.HubConfig{
-			Dir:    filepath.Join(cfg.Data, "hub"),
-			Listen: cfg.Hub.Listen,
-			Logger: logger.With("component", "hub"),
-		})
-		if err != nil {
-			return nil, err
-		}
-		a.onUndo(a.hub.Shutdown)
-		hubURL = a.hub.ClientURL()
-		if err := os.WriteFile(filepath.Join(cfg.Data, HubURLFile), []byte(hubURL+"\n"), 0o600); err != nil {
-			return nil, fmt.Errorf("record hub url: %w", err)
-		}
-	}
-	a.client, err = ternsync.Connect(ternsync.ConnConfig{
-		URL:       hubURL,
-		CredsFile: cfg.Hub.Creds,
-		NKeyFile:  cfg.Hub.NKey,
-		Name:      "tern-agent",
-		Retry:     true,
-		Logger:    logger.With("component", "sync"),
-	})
-	if err != nil {
+	if err := a.connectHub(ctx); err != nil {
 		return nil, err
-	}
-	a.onUndo(a.client.Close)
-	if a.hub != nil {
-		if err := a.client.EnsureBuckets(ctx); err != nil {
-			return nil, err
-		}
 	}
 	a.watcher, err = ternsync.NewWatcher(ternsync.WatcherConfig{
 		Client:           a.client,

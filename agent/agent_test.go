@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -46,7 +47,11 @@ func testConfig(t *testing.T, data string) Config {
 func startAgent(t *testing.T, cfg Config, key ed25519.PrivateKey) *testAgent {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, Options{ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
+	var logger *slog.Logger
+	if os.Getenv("TERN_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("data", filepath.Base(cfg.Data))
+	}
+	a, err := New(ctx, cfg, Options{Logger: logger, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
 	if err != nil {
 		cancel()
 		t.Fatalf("start agent: %v", err)

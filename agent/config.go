@@ -53,15 +53,17 @@ type Config struct {
 
 // HubConfig says where the agent's hub is.
 type HubConfig struct {
-	// URL is the hub to follow. Empty means embedded: the agent runs the
-	// hub itself (`tern up`).
+	// URL is the leaf-node URL of the hub to follow
+	// (nats-leaf://hub:7422). Empty means embedded: the agent runs the hub
+	// itself (`tern up`).
 	URL string `toml:"url"`
 	// Listen is the embedded hub's client address.
 	Listen string `toml:"listen"`
-	// Creds is a NATS credentials file for URL.
+	// LeafListen is where the embedded hub accepts other agents' leaf
+	// nodes; empty accepts none.
+	LeafListen string `toml:"leaf_listen"`
+	// Creds is a NATS credentials file for the leaf connection to URL.
 	Creds string `toml:"creds"`
-	// NKey is an nkey seed file for URL.
-	NKey string `toml:"nkey"`
 }
 
 // TrustConfig lists whom the agent trusts.
@@ -160,8 +162,13 @@ func (c Config) Validate() error {
 			return fmt.Errorf("allowed_dirs: %q is not an absolute path", d)
 		}
 	}
-	if c.Hub.URL == "" && (c.Hub.Creds != "" || c.Hub.NKey != "") {
-		return errors.New("hub.creds and hub.nkey need hub.url")
+	if c.Hub.URL == "" && c.Hub.Creds != "" {
+		return errors.New("hub.creds needs hub.url")
+	}
+	if c.Hub.LeafListen != "" {
+		if _, _, err := net.SplitHostPort(c.Hub.LeafListen); err != nil {
+			return fmt.Errorf("hub.leaf_listen = %q: %w", c.Hub.LeafListen, err)
+		}
 	}
 	return nil
 }

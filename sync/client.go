@@ -45,15 +45,23 @@ type ConnConfig struct {
 	Name string
 	// Retry keeps trying to connect in the background when the hub is
 	// unreachable instead of failing; agents set it, the CLI does not.
-	Retry  bool
-	Logger *slog.Logger
+	Retry bool
+	// Server, when set, connects in-process to this embedded server
+	// (an agent's leaf node) instead of dialling URL.
+	Server *Hub
+	// FleetDomain is the JetStream domain of the fleet bucket, where
+	// heartbeats go: HubDomain for a leaf agent, "" when connected to the
+	// hub itself.
+	FleetDomain string
+	Logger      *slog.Logger
 }
 
-// Client is a connection to a hub.
+// Client is a connection to a hub or to an agent's leaf node.
 type Client struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	logger *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream // releases and modules
+	fleetJS jetstream.JetStream // heartbeats
+	logger  *slog.Logger
 }
 
 // Connect connects to the hub described by cfg.
@@ -86,6 +94,9 @@ func Connect(cfg ConnConfig) (*Client, error) {
 		}
 		opts = append(opts, o)
 	}
+	if cfg.Server != nil {
+		opts = append(opts, nats.InProcessServer(cfg.Server.ns))
+	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to hub %s: %w", cfg.URL, err)
@@ -95,7 +106,14 @@ func Connect(cfg ConnConfig) (*Client, error) {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream on %s: %w", cfg.URL, err)
 	}
-	return &Client{nc: nc, js: js, logger: logger}, nil
+	fleetJS := js
+	if cfg.FleetDomain != "" {
+		if fleetJS, err = jetstream.NewWithDomain(nc, cfg.FleetDomain); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("jetstream domain %s: %w", cfg.FleetDomain, err)
+		}
+	}
+	return &Client{nc: nc, js: js, fleetJS: fleetJS, logger: logger}, nil
 }
 
 // Close drains the connection: pending messages are delivered first.
@@ -119,6 +137,33 @@ func (c *Client) EnsureBuckets(ctx context.Context) error {
 		Description: "Tern wasm modules by sha256 digest",
 	}); err != nil {
 		return fmt.Errorf("create bucket %s: %w", ArtifactsBucket, err)
+	}
+	return nil
+}
+
+// EnsureMirrors makes the buckets of this (leaf) server read-only mirrors
+// of the hub's, so the agent's site keeps the releases and modules while
+// cut off from the hub, and catches up by itself when the link returns.
+func (c *Client) EnsureMirrors(ctx context.Context) error {
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      AppsBucket,
+		Description: "mirror of the hub's signed releases",
+		History:     appsHistory,
+		Mirror:      &jetstream.StreamSource{Name: AppsBucket, Domain: HubDomain},
+	}); err != nil {
+		return fmt.Errorf("mirror bucket %s: %w", AppsBucket, err)
+	}
+	stream := "OBJ_" + ArtifactsBucket
+	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:         stream,
+		Description:  "mirror of the hub's wasm modules",
+		Mirror:       &jetstream.StreamSource{Name: stream, Domain: HubDomain},
+		AllowDirect:  true,
+		MirrorDirect: true,
+		AllowRollup:  true,
+		Discard:      jetstream.DiscardNew,
+	}); err != nil {
+		return fmt.Errorf("mirror bucket %s: %w", ArtifactsBucket, err)
 	}
 	return nil
 }

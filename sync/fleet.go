@@ -77,7 +77,7 @@ const DefaultHeartbeatInterval = 10 * time.Second
 
 func (c *Client) fleet(ctx context.Context, create bool) (jetstream.KeyValue, error) {
 	if create {
-		kv, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		kv, err := c.fleetJS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      FleetBucket,
 			Description: "Tern agents' latest heartbeats",
 			History:     1,
@@ -88,7 +88,7 @@ func (c *Client) fleet(ctx context.Context, create bool) (jetstream.KeyValue, er
 		}
 		return kv, nil
 	}
-	kv, err := c.js.KeyValue(ctx, FleetBucket)
+	kv, err := c.fleetJS.KeyValue(ctx, FleetBucket)
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", FleetBucket, err)
 	}

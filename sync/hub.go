@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -16,20 +17,44 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// HubConfig configures an embedded hub.
+// HubConfig configures an embedded nats-server: a hub, or an agent's leaf
+// node.
 type HubConfig struct {
+	// Name identifies the server among its peers.
+	Name string
 	// Dir holds JetStream's files; it is created if missing.
 	Dir string
 	// Listen is the client address, "127.0.0.1:4222" by default. Port 0
-	// picks a free port.
+	// picks a free port. "-" listens nowhere: only in-process clients.
 	Listen string
+	// LeafListen, when set, accepts leaf-node connections from agents
+	// there (port 0 picks a free port).
+	LeafListen string
+	// Domain is the server's JetStream domain; a hub uses HubDomain, each
+	// leaf a domain of its own.
+	Domain string
+	// Upstream, when set, makes this server a leaf node of that hub.
+	Upstream *Upstream
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
 }
 
+// Upstream is the hub a leaf node connects to.
+type Upstream struct {
+	// URL is the hub's leaf-node URL, e.g. nats-leaf://hub:7422.
+	URL string
+	// Creds is a NATS credentials file for the leaf connection.
+	Creds string
+}
+
+// HubDomain is the JetStream domain of the hub. Leaf agents reach the
+// hub's buckets through it.
+const HubDomain = "hub"
+
 // Hub is a nats-server with JetStream running inside this process.
 type Hub struct {
-	ns *server.Server
+	ns   *server.Server
+	opts *server.Options // the server writes chosen ports back here
 }
 
 // DefaultHubListen is the embedded hub's default client address: loopback
@@ -43,28 +68,46 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 	if listen == "" {
 		listen = DefaultHubListen
 	}
-	host, portStr, err := net.SplitHostPort(listen)
-	if err != nil {
-		return nil, fmt.Errorf("hub listen address %q: %w", listen, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 0 || port > 65535 {
-		return nil, fmt.Errorf("hub listen address %q: bad port", listen)
-	}
-	if port == 0 {
-		port = server.RANDOM_PORT
+	name := cfg.Name
+	if name == "" {
+		name = "tern-hub"
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("hub store %s: %w", cfg.Dir, err)
 	}
 	opts := &server.Options{
-		ServerName: "tern-hub",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   cfg.Dir,
+		ServerName:      name,
+		JetStream:       true,
+		JetStreamDomain: cfg.Domain,
+		StoreDir:        cfg.Dir,
 		// The agent owns signals and shutdown order.
 		NoSigs: true,
+	}
+	if listen == "-" {
+		opts.DontListen = true
+	} else {
+		host, port, err := splitHostPort(listen)
+		if err != nil {
+			return nil, fmt.Errorf("hub listen address: %w", err)
+		}
+		opts.Host, opts.Port = host, port
+	}
+	if cfg.LeafListen != "" {
+		host, port, err := splitHostPort(cfg.LeafListen)
+		if err != nil {
+			return nil, fmt.Errorf("hub leaf-node address: %w", err)
+		}
+		opts.LeafNode.Host, opts.LeafNode.Port = host, port
+	}
+	if up := cfg.Upstream; up != nil {
+		u, err := url.Parse(up.URL)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("hub url %q: not a URL", up.URL)
+		}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: []*url.URL{u}, Credentials: up.Creds}}
+		// Reconnect quickly: a gateway whose uplink returns should
+		// converge within seconds.
+		opts.LeafNode.ReconnectInterval = time.Second
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -78,11 +121,37 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("hub on %s: not ready after 30s", listen)
 	}
-	return &Hub{ns: ns}, nil
+	return &Hub{ns: ns, opts: opts}, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q: bad port", addr)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
 }
 
 // ClientURL is the URL clients connect to.
 func (h *Hub) ClientURL() string { return h.ns.ClientURL() }
+
+// LeafURL is the URL leaf nodes connect to, or "" when the hub accepts none.
+func (h *Hub) LeafURL() string {
+	if h.opts.LeafNode.Port <= 0 {
+		return ""
+	}
+	return "nats-leaf://" + net.JoinHostPort(h.opts.LeafNode.Host, strconv.Itoa(h.opts.LeafNode.Port))
+}
+
+// LeafConnected reports whether this leaf node is connected to its hub.
+func (h *Hub) LeafConnected() bool { return h.ns.NumLeafNodes() > 0 }
 
 // Shutdown stops the server and waits until it has stopped.
 func (h *Hub) Shutdown() {

@@ -129,10 +129,23 @@ func (w *Watcher) watch(ctx context.Context) error {
 		return fmt.Errorf("watch %s: %w", AppsBucket, err)
 	}
 	defer kw.Stop()
+	// Releases whose module has not arrived yet (a leaf's module mirror
+	// can lag its release mirror) wait here and are tried again; a newer
+	// release of the same app replaces its waiting one.
+	waiting := map[string][]byte{}
+	retry := time.NewTicker(retryEvery)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-retry.C:
+			for key, env := range waiting {
+				delete(waiting, key)
+				if w.handle(ctx, obs, key, env) {
+					waiting[key] = env
+				}
+			}
 		case e, ok := <-kw.Updates():
 			if !ok {
 				return fmt.Errorf("watch %s: closed", AppsBucket)
@@ -152,16 +165,28 @@ func (w *Watcher) watch(ctx context.Context) error {
 				w.logger.Info("release deleted on hub; keeping the installed version", "app", e.Key())
 				continue
 			}
-			w.handle(ctx, obs, e.Key(), e.Value())
+			delete(waiting, e.Key())
+			if w.handle(ctx, obs, e.Key(), e.Value()) {
+				waiting[e.Key()] = e.Value()
+			}
 		}
 	}
 }
 
-// handle verifies one release and installs it, or refuses it with a reason.
-func (w *Watcher) handle(ctx context.Context, obs jetstream.ObjectStore, key string, envelope []byte) {
+// retryEvery is how often releases waiting for their module are retried.
+const retryEvery = time.Second
+
+// handle verifies one release and installs it, or refuses it with a
+// reason. It reports whether the release should be tried again later
+// because its module is not available yet.
+func (w *Watcher) handle(ctx context.Context, obs jetstream.ObjectStore, key string, envelope []byte) (again bool) {
 	rel, wasm, err := w.verify(ctx, obs, key, envelope)
 	if errors.Is(err, errSame) {
-		return
+		return false
+	}
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		w.logger.Debug("module not here yet; will retry", "app", key, "sequence", rel.Sequence, "digest", rel.Digest)
+		return true
 	}
 	if err == nil {
 		err = w.cfg.Installer.Install(ctx, rel, envelope, wasm)
@@ -180,6 +205,7 @@ func (w *Watcher) handle(ctx context.Context, obs jetstream.ObjectStore, key str
 	}
 	w.accepted.Inc()
 	w.logger.Info("release installed", "app", rel.App, "version", rel.Manifest.Version, "sequence", rel.Sequence, "digest", rel.Digest)
+	return false
 }
 
 // errSame marks a release the agent already has installed (the watch
@@ -253,9 +279,6 @@ func refusalReason(err error) string {
 	var re interface{ RefusalReason() string }
 	if errors.As(err, &re) {
 		return re.RefusalReason()
-	}
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return "missing_module"
 	}
 	return "other"
 }

@@ -88,6 +88,7 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newAgentFlags("up", stderr)
 	hubListen := f.fs.String("hub-listen", "", "embedded hub's client address (default 127.0.0.1:4222)")
+	leafListen := f.fs.String("leaf-listen", "", "where the embedded hub accepts agents' leaf nodes (default: none)")
 	if f.fs.Parse(args) != nil {
 		return errUsage
 	}
@@ -97,6 +98,9 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *hubListen != "" {
 		cfg.Hub.Listen = *hubListen
+	}
+	if *leafListen != "" {
+		cfg.Hub.LeafListen = *leafListen
 	}
 	if cfg.Hub.URL != "" {
 		return fmt.Errorf("hub.url is %s, but tern up runs its own hub: use tern agent to follow another", cfg.Hub.URL)
@@ -118,9 +122,8 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newAgentFlags("agent", stderr)
-	hub := f.fs.String("hub", "", "hub URL, e.g. nats://hub.example.net:4222")
-	creds := f.fs.String("creds", "", "NATS credentials file for the hub")
-	nkey := f.fs.String("nkey", "", "NATS nkey seed file for the hub")
+	hub := f.fs.String("hub", "", "the hub's leaf-node URL, e.g. nats-leaf://hub.example.net:7422")
+	creds := f.fs.String("creds", "", "NATS credentials file for the leaf connection")
 	var trust multiFlag
 	f.fs.Var(&trust, "trust", "trusted publisher key (ed25519:… or a .pub file); repeatable")
 	if f.fs.Parse(args) != nil {
@@ -135,9 +138,6 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *creds != "" {
 		cfg.Hub.Creds = *creds
-	}
-	if *nkey != "" {
-		cfg.Hub.NKey = *nkey
 	}
 	if cfg.Hub.URL == "" {
 		return errors.New("no hub: give --hub or hub.url in the config (tern up runs a hub of its own)")

@@ -164,15 +164,23 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
-	// tern status shows this agent, fresh, serving the sample.
-	out.Reset()
-	if code := run(context.Background(), []string{"status", "--data", data}, &out, &out); code != 0 {
-		t.Fatalf("tern status: exit %d\n%s", code, out.String())
-	}
-	for _, want := range []string{" ok ", "hello@1.0.0#1"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("tern status output lacks %q:\n%s", want, out.String())
+	// tern status shows this agent, fresh, serving both apps; heartbeats
+	// are periodic, so the first may predate the deploy.
+	var status string
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		out.Reset()
+		if code := run(context.Background(), []string{"status", "--data", data}, &out, &out); code != 0 {
+			t.Fatalf("tern status: exit %d\n%s", code, out.String())
 		}
+		status = out.String()
+		if strings.Contains(status, " ok ") && strings.Contains(status, "hello@1.0.0#1") && strings.Contains(status, "echo@") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tern status never showed the agent with both apps:\n%s", status)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	gosync "sync"
+	"testing"
+
+	"github.com/tern-edge/tern/deploy"
+)
+
+// linkProxy forwards TCP connections to a target and can cut and restore
+// the link, standing in for a site's uplink.
+type linkProxy struct {
+	t      *testing.T
+	addr   string
+	target string
+	mu     gosync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newLinkProxy(t *testing.T, target string) *linkProxy {
+	p := &linkProxy{t: t, target: target}
+	p.listen("127.0.0.1:0")
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *linkProxy) listen(addr string) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		p.t.Fatalf("proxy listen %s: %v", addr, err)
+	}
+	p.mu.Lock()
+	p.ln, p.addr = ln, ln.Addr().String()
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+}
+
+// cut drops every connection and stops accepting new ones.
+func (p *linkProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// restore accepts connections again on the same address.
+func (p *linkProxy) restore() { p.listen(p.addr) }
+
+// TestFleetLeafAgents runs a hub and three agents that follow it as leaf
+// nodes, one of them through a link that is cut while a deploy happens.
+func TestFleetLeafAgents(t *testing.T) {
+	key := mustKey(t)
+	hubCfg := testConfig(t, t.TempDir())
+	hubCfg.Hub.LeafListen = "127.0.0.1:0"
+	hub := startAgent(t, hubCfg, key)
+	leafURL := hub.hub.LeafURL()
+	proxy := newLinkProxy(t, strings.TrimPrefix(leafURL, "nats-leaf://"))
+
+	var agents []*testAgent
+	for i := range 3 {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Site = []string{"fra1", "fra1", "gw7"}[i]
+		cfg.Hub.URL = leafURL
+		if i == 2 {
+			cfg.Hub.URL = "nats-leaf://" + proxy.addr
+		}
+		agents = append(agents, startAgent(t, cfg, key))
+	}
+	gateway := agents[2]
+
+	ctx := context.Background()
+	pub := hubClient(t, hub.Agent)
+	m, hello := readGuest(t, "hello")
+	if _, err := deploy.Push(ctx, m, hello, deploy.Options{Client: pub, Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range agents {
+		waitFor(t, "agent "+string(rune('0'+i))+" to serve v1", func() bool { seq, _ := a.Installed("hello"); return seq == 1 })
+	}
+
+	// The gateway loses its uplink; a new version goes out meanwhile.
+	proxy.cut()
+	waitFor(t, "gateway to notice the cut", func() bool { return !gateway.leaf.LeafConnected() })
+	m2 := m
+	m2.Version = "1.1.0"
+	if _, err := deploy.Push(ctx, m2, hello, deploy.Options{Client: pub, Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range agents[:2] {
+		waitFor(t, "connected agents to get v2", func() bool { seq, _ := a.Installed("hello"); return seq == 2 })
+	}
+	if seq, _ := gateway.Installed("hello"); seq != 1 {
+		t.Fatalf("cut-off gateway installed sequence %d, want to keep 1", seq)
+	}
+	if code, _ := gateway.get(t, "/hello"); code != 200 {
+		t.Fatalf("cut-off gateway: /hello = %d", code)
+	}
+
+	// The link returns: the gateway converges without anyone acting.
+	proxy.restore()
+	waitFor(t, "gateway to converge after reconnect", func() bool { seq, _ := gateway.Installed("hello"); return seq == 2 })
+
+	// Every agent reports to the hub's fleet bucket.
+	waitFor(t, "heartbeats from all four agents", func() bool {
+		fleet, err := pub.Fleet(ctx)
+		return err == nil && len(fleet) == 4
+	})
+}
