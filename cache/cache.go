@@ -1,0 +1,270 @@
+// Package cache is Tern's shared HTTP cache (RFC 9111) for origin routes:
+// freshness, validation, Vary, stale-while-revalidate, stale-if-error, an
+// operator policy to serve stale content while the origin is unreachable,
+// request collapsing, streaming fills, Range from cache, purge by URL,
+// prefix and tag, and a byte budget with segmented-LRU eviction. Entries
+// live in a Storage (badger in production, see store.CacheStore), so they
+// survive restarts.
+//
+// # Notes
+//
+// The cache is shared (a CDN), so it honours s-maxage and refuses
+// private responses. It ignores a client's no-cache and max-age request
+// directives, as CDNs do, so that clients cannot force origin traffic; it
+// honours no-store and only-if-cached. http and https requests for the
+// same host and target share entries, as in Varnish.
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	gosync "sync"
+	"time"
+)
+
+// ChunkSize is the size of the chunks bodies are stored in. At 1 MiB a
+// chunk reaches badger's default value threshold, so full chunks go to the
+// value log and are not rewritten by LSM compactions; it also bounds the
+// memory one fill or one reader holds.
+const ChunkSize = 1 << 20
+
+// Default values of Config fields left zero.
+const (
+	DefaultHeuristicMax = 24 * time.Hour
+	DefaultGCInterval   = 5 * time.Minute
+	DefaultName         = "tern"
+)
+
+// Config configures a Cache. Only Storage is required.
+type Config struct {
+	// Storage holds the entries.
+	Storage Storage
+	// MaxBytes bounds the stored bodies; 0 means unbounded.
+	MaxBytes int64
+	// MaxStale is the operator's offline policy: while the origin is
+	// unreachable (a transport error, or 502, 503 or 504), serve entries
+	// that are stale by at most MaxStale, even without stale-if-error.
+	// Responses with must-revalidate are never served stale. 0 disables.
+	MaxStale time.Duration
+	// HeuristicMax caps heuristic freshness (10% of the time since
+	// Last-Modified). Default DefaultHeuristicMax.
+	HeuristicMax time.Duration
+	// Name identifies this cache in Cache-Status. Default DefaultName.
+	Name string
+	// GCInterval is how often Run reclaims storage space, when the
+	// storage supports it. Default DefaultGCInterval.
+	GCInterval time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// NewTicker makes Run's ticker. Default wraps time.NewTicker.
+	NewTicker func(time.Duration) (<-chan time.Time, func())
+	// Logger receives warnings about storage failures. Default discards.
+	Logger *slog.Logger
+}
+
+// Cache is a shared HTTP cache. Its methods are safe for concurrent use.
+type Cache struct {
+	cfg    Config
+	st     Storage
+	idx    *index
+	now    func() time.Time
+	logger *slog.Logger
+
+	mu      gosync.Mutex // guards flights
+	flights map[string]*flight
+
+	bg gosync.WaitGroup // background revalidations and fills
+}
+
+// New opens a cache over cfg.Storage, rebuilding its index from what the
+// storage holds and evicting down to the budget.
+func New(cfg Config) (*Cache, error) {
+	if cfg.Storage == nil {
+		return nil, errors.New("cache: no storage")
+	}
+	if cfg.MaxBytes < 0 || cfg.MaxStale < 0 || cfg.HeuristicMax < 0 || cfg.GCInterval < 0 {
+		return nil, fmt.Errorf("cache: negative limit in config (max bytes %d, max stale %s, heuristic max %s, gc interval %s)",
+			cfg.MaxBytes, cfg.MaxStale, cfg.HeuristicMax, cfg.GCInterval)
+	}
+	if cfg.HeuristicMax == 0 {
+		cfg.HeuristicMax = DefaultHeuristicMax
+	}
+	if cfg.GCInterval == 0 {
+		cfg.GCInterval = DefaultGCInterval
+	}
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NewTicker == nil {
+		cfg.NewTicker = func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Cache{
+		cfg:     cfg,
+		st:      cfg.Storage,
+		idx:     newIndex(cfg.MaxBytes),
+		now:     cfg.Now,
+		logger:  cfg.Logger,
+		flights: map[string]*flight{},
+	}
+	if s, ok := cfg.Storage.(sweeper); ok {
+		if err := s.Sweep(); err != nil {
+			return nil, fmt.Errorf("open cache: %w", err)
+		}
+	}
+	var items []*item
+	var bad []string
+	err := cfg.Storage.Walk(func(e Entry) error {
+		m, err := decodeMeta(e.Meta)
+		if err != nil || m.ChunkSize <= 0 {
+			bad = append(bad, e.Key) // unreadable: drop rather than fail the agent
+			return nil
+		}
+		items = append(items, &item{key: e.Key, body: e.Body, size: e.Size, meta: m})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open cache: %w", err)
+	}
+	for _, k := range bad {
+		c.logger.Warn("dropping unreadable cache entry", "key", k)
+		c.deleteKey(k)
+	}
+	for _, v := range c.idx.rebuild(items) {
+		c.deleteKey(v.key)
+	}
+	return c, nil
+}
+
+// Run reclaims storage space every Config.GCInterval until ctx is done,
+// then waits for background revalidations to finish. It returns nil when
+// ctx is cancelled.
+func (c *Cache) Run(ctx context.Context) error {
+	defer c.bg.Wait()
+	gc, ok := c.st.(collector)
+	if !ok {
+		<-ctx.Done()
+		return nil
+	}
+	tick, stop := c.cfg.NewTicker(c.cfg.GCInterval)
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick:
+			if err := gc.GC(); err != nil {
+				c.logger.Warn("cache storage gc failed", "err", err)
+			}
+		}
+	}
+}
+
+// Wait blocks until background revalidations and fills have finished;
+// tests and shutdown use it before closing the storage.
+func (c *Cache) Wait() { c.bg.Wait() }
+
+// Stats describes the cache's contents.
+type Stats struct {
+	Entries  int   `json:"entries"`
+	Bytes    int64 `json:"bytes"`
+	MaxBytes int64 `json:"max_bytes"`
+}
+
+// Stats returns the number of entries and bytes stored.
+func (c *Cache) Stats() Stats {
+	n, b := c.idx.stats()
+	return Stats{Entries: n, Bytes: b, MaxBytes: c.cfg.MaxBytes}
+}
+
+func (c *Cache) deleteKey(key string) {
+	if err := c.st.Delete(key); err != nil {
+		c.logger.Warn("cache delete failed", "key", key, "err", err)
+	}
+}
+
+// drop removes it from the index and storage.
+func (c *Cache) drop(it *item) {
+	if c.idx.remove(it) {
+		c.deleteKey(it.key)
+	}
+}
+
+// commit stores the entry of a finished fill and indexes it, evicting
+// what the budget requires. Variants of the same primary key stored under
+// a different Vary are obsolete and go too.
+func (c *Cache) commit(key, body string, size int64, m *meta) error {
+	if err := c.st.Commit(Entry{Key: key, Body: body, Size: size, Meta: m.encode()}); err != nil {
+		return fmt.Errorf("commit %q: %w", m.Primary, err)
+	}
+	it := &item{key: key, body: body, size: size, meta: m}
+	for _, v := range c.idx.variants(m.Primary) {
+		if v.key != key && !equalStrings(v.meta.Vary, m.Vary) {
+			c.drop(v)
+		}
+	}
+	for _, v := range c.idx.add(it) {
+		if v.key != key || v == it {
+			c.deleteKey(v.key)
+		}
+	}
+	return nil
+}
+
+// updateMeta publishes m for it, in storage and in the index.
+func (c *Cache) updateMeta(it *item, m *meta) error {
+	if err := c.st.UpdateMeta(it.key, it.body, m.encode()); err != nil {
+		return fmt.Errorf("update %q: %w", m.Primary, err)
+	}
+	c.idx.setMeta(it, m)
+	return nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// storageKey is the key of one variant: the primary key, then the
+// request's values of the Vary fields.
+func storageKey(primary string, vary, values []string) string {
+	if len(vary) == 0 {
+		return primary
+	}
+	var b strings.Builder
+	b.WriteString(primary)
+	for i, n := range vary {
+		b.WriteByte(0)
+		b.WriteString(n)
+		b.WriteByte('=')
+		b.WriteString(values[i])
+	}
+	return b.String()
+}
+
+// primaryKey is host + request target: the URI without scheme.
+func primaryKey(r *http.Request) string {
+	return strings.ToLower(r.Host) + r.URL.RequestURI()
+}
+
+func newBodyName() string { return rand.Text() }

@@ -1,0 +1,242 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	gosync "sync"
+)
+
+// bufPool holds chunk buffers, so steady traffic does not allocate one
+// per fill or per large read.
+var bufPool = gosync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
+
+// fill is a body being written to storage. Readers follow it chunk by
+// chunk as chunks land, so clients receive a large body while it is
+// stored, and any number of collapsed requests share one origin fetch.
+type fill struct {
+	c    *Cache
+	key  string
+	body string
+	meta *meta
+	// length is the Content-Length announced by the origin, or -1.
+	length int64
+
+	mu      gosync.Mutex
+	written int64         // bytes readable from storage
+	done    bool          // no more bytes will come
+	err     error         // why the fill failed, when it did
+	changed chan struct{} // closed and replaced on every change
+}
+
+func newFill(c *Cache, key string, m *meta, length int64) *fill {
+	return &fill{c: c, key: key, body: newBodyName(), meta: m, length: length, changed: make(chan struct{})}
+}
+
+func (f *fill) progress(n int64, done bool, err error) {
+	f.mu.Lock()
+	f.written += n
+	f.done = f.done || done
+	if err != nil && f.err == nil {
+		f.err = err
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// run copies src into storage chunk by chunk, then commits the entry. It
+// owns src and closes it.
+func (f *fill) run(src io.ReadCloser) {
+	defer src.Close()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var size int64
+	for idx := 0; ; idx++ {
+		n, rerr := readChunk(src, buf)
+		if n > 0 {
+			if err := f.c.st.WriteChunk(f.body, idx, buf[:n]); err != nil {
+				f.abort(fmt.Errorf("fill %s: %w", f.meta.Primary, err))
+				return
+			}
+			size += int64(n)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			f.abort(fmt.Errorf("fill %s: read origin body at %d bytes: %w", f.meta.Primary, size, rerr))
+			return
+		}
+		f.progress(int64(n), false, nil)
+	}
+	if f.length >= 0 && size != f.length {
+		f.abort(fmt.Errorf("fill %s: origin sent %d bytes of %d", f.meta.Primary, size, f.length))
+		return
+	}
+	if err := f.c.commit(f.key, f.body, size, f.meta); err != nil {
+		f.c.logger.Warn("cache commit failed", "url", f.meta.Primary, "err", err)
+		// Readers may still finish from the written chunks, which are
+		// then collected.
+		f.progress(size-f.writtenNow(), true, nil)
+		_ = f.c.st.DeleteBody(f.body)
+		return
+	}
+	f.progress(size-f.writtenNow(), true, nil)
+}
+
+func (f *fill) writtenNow() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written
+}
+
+func (f *fill) abort(err error) {
+	f.c.logger.Warn("cache fill failed", "url", f.meta.Primary, "err", err)
+	f.progress(0, true, err)
+	if derr := f.c.st.DeleteBody(f.body); derr != nil {
+		f.c.logger.Warn("cache cleanup failed", "body", f.body, "err", derr)
+	}
+}
+
+// readChunk reads until buf is full or src fails; unlike io.ReadFull it
+// keeps io.EOF apart from a transport's io.ErrUnexpectedEOF.
+func readChunk(src io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := src.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// fillReader reads a fill's body from offset off as it is written.
+type fillReader struct {
+	ctx context.Context
+	f   *fill
+	off int64
+	buf []byte // current chunk
+	at  int64  // offset of buf[0]
+	bp  *[]byte
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	f := r.f
+	for {
+		if r.buf != nil && r.off >= r.at && r.off < r.at+int64(len(r.buf)) {
+			n := copy(p, r.buf[r.off-r.at:])
+			r.off += int64(n)
+			return n, nil
+		}
+		f.mu.Lock()
+		written, done, err, changed := f.written, f.done, f.err, f.changed
+		f.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if r.off < written {
+			if r.bp == nil {
+				r.bp = bufPool.Get().(*[]byte)
+			}
+			idx := int(r.off / ChunkSize)
+			b, err := f.c.st.ReadChunk(f.body, idx, (*r.bp)[:0])
+			if err != nil {
+				return 0, fmt.Errorf("read %s: %w", f.meta.Primary, err)
+			}
+			r.buf, r.at = b, int64(idx)*ChunkSize
+			continue
+		}
+		if done {
+			return 0, io.EOF
+		}
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+// Close releases the reader's buffer.
+func (r *fillReader) Close() error {
+	if r.bp != nil {
+		bufPool.Put(r.bp)
+		r.bp, r.buf = nil, nil
+	}
+	return nil
+}
+
+// entryReader reads a committed body; it is an io.ReadSeeker so that
+// http.ServeContent can serve ranges and conditionals from it.
+type entryReader struct {
+	st        Storage
+	body      string
+	size      int64
+	chunkSize int64
+	off       int64
+	buf       []byte
+	at        int64
+	bp        *[]byte
+}
+
+func (r *entryReader) Read(p []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
+	}
+	if r.buf == nil || r.off < r.at || r.off >= r.at+int64(len(r.buf)) {
+		idx := r.off / r.chunkSize
+		var dst []byte
+		if r.size <= 4096 {
+			dst = make([]byte, 0, r.size) // small bodies: no pooled MiB
+		} else {
+			if r.bp == nil {
+				r.bp = bufPool.Get().(*[]byte)
+			}
+			dst = (*r.bp)[:0]
+		}
+		b, err := r.st.ReadChunk(r.body, int(idx), dst)
+		if err != nil {
+			return 0, err
+		}
+		if len(b) == 0 {
+			return 0, fmt.Errorf("read body %s chunk %d: %w", r.body, idx, io.ErrUnexpectedEOF)
+		}
+		r.buf, r.at = b, idx*r.chunkSize
+	}
+	n := copy(p, r.buf[r.off-r.at:])
+	r.off += int64(n)
+	return n, nil
+}
+
+func (r *entryReader) Seek(offset int64, whence int) (int64, error) {
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = r.off + offset
+	case io.SeekEnd:
+		abs = r.size + offset
+	default:
+		return 0, errors.New("seek: invalid whence")
+	}
+	if abs < 0 {
+		return 0, errors.New("seek: negative position")
+	}
+	r.off = abs
+	return abs, nil
+}
+
+// Close releases the reader's buffer.
+func (r *entryReader) Close() error {
+	if r.bp != nil {
+		bufPool.Put(r.bp)
+		r.bp, r.buf = nil, nil
+	}
+	return nil
+}

@@ -1,0 +1,495 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrUpstream is the error a handler reports, in its 502 body, when the
+// upstream round trip fails and nothing stale may be served.
+var ErrUpstream = errors.New("upstream unavailable")
+
+// Handler returns an http.Handler that serves GET and HEAD requests from
+// the cache and fetches misses and revalidations through upstream (an
+// origin.Origin in production). Other methods pass through to upstream;
+// unsafe ones invalidate what they target (§4.4).
+//
+// Upstream receives requests with URL holding only the path and query and
+// Host holding the client's host, as an http.Server hands them to a
+// handler; it must fill in the rest. Its errors mean "unreachable" for the
+// offline policy.
+func (c *Cache) Handler(upstream http.RoundTripper) http.Handler {
+	return &handler{c: c, up: upstream}
+}
+
+type handler struct {
+	c  *Cache
+	up http.RoundTripper
+}
+
+type outcome int
+
+const (
+	outFill    outcome = iota // a storable response; its body is being stored
+	outUpdated                // 304: the stale entry was refreshed
+	outPass                   // not storable; the response goes to the leader only
+	outError                  // the round trip failed
+)
+
+// flight is one origin request that any number of client requests wait
+// on: a miss (keyed by primary key) or a revalidation (keyed by entry).
+type flight struct {
+	ready chan struct{} // closed once the fields below are set
+
+	kind   outcome
+	status int            // origin status, 0 on error
+	fill   *fill          // outFill
+	item   *item          // outUpdated
+	meta   *meta          // outUpdated
+	resp   *http.Response // outPass, owned by the leader
+	reason string         // outPass: why it was not stored
+	err    error          // outError
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		h.serveGet(w, r)
+	case http.MethodHead:
+		h.serveHead(w, r)
+	case http.MethodOptions, http.MethodTrace, "CONNECT":
+		h.pass(w, r, "fwd=method")
+	default:
+		h.serveUnsafe(w, r)
+	}
+}
+
+func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
+	c := h.c
+	reqCC := parseCacheControl(r.Header)
+	if reqCC.noStore {
+		h.pass(w, r, "fwd=request")
+		return
+	}
+	pk := primaryKey(r)
+	now := c.now()
+	it, m := c.idx.match(pk, r.Header)
+	if it != nil && m.fresh(now) {
+		c.idx.touch(it)
+		h.serveEntry(w, r, it, m, now, fmt.Sprintf("hit; ttl=%d", ttl(m, now)))
+		return
+	}
+	if reqCC.onlyIfCached {
+		h.error(w, http.StatusGatewayTimeout, "only-if-cached: no fresh response stored", "fwd=miss")
+		return
+	}
+	if it == nil {
+		fwd := "fwd=uri-miss"
+		if len(c.idx.variants(pk)) > 0 {
+			fwd = "fwd=vary-miss"
+		}
+		f, leader := h.join("m"+pk, r, nil, nil, true)
+		h.await(w, r, f, leader, nil, nil, fwd)
+		return
+	}
+	stale := m.staleness(now)
+	if !m.MustRevalidate && !m.NoCache && m.SWR >= 0 && stale <= m.SWR {
+		// Serve now, refresh behind the client (RFC 5861 §3).
+		h.join("v"+it.key, r, it, m, false)
+		c.idx.touch(it)
+		h.serveEntry(w, r, it, m, now, fmt.Sprintf("hit; ttl=%d; detail=stale-while-revalidate", ttl(m, now)))
+		return
+	}
+	f, leader := h.join("v"+it.key, r, it, m, true)
+	h.await(w, r, f, leader, it, m, "fwd=stale")
+}
+
+// await waits for f and answers the client from its outcome.
+func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leader bool, it *item, m *meta, fwd string) {
+	select {
+	case <-f.ready:
+	case <-r.Context().Done():
+		if leader {
+			go func() { // the pass response, if any, is the leader's to close
+				<-f.ready
+				if f.resp != nil {
+					f.resp.Body.Close()
+				}
+			}()
+		}
+		return
+	}
+	c := h.c
+	status := fwd
+	if f.status != 0 {
+		status += "; fwd-status=" + strconv.Itoa(f.status)
+	}
+	if !leader {
+		status += "; collapsed"
+	}
+	switch f.kind {
+	case outFill:
+		fl := f.fill
+		if len(fl.meta.Vary) > 0 && !equalStrings(varyValues(r.Header, fl.meta.Vary), fl.meta.VaryValues) {
+			h.pass(w, r, fwd+"; detail=vary-mismatch")
+			return
+		}
+		h.serveFill(w, r, fl, status+"; stored")
+	case outUpdated:
+		c.idx.touch(f.item)
+		now := c.now()
+		h.serveEntry(w, r, f.item, f.meta, now, fmt.Sprintf("%s; ttl=%d", status, ttl(f.meta, now)))
+	case outError:
+		if it != nil {
+			if why := h.staleAllowed(m, true); why != "" {
+				h.serveStale(w, r, it, m, why, status)
+				return
+			}
+		}
+		code := http.StatusBadGateway
+		if it != nil {
+			code = http.StatusGatewayTimeout // §5.2.2.2: revalidation required, origin unreachable
+		}
+		h.error(w, code, fmt.Sprintf("%v: %v", ErrUpstream, f.err), status)
+	case outPass:
+		var resp *http.Response
+		if leader {
+			resp = f.resp
+		}
+		if it != nil && f.status >= 500 {
+			unreachable := f.status == http.StatusBadGateway || f.status == http.StatusServiceUnavailable || f.status == http.StatusGatewayTimeout
+			if why := h.staleAllowed(m, unreachable); why != "" {
+				if resp != nil {
+					resp.Body.Close()
+				}
+				h.serveStale(w, r, it, m, why, status)
+				return
+			}
+		}
+		if resp == nil {
+			h.pass(w, r, fwd)
+			return
+		}
+		if f.reason != "" {
+			status += "; detail=" + strings.ReplaceAll(f.reason, " ", "-")
+		}
+		h.writeResponse(w, r, resp, status)
+	}
+}
+
+// staleAllowed says why a stale entry may be served when the origin
+// failed, or "" if it may not.
+func (h *handler) staleAllowed(m *meta, unreachable bool) string {
+	if m.MustRevalidate || m.NoCache {
+		return ""
+	}
+	stale := m.staleness(h.c.now())
+	if m.SIE >= 0 && stale <= m.SIE {
+		return "stale-if-error"
+	}
+	if unreachable && !m.SMaxAge && h.c.cfg.MaxStale > 0 && stale <= h.c.cfg.MaxStale {
+		return "offline"
+	}
+	return ""
+}
+
+func (h *handler) serveStale(w http.ResponseWriter, r *http.Request, it *item, m *meta, why, status string) {
+	now := h.c.now()
+	h.serveEntry(w, r, it, m, now, fmt.Sprintf("hit; ttl=%d; %s; detail=%s", ttl(m, now), strings.TrimPrefix(status, "fwd=stale; "), why))
+}
+
+// ttl is the remaining freshness in whole seconds (negative when stale).
+func ttl(m *meta, now time.Time) int64 {
+	return int64((m.Lifetime - m.age(now)) / time.Second)
+}
+
+// join returns the flight under key, starting it if there is none; the
+// starter is the leader. A foreground flight hands a non-storable
+// response to its leader; a background one discards it.
+func (h *handler) join(key string, r *http.Request, it *item, m *meta, foreground bool) (*flight, bool) {
+	c := h.c
+	c.mu.Lock()
+	if f := c.flights[key]; f != nil {
+		c.mu.Unlock()
+		return f, false
+	}
+	f := &flight{ready: make(chan struct{})}
+	c.flights[key] = f
+	c.mu.Unlock()
+	out := upstreamRequest(r, m)
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		h.fetch(key, f, out, it, m, foreground)
+	}()
+	return f, true
+}
+
+func (h *handler) endFlight(key string) {
+	h.c.mu.Lock()
+	delete(h.c.flights, key)
+	h.c.mu.Unlock()
+}
+
+// fetch runs a flight: one origin round trip, then a 304 update, a fill,
+// or a pass. A fill stays joinable until committed, so requests that
+// arrive while a large body streams in share it too.
+func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *meta, foreground bool) {
+	c := h.c
+	defer h.endFlight(key)
+	requestTime := c.now()
+	resp, err := h.up.RoundTrip(out)
+	responseTime := c.now()
+	if err != nil {
+		f.kind, f.err = outError, err
+		close(f.ready)
+		return
+	}
+	f.status = resp.StatusCode
+	switch {
+	case m != nil && resp.StatusCode == http.StatusNotModified:
+		resp.Body.Close()
+		nm := *m
+		nm.Header = updateHeaders(m.Header, resp.Header)
+		hh := nm.Header
+		if a := resp.Header.Get("Age"); a != "" {
+			hh = hh.Clone()
+			hh.Set("Age", a)
+		}
+		nm.freshness(hh, requestTime, responseTime, c.cfg.HeuristicMax)
+		nm.Invalid = false
+		if err := c.updateMeta(it, &nm); err != nil {
+			c.logger.Warn("cache revalidation update failed", "url", m.Primary, "err", err)
+		}
+		f.kind, f.item, f.meta = outUpdated, it, &nm
+		close(f.ready)
+		return
+	case m != nil && resp.StatusCode >= 500:
+		// Keep the stale entry; the waiters decide whether to serve it.
+		f.kind, f.resp, f.reason = outPass, resp, "origin error"
+	default:
+		ok, why := storable(out, parseCacheControl(out.Header), resp, parseCacheControl(resp.Header))
+		if !ok {
+			f.kind, f.resp, f.reason = outPass, resp, why
+			break
+		}
+		pk := primaryKey(out)
+		nm := &meta{
+			Primary:   pk,
+			Status:    resp.StatusCode,
+			Header:    storedHeader(resp.Header),
+			Vary:      varyNames(resp.Header),
+			Tags:      tags(resp.Header),
+			ChunkSize: ChunkSize,
+		}
+		nm.VaryValues = varyValues(out.Header, nm.Vary)
+		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
+		fl := newFill(c, storageKey(pk, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
+		f.kind, f.fill = outFill, fl
+		close(f.ready)
+		fl.run(resp.Body)
+		return
+	}
+	if !foreground {
+		f.resp.Body.Close()
+		f.resp = nil
+	}
+	close(f.ready)
+}
+
+// upstreamRequest is the request a fill or revalidation sends: detached
+// from the client, whose departure must not abort a fill others share;
+// without the client's range and preconditions, since the cache wants the
+// whole representation; and conditional on the stale entry's validators.
+func upstreamRequest(r *http.Request, m *meta) *http.Request {
+	out := r.Clone(context.WithoutCancel(r.Context()))
+	out.RequestURI = ""
+	out.Body = http.NoBody
+	out.ContentLength = 0
+	for _, k := range []string{"Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since"} {
+		out.Header.Del(k)
+	}
+	removeHopByHop(out.Header)
+	if m != nil {
+		if etag := m.Header.Get("Etag"); etag != "" {
+			out.Header.Set("If-None-Match", etag)
+		}
+		if lm := m.Header.Get("Last-Modified"); lm != "" {
+			out.Header.Set("If-Modified-Since", lm)
+		}
+	}
+	return out
+}
+
+// serveEntry answers from a committed entry, with ranges and
+// preconditions for 200 responses.
+func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m *meta, now time.Time, status string) {
+	hdr := w.Header()
+	for k, v := range m.Header {
+		hdr[k] = v
+	}
+	hdr.Set("Age", strconv.FormatInt(int64(m.age(now)/time.Second), 10))
+	hdr.Set("Cache-Status", h.c.cfg.Name+"; "+status)
+	rd := &entryReader{st: h.c.st, body: it.body, size: it.size, chunkSize: int64(m.ChunkSize)}
+	defer rd.Close()
+	if m.Status != http.StatusOK {
+		if m.Status != http.StatusNoContent {
+			hdr.Set("Content-Length", strconv.FormatInt(it.size, 10))
+		}
+		w.WriteHeader(m.Status)
+		if r.Method != http.MethodHead {
+			_, _ = io.Copy(w, rd)
+		}
+		return
+	}
+	if _, ok := hdr["Content-Type"]; !ok {
+		hdr["Content-Type"] = nil // stops ServeContent from sniffing
+	}
+	var mod time.Time
+	if lm, err := http.ParseTime(m.Header.Get("Last-Modified")); err == nil {
+		mod = lm
+	}
+	http.ServeContent(w, r, "", mod, rd)
+}
+
+// serveFill streams a body while it is being stored. Ranges are ignored
+// (RFC 9110 lets a server do so) until the entry is committed.
+func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, status string) {
+	hdr := w.Header()
+	for k, v := range fl.meta.Header {
+		hdr[k] = v
+	}
+	hdr.Set("Age", strconv.FormatInt(int64(fl.meta.age(h.c.now())/time.Second), 10))
+	hdr.Set("Cache-Status", h.c.cfg.Name+"; "+status)
+	if fl.length >= 0 {
+		hdr.Set("Content-Length", strconv.FormatInt(fl.length, 10))
+	}
+	w.WriteHeader(fl.meta.Status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	rd := &fillReader{ctx: r.Context(), f: fl}
+	defer rd.Close()
+	if _, err := io.Copy(w, rd); err != nil && r.Context().Err() == nil {
+		// The fill failed midway: cut the connection so the client sees
+		// a truncated body rather than a complete-looking short one.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// serveHead answers HEAD from a fresh GET entry, and passes it through
+// otherwise: fetching a whole body to answer HEAD would waste the origin's
+// bandwidth.
+func (h *handler) serveHead(w http.ResponseWriter, r *http.Request) {
+	now := h.c.now()
+	if it, m := h.c.idx.match(primaryKey(r), r.Header); it != nil && m.fresh(now) {
+		h.serveEntry(w, r, it, m, now, fmt.Sprintf("hit; ttl=%d", ttl(m, now)))
+		return
+	}
+	h.pass(w, r, "fwd=method")
+}
+
+// serveUnsafe forwards an unsafe request and, when it succeeds,
+// invalidates the target URI and the same-origin Location and
+// Content-Location URIs (§4.4).
+func (h *handler) serveUnsafe(w http.ResponseWriter, r *http.Request) {
+	resp, err := h.roundTrip(r)
+	if err != nil {
+		h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), "fwd=method")
+		return
+	}
+	if resp.StatusCode < 400 {
+		h.c.invalidate(primaryKey(r))
+		for _, f := range []string{"Location", "Content-Location"} {
+			if v := resp.Header.Get(f); v != "" {
+				if u, err := r.URL.Parse(v); err == nil && (u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
+					h.c.invalidate(strings.ToLower(r.Host) + u.RequestURI())
+				}
+			}
+		}
+	}
+	h.writeResponse(w, r, resp, "fwd=method")
+}
+
+// pass forwards r without involving the cache.
+func (h *handler) pass(w http.ResponseWriter, r *http.Request, status string) {
+	resp, err := h.roundTrip(r)
+	if err != nil {
+		h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), status)
+		return
+	}
+	h.writeResponse(w, r, resp, status)
+}
+
+func (h *handler) roundTrip(r *http.Request) (*http.Response, error) {
+	out := r.Clone(r.Context())
+	out.RequestURI = ""
+	if r.ContentLength == 0 {
+		out.Body = http.NoBody
+	}
+	removeHopByHop(out.Header)
+	resp, err := h.up.RoundTrip(out)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", r.Method, r.URL.Path, err)
+	}
+	return resp, nil
+}
+
+func (h *handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, status string) {
+	defer resp.Body.Close()
+	hdr := w.Header()
+	for k, v := range resp.Header {
+		hdr[k] = v
+	}
+	removeHopByHop(hdr)
+	hdr.Del("Surrogate-Key")
+	hdr.Del("Cache-Tag")
+	if resp.ContentLength >= 0 {
+		hdr.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	hdr.Set("Cache-Status", h.c.cfg.Name+"; "+status)
+	w.WriteHeader(resp.StatusCode)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil && r.Context().Err() == nil {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (h *handler) error(w http.ResponseWriter, code int, msg, status string) {
+	w.Header().Set("Cache-Status", h.c.cfg.Name+"; "+status)
+	http.Error(w, msg, code)
+}
+
+// invalidate removes every variant stored under primary.
+func (c *Cache) invalidate(primary string) int {
+	vs := c.idx.variants(primary)
+	for _, it := range vs {
+		c.drop(it)
+	}
+	return len(vs)
+}
+
+// primaryKeyOf is the primary key of an absolute or host-relative URL.
+func primaryKeyOf(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("parse url %q: %w", raw, err)
+	}
+	if u.Host == "" {
+		// "example.com/path" without a scheme parses as a path.
+		u, err = url.Parse("http://" + raw)
+		if err != nil || u.Host == "" {
+			return "", fmt.Errorf("url %q: no host", raw)
+		}
+	}
+	return strings.ToLower(u.Host) + u.RequestURI(), nil
+}

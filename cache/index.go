@@ -1,0 +1,256 @@
+package cache
+
+import (
+	"container/list"
+	"net/http"
+	"slices"
+	"sort"
+	gosync "sync"
+)
+
+// protectedShare is the part of the byte budget the protected segment may
+// fill; the rest is probation, where new entries wait to prove themselves.
+const protectedShare = 0.8
+
+// item is the index record of one stored entry.
+type item struct {
+	key  string // storage key
+	body string
+	size int64
+	meta *meta // replaced, never modified, under index.mu
+
+	elem      *list.Element
+	protected bool
+}
+
+// index is the in-memory view of what storage holds: entries by key, by
+// primary key (for Vary and purge by URL) and by tag, plus a segmented LRU
+// (SLRU) that decides what to evict when the byte budget is exceeded.
+//
+// SLRU keeps two LRU lists. A new entry enters probation; a hit on an
+// entry in probation promotes it to protected, which is capped at 80% of
+// the budget (its overflow is demoted back to probation's head).
+// Eviction takes probation's tail first. So a one-off crawl of cold URLs
+// cycles through probation and cannot push out the objects that are
+// requested again and again, which plain LRU would lose; and unlike LFU
+// there are no counters to age, so yesterday's hot objects do not linger.
+//
+// Recency is not persisted, to keep hits free of writes: on open every
+// entry starts in probation, oldest response at the tail, and the first
+// hits rebuild the protected segment.
+type index struct {
+	max int64 // byte budget; 0 means unbounded
+
+	mu             gosync.Mutex // guards everything below
+	items          map[string]*item
+	byPrimary      map[string]map[string]*item
+	byTag          map[string]map[string]*item
+	probation      list.List
+	protectedList  list.List
+	bytes          int64
+	protectedBytes int64
+}
+
+func newIndex(max int64) *index {
+	return &index{
+		max:       max,
+		items:     map[string]*item{},
+		byPrimary: map[string]map[string]*item{},
+		byTag:     map[string]map[string]*item{},
+	}
+}
+
+// match returns the stored variant of primary that matches the request
+// headers (§4.1), or nil, and its meta.
+func (x *index) match(primary string, h http.Header) (*item, *meta) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var best *item
+	for _, it := range x.byPrimary[primary] {
+		m := it.meta
+		if len(m.Vary) > 0 && !slices.Equal(varyValues(h, m.Vary), m.VaryValues) {
+			continue
+		}
+		// §4.1: with several matches, use the most recent.
+		if best == nil || m.ResponseTime.After(best.meta.ResponseTime) {
+			best = it
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	return best, best.meta
+}
+
+// touch records a hit for SLRU.
+func (x *index) touch(it *item) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if it.elem == nil { // removed meanwhile
+		return
+	}
+	if it.protected {
+		x.protectedList.MoveToFront(it.elem)
+		return
+	}
+	x.probation.Remove(it.elem)
+	it.protected = true
+	it.elem = x.protectedList.PushFront(it)
+	x.protectedBytes += it.size
+	limit := int64(float64(x.max) * protectedShare)
+	for x.max > 0 && x.protectedBytes > limit && x.protectedList.Len() > 1 {
+		back := x.protectedList.Back().Value.(*item)
+		x.protectedList.Remove(back.elem)
+		x.protectedBytes -= back.size
+		back.protected = false
+		back.elem = x.probation.PushFront(back)
+	}
+}
+
+// add indexes a committed entry, replacing any item under the same key,
+// and returns the items evicted to stay within budget (which may include
+// it, when it alone exceeds the budget) and the replaced one.
+func (x *index) add(it *item) (evicted []*item) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if old := x.items[it.key]; old != nil {
+		x.removeLocked(old)
+	}
+	x.items[it.key] = it
+	p := x.byPrimary[it.meta.Primary]
+	if p == nil {
+		p = map[string]*item{}
+		x.byPrimary[it.meta.Primary] = p
+	}
+	p[it.key] = it
+	for _, t := range it.meta.Tags {
+		if x.byTag[t] == nil {
+			x.byTag[t] = map[string]*item{}
+		}
+		x.byTag[t][it.key] = it
+	}
+	it.elem = x.probation.PushFront(it)
+	x.bytes += it.size
+	for x.max > 0 && x.bytes > x.max {
+		var victim *item
+		if e := x.probation.Back(); e != nil {
+			victim = e.Value.(*item)
+		} else if e := x.protectedList.Back(); e != nil {
+			victim = e.Value.(*item)
+		} else {
+			break
+		}
+		x.removeLocked(victim)
+		evicted = append(evicted, victim)
+	}
+	return evicted
+}
+
+// remove drops it from the index if it is still there; it reports
+// whether it was.
+func (x *index) remove(it *item) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.items[it.key] != it {
+		return false
+	}
+	x.removeLocked(it)
+	return true
+}
+
+func (x *index) removeLocked(it *item) {
+	if x.items[it.key] != it {
+		return
+	}
+	delete(x.items, it.key)
+	if p := x.byPrimary[it.meta.Primary]; p != nil {
+		delete(p, it.key)
+		if len(p) == 0 {
+			delete(x.byPrimary, it.meta.Primary)
+		}
+	}
+	for _, t := range it.meta.Tags {
+		if s := x.byTag[t]; s != nil {
+			delete(s, it.key)
+			if len(s) == 0 {
+				delete(x.byTag, t)
+			}
+		}
+	}
+	if it.protected {
+		x.protectedList.Remove(it.elem)
+		x.protectedBytes -= it.size
+	} else {
+		x.probation.Remove(it.elem)
+	}
+	it.elem = nil
+	x.bytes -= it.size
+}
+
+// setMeta publishes m as it's metadata if it is still indexed.
+func (x *index) setMeta(it *item, m *meta) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.items[it.key] != it {
+		return false
+	}
+	// Tags and primary key never change on update, so the maps stay valid.
+	it.meta = m
+	return true
+}
+
+// variants returns the items of primary.
+func (x *index) variants(primary string) []*item {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]*item, 0, len(x.byPrimary[primary]))
+	for _, it := range x.byPrimary[primary] {
+		out = append(out, it)
+	}
+	return out
+}
+
+// withPrefix returns the items whose primary key starts with prefix. It
+// scans every primary key: purges are rare, and a sorted structure would
+// tax every insert.
+func (x *index) withPrefix(prefix string) []*item {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []*item
+	for p, vs := range x.byPrimary {
+		if keyHasPrefix(p, prefix) {
+			for _, it := range vs {
+				out = append(out, it)
+			}
+		}
+	}
+	return out
+}
+
+// tagged returns the items carrying tag.
+func (x *index) tagged(tag string) []*item {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]*item, 0, len(x.byTag[tag]))
+	for _, it := range x.byTag[tag] {
+		out = append(out, it)
+	}
+	return out
+}
+
+// stats returns the number of entries and their bytes.
+func (x *index) stats() (entries int, bytes int64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return len(x.items), x.bytes
+}
+
+// rebuild loads items read from storage at open, oldest response first
+// so the newest end up at probation's head.
+func (x *index) rebuild(items []*item) (evicted []*item) {
+	sort.Slice(items, func(i, j int) bool { return items[i].meta.ResponseTime.Before(items[j].meta.ResponseTime) })
+	for _, it := range items {
+		evicted = append(evicted, x.add(it)...)
+	}
+	return evicted
+}

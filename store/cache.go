@@ -1,0 +1,304 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/tern-edge/tern/cache"
+)
+
+// Cache key layout. Metadata and body chunks live under separate prefixes
+// so that rebuilding the cache index on open reads only the small metadata
+// records, never a body.
+const (
+	cacheMetaPrefix  = "cache/m/" // cache/m/<key> -> meta record
+	cacheChunkPrefix = "cache/c/" // cache/c/<body>/<idx uint32 BE> -> chunk bytes
+)
+
+// CacheStore keeps HTTP cache entries in the store's badger database. It
+// implements cache.Storage; get one with Store.Cache.
+//
+// Chunks of 1 MiB or more go to badger's value log rather than its LSM
+// tree, so they are written once instead of being rewritten by every
+// compaction; Store.RunValueLogGC reclaims the space of deleted ones.
+type CacheStore struct{ s *Store }
+
+var _ cache.Storage = (*CacheStore)(nil)
+
+// Cache returns the cache storage view of s. It shares s's database and
+// lifetime: close s only after the cache has stopped.
+func (s *Store) Cache() *CacheStore { return &CacheStore{s: s} }
+
+// RunValueLogGC rewrites value log files in which at least discardRatio
+// (0 < ratio < 1) of the data is deleted or overwritten, until none is
+// left, and returns how many it rewrote. Cache churn is what makes this
+// necessary: without it deleted bodies keep their disk space forever.
+func (s *Store) RunValueLogGC(discardRatio float64) (int, error) {
+	n := 0
+	for {
+		err := s.db.RunValueLogGC(discardRatio)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			// ErrRejected: another GC is running, which is as good.
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("value log gc (discard ratio %.2f): %w", discardRatio, err)
+		}
+		n++
+	}
+}
+
+// GC runs value log garbage collection for the cache's churn; the cache
+// calls it periodically.
+func (c *CacheStore) GC() error {
+	_, err := c.s.RunValueLogGC(0.5)
+	return err
+}
+
+func chunkKey(body string, idx int) []byte {
+	k := make([]byte, 0, len(cacheChunkPrefix)+len(body)+5)
+	k = append(k, cacheChunkPrefix...)
+	k = append(k, body...)
+	k = append(k, '/')
+	return binary.BigEndian.AppendUint32(k, uint32(idx))
+}
+
+// encodeEntry lays out a meta record: uvarint size, uvarint len(body), body,
+// then the cache's opaque metadata.
+func encodeEntry(e cache.Entry) []byte {
+	b := make([]byte, 0, 2*binary.MaxVarintLen64+len(e.Body)+len(e.Meta))
+	b = binary.AppendUvarint(b, uint64(e.Size))
+	b = binary.AppendUvarint(b, uint64(len(e.Body)))
+	b = append(b, e.Body...)
+	return append(b, e.Meta...)
+}
+
+func decodeEntry(key string, v []byte) (cache.Entry, error) {
+	size, n := binary.Uvarint(v)
+	if n <= 0 {
+		return cache.Entry{}, fmt.Errorf("decode cache entry %q: bad size", key)
+	}
+	v = v[n:]
+	bl, n := binary.Uvarint(v)
+	if n <= 0 || uint64(len(v)-n) < bl {
+		return cache.Entry{}, fmt.Errorf("decode cache entry %q: bad body id", key)
+	}
+	v = v[n:]
+	return cache.Entry{
+		Key:  key,
+		Body: string(v[:bl]),
+		Size: int64(size),
+		Meta: bytes.Clone(v[bl:]),
+	}, nil
+}
+
+func getEntry(txn *badger.Txn, key string) (cache.Entry, error) {
+	item, err := txn.Get([]byte(cacheMetaPrefix + key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return cache.Entry{}, cache.ErrNotFound
+	}
+	if err != nil {
+		return cache.Entry{}, err
+	}
+	var e cache.Entry
+	err = item.Value(func(v []byte) error {
+		e, err = decodeEntry(key, v)
+		return err
+	})
+	return e, err
+}
+
+// Walk calls fn for every committed entry, in key order, and stops at the
+// first error fn returns.
+func (c *CacheStore) Walk(fn func(cache.Entry) error) error {
+	err := c.s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(cacheMetaPrefix), PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			key := string(it.Item().Key()[len(cacheMetaPrefix):])
+			var e cache.Entry
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				e, err = decodeEntry(key, v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("walk cache entries: %w", err)
+	}
+	return nil
+}
+
+// WriteChunk stores chunk idx of body.
+func (c *CacheStore) WriteChunk(body string, idx int, p []byte) error {
+	err := c.s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(chunkKey(body, idx), p)
+	})
+	if err != nil {
+		return fmt.Errorf("write cache chunk %s/%d (%d bytes): %w", body, idx, len(p), err)
+	}
+	return nil
+}
+
+// ReadChunk appends chunk idx of body to buf[:0].
+func (c *CacheStore) ReadChunk(body string, idx int, buf []byte) ([]byte, error) {
+	err := c.s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(chunkKey(body, idx))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return cache.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		buf, err = item.ValueCopy(buf[:0])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read cache chunk %s/%d: %w", body, idx, err)
+	}
+	return buf, nil
+}
+
+// Commit makes e visible under e.Key and deletes the body it replaces.
+func (c *CacheStore) Commit(e cache.Entry) error {
+	var old string
+	err := c.s.db.Update(func(txn *badger.Txn) error {
+		prev, err := getEntry(txn, e.Key)
+		if err != nil && !errors.Is(err, cache.ErrNotFound) {
+			return err
+		}
+		if err == nil && prev.Body != e.Body {
+			old = prev.Body
+		}
+		return txn.Set([]byte(cacheMetaPrefix+e.Key), encodeEntry(e))
+	})
+	if err != nil {
+		return fmt.Errorf("commit cache entry %q: %w", e.Key, err)
+	}
+	if old != "" {
+		return c.DeleteBody(old)
+	}
+	return nil
+}
+
+// UpdateMeta replaces the metadata of the entry under key, provided it
+// still holds body.
+func (c *CacheStore) UpdateMeta(key, body string, meta []byte) error {
+	err := c.s.db.Update(func(txn *badger.Txn) error {
+		e, err := getEntry(txn, key)
+		if err != nil {
+			return err
+		}
+		if e.Body != body {
+			return cache.ErrNotFound
+		}
+		e.Meta = meta
+		return txn.Set([]byte(cacheMetaPrefix+key), encodeEntry(e))
+	})
+	if err != nil {
+		return fmt.Errorf("update cache entry %q: %w", key, err)
+	}
+	return nil
+}
+
+// Delete removes the entry under key and its body.
+func (c *CacheStore) Delete(key string) error {
+	var body string
+	err := c.s.db.Update(func(txn *badger.Txn) error {
+		e, err := getEntry(txn, key)
+		if errors.Is(err, cache.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		body = e.Body
+		return txn.Delete([]byte(cacheMetaPrefix + key))
+	})
+	if err != nil {
+		return fmt.Errorf("delete cache entry %q: %w", key, err)
+	}
+	if body != "" {
+		return c.DeleteBody(body)
+	}
+	return nil
+}
+
+// DeleteBody removes every chunk of body. A write batch, unlike one
+// transaction, has no size limit, which a large body's chunks may pass.
+func (c *CacheStore) DeleteBody(body string) error {
+	prefix := []byte(cacheChunkPrefix + body + "/")
+	var keys [][]byte
+	err := c.s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	if err == nil {
+		err = c.deleteKeys(keys)
+	}
+	if err != nil {
+		return fmt.Errorf("delete cache body %s: %w", body, err)
+	}
+	return nil
+}
+
+func (c *CacheStore) deleteKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	wb := c.s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
+}
+
+// Sweep deletes chunks that no committed entry refers to: what a crash in
+// the middle of a fill leaves behind. It must run before the cache starts
+// writing, since the chunks of a fill in progress look the same.
+func (c *CacheStore) Sweep() error {
+	live := map[string]bool{}
+	if err := c.Walk(func(e cache.Entry) error { live[e.Body] = true; return nil }); err != nil {
+		return fmt.Errorf("sweep cache: %w", err)
+	}
+	var keys [][]byte
+	err := c.s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(cacheChunkPrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			rest := k[len(cacheChunkPrefix):]
+			// The index is binary and may itself hold a '/': cut by length.
+			if len(rest) < 5 || !live[string(rest[:len(rest)-5])] {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = c.deleteKeys(keys)
+	}
+	if err != nil {
+		return fmt.Errorf("sweep cache: %w", err)
+	}
+	return nil
+}
