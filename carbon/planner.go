@@ -1,0 +1,419 @@
+package carbon
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	gosync "sync"
+	"time"
+)
+
+// Job is a unit of deferrable work to place.
+type Job struct {
+	// ID identifies the job; unique among queued jobs.
+	ID string
+	// Arrival is when the job was accepted; it never starts before.
+	Arrival time.Time
+	// Runtime is the expected run time.
+	Runtime time.Duration
+	// Deadline is the latest time the job may finish (results back, when it
+	// runs at another site).
+	Deadline time.Time
+	// Regions lists the grid regions where the job's data may be processed;
+	// empty means any site.
+	Regions []string
+	// EnergyKWh is the expected IT energy; 0 means 1 kW over the runtime.
+	// It scales emissions, so it matters only when comparing sites with
+	// different PUE or heat reuse.
+	EnergyKWh float64
+}
+
+func (j Job) energyKWh() float64 {
+	if j.EnergyKWh > 0 {
+		return j.EnergyKWh
+	}
+	return j.Runtime.Hours()
+}
+
+// Reasons an [Assignment] was not chosen by expected emissions.
+const (
+	// ReasonNoForecast: no allowed site had a forecast covering any feasible start.
+	ReasonNoForecast = "no forecast"
+	// ReasonNoCapacity: every feasible start was full; the job runs as soon as
+	// possible, above capacity if it must.
+	ReasonNoCapacity = "no capacity"
+	// ReasonPastDeadline: the job cannot finish by its deadline even if started
+	// now; it runs now.
+	ReasonPastDeadline = "past deadline"
+)
+
+// Assignment is where and when a job is planned to run, with what the
+// planner expected it to emit there.
+type Assignment struct {
+	JobID string
+	Site  string
+	Start time.Time
+	// Intensity is the expected mean intensity over the runtime (NaN when
+	// no forecast covered it).
+	Intensity float64
+	// Gross is the expected emissions in grams: energy × PUE × intensity.
+	Gross float64
+	// Avoided is the expected emissions avoided by reused heat, in grams.
+	// It is kept apart from Gross and never subtracted in reports.
+	Avoided float64
+	// Source labels the forecast the plan was based on.
+	Source string
+	// Reason is empty when the start was chosen by expected emissions, and
+	// one of the Reason constants when it was a fallback.
+	Reason string
+}
+
+// Net returns Gross minus Avoided: what the planner ranks by.
+func (a Assignment) Net() float64 { return a.Gross - a.Avoided }
+
+// PlannerConfig configures a [Planner].
+type PlannerConfig struct {
+	// Sites are the places jobs may run. Sites[0] is the local site, used
+	// when nothing better is known. At least one is required.
+	Sites []Site
+	// Step is the grid of candidate start times and of capacity
+	// accounting; 0 means 15 minutes. Jobs may also start at the moment they
+	// become startable, off the grid.
+	Step time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger receives debug lines about re-planning; nil discards them.
+	Logger *slog.Logger
+}
+
+// Planner places deferrable jobs on (site, start) pairs.
+//
+// For each job it picks, among the allowed sites and the start times from
+// when the job can start (now, after any transfer) to the latest start that
+// still meets its deadline, the pair with the least expected net emissions
+// whose slots all have capacity left; ties go to the earlier start, then to
+// the earlier site. Jobs are placed in order of latest start (tightest
+// first). A job with nothing feasible runs as soon as possible (see the
+// Reason constants), so no job is ever planned after its deadline when
+// meeting it was possible at all.
+//
+// It is safe for concurrent use. Every method reads the injected clock once.
+type Planner struct {
+	step   time.Duration
+	now    func() time.Time
+	log    *slog.Logger
+	mu     gosync.Mutex
+	sites  []*siteState
+	byName map[string]int
+	queued map[string]*queuedJob
+}
+
+type siteState struct {
+	Site
+	curve  *Curve
+	source string
+	occ    occupancy
+}
+
+type queuedJob struct {
+	job Job
+	a   Assignment
+	// slots held in site a.Site's occupancy, or held=false.
+	held       bool
+	site       int
+	slotA, slB int64
+}
+
+// NewPlanner returns a planner for the configured sites, with no forecasts.
+func NewPlanner(cfg PlannerConfig) (*Planner, error) {
+	if len(cfg.Sites) == 0 {
+		return nil, fmt.Errorf("planner: no sites: %w", ErrInvalid)
+	}
+	p := &Planner{step: cfg.Step, now: cfg.Now, log: cfg.Logger, byName: map[string]int{}, queued: map[string]*queuedJob{}}
+	if p.step <= 0 {
+		p.step = 15 * time.Minute
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	for i, s := range cfg.Sites {
+		if err := s.validate(); err != nil {
+			return nil, fmt.Errorf("planner: %w", err)
+		}
+		if _, dup := p.byName[s.Name]; dup {
+			return nil, fmt.Errorf("planner: site %s listed twice: %w", s.Name, ErrInvalid)
+		}
+		p.byName[s.Name] = i
+		p.sites = append(p.sites, &siteState{Site: s})
+	}
+	return p, nil
+}
+
+// SetForecast replaces a site's forecast, labelled with source, and
+// re-plans every queued job, since a changed forecast can change every
+// choice. A nil curve removes the forecast.
+func (p *Planner) SetForecast(site string, c *Curve, source string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i, ok := p.byName[site]
+	if !ok {
+		return fmt.Errorf("set forecast: unknown site %q: %w", site, ErrInvalid)
+	}
+	p.sites[i].curve, p.sites[i].source = c, source
+	p.replan(p.now())
+	return nil
+}
+
+// Submit validates and plans a job, keeping it queued until [Planner.Due]
+// hands it out.
+func (p *Planner) Submit(j Job) (Assignment, error) {
+	if j.ID == "" {
+		return Assignment{}, fmt.Errorf("submit job: no id: %w", ErrInvalid)
+	}
+	if j.Runtime <= 0 {
+		return Assignment{}, fmt.Errorf("submit job %s: runtime %v must be positive: %w", j.ID, j.Runtime, ErrInvalid)
+	}
+	if j.Deadline.IsZero() {
+		return Assignment{}, fmt.Errorf("submit job %s: no deadline: %w", j.ID, ErrInvalid)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, dup := p.queued[j.ID]; dup {
+		return Assignment{}, fmt.Errorf("submit job %s: already queued: %w", j.ID, ErrInvalid)
+	}
+	q := &queuedJob{job: j}
+	p.place(q, p.now())
+	p.queued[j.ID] = q
+	return q.a, nil
+}
+
+// Cancel removes a queued job and frees its capacity. It reports whether
+// the job was queued.
+func (p *Planner) Cancel(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q, ok := p.queued[id]
+	if ok {
+		p.release(q)
+		delete(p.queued, id)
+	}
+	return ok
+}
+
+// Replan re-plans every queued job against the current forecasts and clock.
+func (p *Planner) Replan() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.replan(p.now())
+}
+
+// Due returns the jobs whose planned start has come, in start order, and
+// removes them from the queue; their capacity stays held until they end.
+func (p *Planner) Due() []Assignment {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	var due []Assignment
+	for id, q := range p.queued {
+		if !q.a.Start.After(now) {
+			due = append(due, q.a)
+			delete(p.queued, id)
+		}
+	}
+	slices.SortFunc(due, func(a, b Assignment) int {
+		return cmp.Or(a.Start.Compare(b.Start), cmp.Compare(a.JobID, b.JobID))
+	})
+	k := p.slot(now)
+	for _, s := range p.sites {
+		s.occ.trim(k - 1)
+	}
+	return due
+}
+
+// Assignment returns a queued job's current plan.
+func (p *Planner) Assignment(id string) (Assignment, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q, ok := p.queued[id]
+	if !ok {
+		return Assignment{}, false
+	}
+	return q.a, true
+}
+
+// Queued returns how many jobs are waiting to start.
+func (p *Planner) Queued() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queued)
+}
+
+// replan frees every queued job's slots and places them again, tightest
+// latest start first.
+func (p *Planner) replan(now time.Time) {
+	jobs := make([]*queuedJob, 0, len(p.queued))
+	for _, q := range p.queued {
+		p.release(q)
+		jobs = append(jobs, q)
+	}
+	slices.SortFunc(jobs, func(a, b *queuedJob) int {
+		la := a.job.Deadline.Add(-a.job.Runtime)
+		lb := b.job.Deadline.Add(-b.job.Runtime)
+		return cmp.Or(la.Compare(lb), a.job.Arrival.Compare(b.job.Arrival), cmp.Compare(a.job.ID, b.job.ID))
+	})
+	moved := 0
+	for _, q := range jobs {
+		before := q.a
+		p.place(q, now)
+		if !before.Start.Equal(q.a.Start) || before.Site != q.a.Site {
+			moved++
+		}
+	}
+	if len(jobs) > 0 {
+		p.log.Debug("re-planned", "jobs", len(jobs), "moved", moved)
+	}
+}
+
+func (p *Planner) release(q *queuedJob) {
+	if q.held {
+		p.sites[q.site].occ.add(q.slotA, q.slB, -1)
+		q.held = false
+	}
+}
+
+// slot returns the planner slot containing t.
+func (p *Planner) slot(t time.Time) int64 {
+	n := t.UnixNano()
+	s := int64(p.step)
+	k := n / s
+	if n < 0 && n%s != 0 {
+		k--
+	}
+	return k
+}
+
+// span returns the planner slots a job occupies when it runs [start, end).
+func (p *Planner) span(start, end time.Time) (int64, int64) {
+	return p.slot(start), p.slot(end.Add(-1))
+}
+
+func (p *Planner) allowed(s *siteState, j Job) bool {
+	return len(j.Regions) == 0 || slices.Contains(j.Regions, s.Region)
+}
+
+// place plans q at now and holds its slots.
+func (p *Planner) place(q *queuedJob, now time.Time) {
+	j := q.job
+	earliest0 := now
+	if j.Arrival.After(earliest0) {
+		earliest0 = j.Arrival
+	}
+	energy := j.energyKWh()
+	best, bestSite := Assignment{}, -1
+	bestNet := math.Inf(1)
+	feasible := false
+	for si, s := range p.sites {
+		if !p.allowed(s, j) {
+			continue
+		}
+		earliest := earliest0.Add(s.Transfer)
+		latest := j.Deadline.Add(-j.Runtime - s.Transfer)
+		if latest.Before(earliest) {
+			continue
+		}
+		feasible = true
+		if s.curve == nil {
+			continue
+		}
+		// Candidates: the earliest start, then every grid point up to latest.
+		g := earliest.Truncate(p.step)
+		if !g.After(earliest) {
+			g = g.Add(p.step)
+		}
+		for t, first := earliest, true; !t.After(latest); {
+			end := t.Add(j.Runtime)
+			a, b := p.span(t, end)
+			if s.occ.fits(a, b, s.Capacity) {
+				if mean, ok := s.curve.Mean(t, end); ok {
+					gross := energy * s.pue() * mean
+					_, avoided := s.Heat.Avoided(energy, j.Runtime, mean)
+					// Strictly better only: ties keep the earlier start and site.
+					if net := gross - avoided; net < bestNet-1e-9*math.Abs(bestNet) || bestSite < 0 {
+						bestNet, bestSite = net, si
+						best = Assignment{JobID: j.ID, Site: s.Name, Start: t, Intensity: mean, Gross: gross, Avoided: avoided, Source: s.source}
+					}
+				}
+			}
+			if first {
+				t, first = g, false
+			} else {
+				t = t.Add(p.step)
+			}
+		}
+	}
+	if bestSite < 0 {
+		best, bestSite = p.fallback(j, earliest0, feasible)
+	}
+	q.a, q.site = best, bestSite
+	s := p.sites[bestSite]
+	q.slotA, q.slB = p.span(best.Start, best.Start.Add(j.Runtime))
+	s.occ.add(q.slotA, q.slB, 1)
+	q.held = true
+}
+
+// fallback runs a job as soon as possible: at the first allowed site (the
+// local one when allowed) with capacity, before the deadline when it can.
+func (p *Planner) fallback(j Job, earliest0 time.Time, feasible bool) (Assignment, int) {
+	reason := ReasonPastDeadline
+	if feasible {
+		reason = ReasonNoForecast
+		// Something was feasible, so either no forecast or no capacity; find
+		// the first start with capacity.
+		for si, s := range p.sites {
+			if !p.allowed(s, j) {
+				continue
+			}
+			earliest := earliest0.Add(s.Transfer)
+			latest := j.Deadline.Add(-j.Runtime - s.Transfer)
+			t := earliest
+			for !t.After(latest) {
+				a, b := p.span(t, t.Add(j.Runtime))
+				if s.occ.fits(a, b, s.Capacity) {
+					// place saw this start too, so its forecast did not cover it.
+					return p.assign(j, si, t, reason), si
+				}
+				if t.Equal(earliest) {
+					t = t.Truncate(p.step)
+				}
+				t = t.Add(p.step)
+			}
+		}
+		reason = ReasonNoCapacity
+	}
+	si := 0
+	for i, s := range p.sites {
+		if p.allowed(s, j) {
+			si = i
+			break
+		}
+	}
+	return p.assign(j, si, earliest0.Add(p.sites[si].Transfer), reason), si
+}
+
+func (p *Planner) assign(j Job, si int, start time.Time, reason string) Assignment {
+	s := p.sites[si]
+	a := Assignment{JobID: j.ID, Site: s.Name, Start: start, Intensity: math.NaN(), Gross: math.NaN(), Source: s.source, Reason: reason}
+	if s.curve != nil {
+		if mean, ok := s.curve.Mean(start, start.Add(j.Runtime)); ok {
+			e := j.energyKWh()
+			a.Intensity, a.Gross = mean, e*s.pue()*mean
+			_, a.Avoided = s.Heat.Avoided(e, j.Runtime, mean)
+		}
+	}
+	return a
+}
