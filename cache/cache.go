@@ -125,12 +125,12 @@ func New(cfg Config) (*Cache, error) {
 			return nil, fmt.Errorf("open cache: %w", err)
 		}
 	}
-	var items []*item
-	var bad []string
+	var items, bad []*item
 	err := cfg.Storage.Walk(func(e Entry) error {
 		m, err := decodeMeta(e.Meta)
 		if err != nil || m.ChunkSize <= 0 {
-			bad = append(bad, e.Key) // unreadable: drop rather than fail the agent
+			// Unreadable: drop rather than fail the agent.
+			bad = append(bad, &item{key: e.Key, body: e.Body})
 			return nil
 		}
 		items = append(items, &item{key: e.Key, body: e.Body, size: e.Size, meta: m})
@@ -139,12 +139,12 @@ func New(cfg Config) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
-	for _, k := range bad {
-		c.logger.Warn("dropping unreadable cache entry", "key", k)
-		c.deleteKey(k)
+	for _, it := range bad {
+		c.logger.Warn("dropping unreadable cache entry", "key", it.key)
+		c.delete(it)
 	}
 	for _, v := range c.idx.rebuild(items) {
-		c.deleteKey(v.key)
+		c.delete(v)
 	}
 	return c, nil
 }
@@ -190,16 +190,25 @@ func (c *Cache) Stats() Stats {
 	return Stats{Entries: n, Bytes: b, MaxBytes: c.cfg.MaxBytes}
 }
 
-func (c *Cache) deleteKey(key string) {
-	if err := c.st.Delete(key); err != nil {
-		c.logger.Warn("cache delete failed", "key", key, "err", err)
+// delete removes it from storage.
+func (c *Cache) delete(it *item) {
+	if err := c.st.Delete(it.key, it.body); err != nil {
+		c.logger.Warn("cache delete failed", "key", it.key, "err", err)
 	}
 }
 
-// drop removes it from the index and storage.
+// drop removes it from the index and storage; from storage only once
+// the last reader of its body is done.
 func (c *Cache) drop(it *item) {
 	if c.idx.remove(it) {
-		c.deleteKey(it.key)
+		c.delete(it)
+	}
+}
+
+// release ends a read of body, started by index.match or index.acquire.
+func (c *Cache) release(body string) {
+	if key, del := c.idx.release(body); del {
+		c.delete(&item{key: key, body: body})
 	}
 }
 
@@ -217,9 +226,7 @@ func (c *Cache) commit(key, body string, size int64, m *meta) error {
 		}
 	}
 	for _, v := range c.idx.add(it) {
-		if v.key != key || v == it {
-			c.deleteKey(v.key)
-		}
+		c.delete(v)
 	}
 	return nil
 }

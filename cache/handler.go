@@ -47,6 +47,9 @@ const (
 // on: a miss (keyed by primary key) or a revalidation (keyed by entry).
 type flight struct {
 	ready chan struct{} // closed once the fields below are set
+	// refs counts the fetch and the requests awaiting the flight, under
+	// Cache.mu; the last to leave releases the fill's body.
+	refs int
 
 	kind   outcome
 	status int            // origin status, 0 on error
@@ -81,6 +84,9 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 	pk := primaryKey(r)
 	now := c.now()
 	it, m := c.idx.match(pk, r.Header)
+	if it != nil {
+		defer c.release(it.body)
+	}
 	if it != nil && m.fresh(now) {
 		c.idx.touch(it)
 		h.serveEntry(w, r, it, m, now, fmt.Sprintf("hit; ttl=%d", ttl(m, now)))
@@ -113,6 +119,7 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 
 // await waits for f and answers the client from its outcome.
 func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leader bool, it *item, m *meta, fwd string) {
+	defer h.leave(f)
 	select {
 	case <-f.ready:
 	case <-r.Context().Done():
@@ -211,16 +218,23 @@ func ttl(m *meta, now time.Time) int64 {
 }
 
 // join returns the flight under key, starting it if there is none; the
-// starter is the leader. A foreground flight hands a non-storable
-// response to its leader; a background one discards it.
+// starter is the leader. A foreground caller awaits the flight (and must
+// leave it); a flight started in the foreground hands a non-storable
+// response to its leader, one started in the background discards it.
 func (h *handler) join(key string, r *http.Request, it *item, m *meta, foreground bool) (*flight, bool) {
 	c := h.c
 	c.mu.Lock()
 	if f := c.flights[key]; f != nil {
+		if foreground {
+			f.refs++
+		}
 		c.mu.Unlock()
 		return f, false
 	}
-	f := &flight{ready: make(chan struct{})}
+	f := &flight{ready: make(chan struct{}), refs: 1}
+	if foreground {
+		f.refs++
+	}
 	c.flights[key] = f
 	c.mu.Unlock()
 	out := upstreamRequest(r, m)
@@ -238,11 +252,24 @@ func (h *handler) endFlight(key string) {
 	h.c.mu.Unlock()
 }
 
+// leave drops one reference to f.
+func (h *handler) leave(f *flight) {
+	c := h.c
+	c.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	c.mu.Unlock()
+	if last && f.fill != nil {
+		c.release(f.fill.body)
+	}
+}
+
 // fetch runs a flight: one origin round trip, then a 304 update, a fill,
 // or a pass. A fill stays joinable until committed, so requests that
 // arrive while a large body streams in share it too.
 func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *meta, foreground bool) {
 	c := h.c
+	defer h.leave(f)
 	defer h.endFlight(key)
 	requestTime := c.now()
 	resp, err := h.up.RoundTrip(out)
@@ -292,6 +319,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		nm.VaryValues = varyValues(out.Header, nm.Vary)
 		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
 		fl := newFill(c, storageKey(pk, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
+		c.idx.acquire(fl.body) // released when the last reader leaves
 		f.kind, f.fill = outFill, fl
 		close(f.ready)
 		fl.run(resp.Body)
@@ -389,7 +417,11 @@ func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, st
 // bandwidth.
 func (h *handler) serveHead(w http.ResponseWriter, r *http.Request) {
 	now := h.c.now()
-	if it, m := h.c.idx.match(primaryKey(r), r.Header); it != nil && m.fresh(now) {
+	it, m := h.c.idx.match(primaryKey(r), r.Header)
+	if it != nil {
+		defer h.c.release(it.body)
+	}
+	if it != nil && m.fresh(now) {
 		h.serveEntry(w, r, it, m, now, fmt.Sprintf("hit; ttl=%d", ttl(m, now)))
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	gosync "sync"
 )
 
@@ -49,6 +50,11 @@ type index struct {
 	protectedList  list.List
 	bytes          int64
 	protectedBytes int64
+	// A body being read must outlive its removal from the index (by
+	// eviction, purge or replacement): its deletion waits for the last
+	// reader.
+	inUse  map[string]int    // body -> readers holding it
+	doomed map[string]string // body -> key, to delete at the last release
 }
 
 func newIndex(max int64) *index {
@@ -57,11 +63,14 @@ func newIndex(max int64) *index {
 		items:     map[string]*item{},
 		byPrimary: map[string]map[string]*item{},
 		byTag:     map[string]map[string]*item{},
+		inUse:     map[string]int{},
+		doomed:    map[string]string{},
 	}
 }
 
 // match returns the stored variant of primary that matches the request
-// headers (§4.1), or nil, and its meta.
+// headers (§4.1), or nil, and its meta. The caller must release a
+// returned item's body.
 func (x *index) match(primary string, h http.Header) (*item, *meta) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -79,7 +88,40 @@ func (x *index) match(primary string, h http.Header) (*item, *meta) {
 	if best == nil {
 		return nil, nil
 	}
+	x.inUse[best.body]++
 	return best, best.meta
+}
+
+// acquire marks body as being read.
+func (x *index) acquire(body string) {
+	x.mu.Lock()
+	x.inUse[body]++
+	x.mu.Unlock()
+}
+
+// release undoes acquire (or match) and, if the body was removed from
+// the index meanwhile and this was its last reader, returns the key to
+// delete it under.
+func (x *index) release(body string) (key string, del bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.inUse[body]--; x.inUse[body] > 0 {
+		return "", false
+	}
+	delete(x.inUse, body)
+	key, del = x.doomed[body]
+	delete(x.doomed, body)
+	return key, del
+}
+
+// discardLocked decides the fate of an item just removed from the index:
+// true to delete it now, false when readers hold it (deleted on release).
+func (x *index) discardLocked(it *item) bool {
+	if x.inUse[it.body] > 0 {
+		x.doomed[it.body] = it.key
+		return false
+	}
+	return true
 }
 
 // touch records a hit for SLRU.
@@ -108,13 +150,17 @@ func (x *index) touch(it *item) {
 }
 
 // add indexes a committed entry, replacing any item under the same key,
-// and returns the items evicted to stay within budget (which may include
-// it, when it alone exceeds the budget) and the replaced one.
+// and returns the items to delete now: the replaced one and those evicted
+// to stay within budget (which may include it, when it alone exceeds the
+// budget), less those still being read.
 func (x *index) add(it *item) (evicted []*item) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if old := x.items[it.key]; old != nil {
 		x.removeLocked(old)
+		if x.discardLocked(old) {
+			evicted = append(evicted, old)
+		}
 	}
 	x.items[it.key] = it
 	p := x.byPrimary[it.meta.Primary]
@@ -141,13 +187,15 @@ func (x *index) add(it *item) (evicted []*item) {
 			break
 		}
 		x.removeLocked(victim)
-		evicted = append(evicted, victim)
+		if x.discardLocked(victim) {
+			evicted = append(evicted, victim)
+		}
 	}
 	return evicted
 }
 
-// remove drops it from the index if it is still there; it reports
-// whether it was.
+// remove drops it from the index if it is still there, and reports
+// whether to delete it now.
 func (x *index) remove(it *item) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -155,7 +203,7 @@ func (x *index) remove(it *item) bool {
 		return false
 	}
 	x.removeLocked(it)
-	return true
+	return x.discardLocked(it)
 }
 
 func (x *index) removeLocked(it *item) {
@@ -218,7 +266,7 @@ func (x *index) withPrefix(prefix string) []*item {
 	defer x.mu.Unlock()
 	var out []*item
 	for p, vs := range x.byPrimary {
-		if keyHasPrefix(p, prefix) {
+		if strings.HasPrefix(p, prefix) {
 			for _, it := range vs {
 				out = append(out, it)
 			}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	gosync "sync"
 )
 
 // ErrNotStorable reports that a response's own headers forbid storing it
@@ -42,7 +43,11 @@ func (n *Namespace) Lookup(key string) (*http.Response, error) {
 	c := n.c
 	now := c.now()
 	it, m := c.idx.match(n.prefix+key, nil)
-	if it == nil || !m.fresh(now) {
+	if it == nil {
+		return nil, fmt.Errorf("cache lookup %q: %w", key, ErrNotFound)
+	}
+	if !m.fresh(now) {
+		c.release(it.body)
 		return nil, fmt.Errorf("cache lookup %q: %w", key, ErrNotFound)
 	}
 	c.idx.touch(it)
@@ -57,8 +62,23 @@ func (n *Namespace) Lookup(key string) (*http.Response, error) {
 		ProtoMinor:    1,
 		Header:        h,
 		ContentLength: it.size,
-		Body:          &entryReader{st: c.st, body: it.body, size: it.size, chunkSize: int64(m.ChunkSize)},
+		Body:          &releasingReader{entryReader{st: c.st, body: it.body, size: it.size, chunkSize: int64(m.ChunkSize)}, c, gosync.Once{}},
 	}, nil
+}
+
+// releasingReader ends the read of its body on Close.
+type releasingReader struct {
+	entryReader
+	c    *Cache
+	once gosync.Once
+}
+
+func (r *releasingReader) Close() error {
+	r.once.Do(func() {
+		r.entryReader.Close()
+		r.c.release(r.body)
+	})
+	return nil
 }
 
 // Store stores resp under key, reading and closing its body; freshness

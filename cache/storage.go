@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	gosync "sync"
 )
 
@@ -47,14 +46,17 @@ type Storage interface {
 	// ReadChunk appends chunk idx of body to buf[:0] and returns it.
 	ReadChunk(body string, idx int, buf []byte) ([]byte, error)
 	// Commit makes e visible under e.Key, replacing any previous entry
-	// there and deleting the previous entry's body.
+	// there. The previous entry's body stays until deleted: readers may
+	// still be streaming it, and the cache deletes it when they are done.
 	Commit(e Entry) error
 	// UpdateMeta replaces the metadata of the entry under key if that
 	// entry still refers to body; otherwise it returns ErrNotFound, so an
 	// update never lands on a newer fill.
 	UpdateMeta(key, body string, meta []byte) error
-	// Delete removes the entry under key and its body.
-	Delete(key string) error
+	// Delete removes the entry under key if it still refers to body, and
+	// the chunks of body in any case; so a delayed delete never removes a
+	// newer entry committed under the same key.
+	Delete(key, body string) error
 	// DeleteBody removes every chunk of body.
 	DeleteBody(body string) error
 }
@@ -126,14 +128,11 @@ func (m *MemStorage) ReadChunk(body string, idx int, buf []byte) ([]byte, error)
 	return append(buf[:0], c...), nil
 }
 
-// Commit makes e visible and deletes the body it replaces.
+// Commit makes e visible.
 func (m *MemStorage) Commit(e Entry) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.init()
-	if prev, ok := m.entries[e.Key]; ok && prev.Body != e.Body {
-		delete(m.chunks, prev.Body)
-	}
 	e.Meta = append([]byte(nil), e.Meta...)
 	m.entries[e.Key] = e
 	return nil
@@ -153,15 +152,15 @@ func (m *MemStorage) UpdateMeta(key, body string, meta []byte) error {
 	return nil
 }
 
-// Delete removes key and its body.
-func (m *MemStorage) Delete(key string) error {
+// Delete removes key if it refers to body, and body.
+func (m *MemStorage) Delete(key, body string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.init()
-	if e, ok := m.entries[key]; ok {
-		delete(m.chunks, e.Body)
+	if e, ok := m.entries[key]; ok && e.Body == body {
 		delete(m.entries, key)
 	}
+	delete(m.chunks, body)
 	return nil
 }
 
@@ -186,7 +185,3 @@ func (m *MemStorage) Bodies() []string {
 	sort.Strings(names)
 	return names
 }
-
-// keyHasPrefix reports whether a primary key (host + path) starts with
-// prefix; split out so purge and tests agree on the rule.
-func keyHasPrefix(key, prefix string) bool { return strings.HasPrefix(key, prefix) }

@@ -171,24 +171,14 @@ func (c *CacheStore) ReadChunk(body string, idx int, buf []byte) ([]byte, error)
 	return buf, nil
 }
 
-// Commit makes e visible under e.Key and deletes the body it replaces.
+// Commit makes e visible under e.Key. The body it replaces stays until
+// deleted.
 func (c *CacheStore) Commit(e cache.Entry) error {
-	var old string
 	err := c.s.db.Update(func(txn *badger.Txn) error {
-		prev, err := getEntry(txn, e.Key)
-		if err != nil && !errors.Is(err, cache.ErrNotFound) {
-			return err
-		}
-		if err == nil && prev.Body != e.Body {
-			old = prev.Body
-		}
 		return txn.Set([]byte(cacheMetaPrefix+e.Key), encodeEntry(e))
 	})
 	if err != nil {
 		return fmt.Errorf("commit cache entry %q: %w", e.Key, err)
-	}
-	if old != "" {
-		return c.DeleteBody(old)
 	}
 	return nil
 }
@@ -213,27 +203,23 @@ func (c *CacheStore) UpdateMeta(key, body string, meta []byte) error {
 	return nil
 }
 
-// Delete removes the entry under key and its body.
-func (c *CacheStore) Delete(key string) error {
-	var body string
+// Delete removes the entry under key if it still refers to body, then
+// the chunks of body.
+func (c *CacheStore) Delete(key, body string) error {
 	err := c.s.db.Update(func(txn *badger.Txn) error {
 		e, err := getEntry(txn, key)
-		if errors.Is(err, cache.ErrNotFound) {
+		if errors.Is(err, cache.ErrNotFound) || err == nil && e.Body != body {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		body = e.Body
 		return txn.Delete([]byte(cacheMetaPrefix + key))
 	})
 	if err != nil {
 		return fmt.Errorf("delete cache entry %q: %w", key, err)
 	}
-	if body != "" {
-		return c.DeleteBody(body)
-	}
-	return nil
+	return c.DeleteBody(body)
 }
 
 // DeleteBody removes every chunk of body. A write batch, unlike one
