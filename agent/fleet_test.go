@@ -2,13 +2,17 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	gosync "sync"
 	"testing"
+	"time"
 
 	"github.com/tern-edge/tern/deploy"
+
+	ternsync "github.com/tern-edge/tern/sync"
 )
 
 // linkProxy forwards TCP connections to a target and can cut and restore
@@ -133,4 +137,108 @@ func TestFleetLeafAgents(t *testing.T) {
 		fleet, err := pub.Fleet(ctx)
 		return err == nil && len(fleet) == 4
 	})
+}
+
+// TestFleetClusteredHub runs a three-node hub with replicated buckets and
+// five agents; deploys converge on all of them, also after one hub node
+// stops.
+func TestFleetClusteredHub(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster and five agents; skipped with -short")
+	}
+	// A JetStream cluster needs its routes from the start, so the three
+	// cluster ports are chosen before any node starts.
+	var clusterAddrs, routes []string
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		clusterAddrs = append(clusterAddrs, ln.Addr().String())
+		routes = append(routes, "nats-route://"+ln.Addr().String())
+		ln.Close()
+	}
+	nodes := make([]*ternsync.Hub, 3)
+	var wg gosync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := ternsync.StartHub(ternsync.HubConfig{
+				Name:       fmt.Sprintf("hub-%d", i),
+				Dir:        t.TempDir(),
+				Listen:     "127.0.0.1:0",
+				LeafListen: "127.0.0.1:0",
+				Domain:     ternsync.HubDomain,
+				Cluster:    &ternsync.Cluster{Name: "tern", Listen: clusterAddrs[i], Routes: routes},
+			})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			t.Cleanup(n.Shutdown)
+			nodes[i] = n
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	var leafURLs []string
+	for _, n := range nodes {
+		leafURLs = append(leafURLs, n.LeafURL())
+	}
+	ctx := context.Background()
+	connect := func(n *ternsync.Hub) *ternsync.Client {
+		c, err := ternsync.Connect(ternsync.ConnConfig{URL: n.ClientURL(), Name: "publisher"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	pub := connect(nodes[1])
+	waitFor(t, "replicated buckets", func() bool {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return pub.EnsureBuckets(cctx, 3) == nil
+	})
+
+	key := mustKey(t)
+	var agents []*testAgent
+	for range 5 {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Hub.URL = strings.Join(leafURLs, ",")
+		agents = append(agents, startAgent(t, cfg, key))
+	}
+	m, hello := readGuest(t, "hello")
+	push := func(c *ternsync.Client, version string) uint64 {
+		mv := m
+		mv.Version = version
+		var res deploy.Result
+		waitFor(t, "deploy "+version, func() bool {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			var err error
+			res, err = deploy.Push(cctx, mv, hello, deploy.Options{Client: c, Key: key})
+			return err == nil
+		})
+		return res.Release.Sequence
+	}
+	converge := func(seq uint64) {
+		for i, a := range agents {
+			waitFor(t, fmt.Sprintf("agent %d to install sequence %d", i, seq), func() bool { s, _ := a.Installed("hello"); return s == seq })
+		}
+	}
+	converge(push(pub, "1.0.0"))
+
+	// One hub node goes away; the others carry on.
+	nodes[0].Shutdown()
+	pub2 := connect(nodes[2])
+	converge(push(pub2, "1.1.0"))
+	for i, a := range agents {
+		if code, _ := a.get(t, "/hello"); code != 200 {
+			t.Fatalf("agent %d: /hello = %d", i, code)
+		}
+	}
 }

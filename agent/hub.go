@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	ternsync "github.com/tern-edge/tern/sync"
 )
@@ -38,7 +40,7 @@ func (a *Agent) connectHub(ctx context.Context) error {
 			return err
 		}
 		a.onUndo(a.client.Close)
-		return a.client.EnsureBuckets(ctx)
+		return a.client.EnsureBuckets(ctx, 1)
 	}
 
 	leaf, err := ternsync.StartHub(ternsync.HubConfig{
@@ -67,4 +69,84 @@ func (a *Agent) connectHub(ctx context.Context) error {
 	// Mirrors are local streams: creating them needs no hub, and they
 	// fill in whenever the link is up.
 	return a.client.EnsureMirrors(ctx)
+}
+
+// HubOptions configure a standalone hub (`tern hub`).
+type HubOptions struct {
+	// Data holds the hub's JetStream files.
+	Data string
+	// Listen is the client address publishers and tools connect to.
+	Listen string
+	// LeafListen is where agents' leaf nodes connect.
+	LeafListen string
+	// Name is this node's server name; it must differ between the nodes of
+	// a cluster. Default: tern-hub.
+	Name string
+	// ClusterName, ClusterListen and Routes join the node to a cluster.
+	ClusterName   string
+	ClusterListen string
+	Routes        []string
+	Logger        *slog.Logger
+}
+
+// RunHub runs a hub with no agent until ctx is done: the NATS server with
+// JetStream that publishers push to and agents follow as leaf nodes. With
+// routes it is one node of a cluster, and its buckets are replicated on up
+// to three nodes. ready is called with the hub once it accepts clients.
+func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg := ternsync.HubConfig{
+		Name:       o.Name,
+		Dir:        filepath.Join(o.Data, "hub"),
+		Listen:     o.Listen,
+		LeafListen: o.LeafListen,
+		Domain:     ternsync.HubDomain,
+		Logger:     logger.With("component", "hub"),
+	}
+	replicas := 1
+	if o.ClusterListen != "" || len(o.Routes) > 0 {
+		if o.ClusterName == "" {
+			o.ClusterName = "tern"
+		}
+		cfg.Cluster = &ternsync.Cluster{Name: o.ClusterName, Listen: o.ClusterListen, Routes: o.Routes}
+		replicas = min(1+len(o.Routes), 3)
+	}
+	hub, err := ternsync.StartHub(cfg)
+	if err != nil {
+		return err
+	}
+	defer hub.Shutdown()
+	c, err := ternsync.Connect(ternsync.ConnConfig{Server: hub, Name: "tern-hub", Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// A cluster elects its JetStream leader once enough peers are up:
+	// keep trying to create the buckets until it has.
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.EnsureBuckets(cctx, replicas)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		logger.Warn("hub buckets not ready; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	if ready != nil {
+		ready(hub)
+	}
+	<-ctx.Done()
+	logger.Info("hub stopping")
+	return nil
 }

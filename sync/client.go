@@ -123,20 +123,42 @@ func (c *Client) Close() {
 	}
 }
 
-// EnsureBuckets creates the hub's buckets when they do not exist yet.
-func (c *Client) EnsureBuckets(ctx context.Context) error {
-	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      AppsBucket,
-		Description: "Tern signed releases by app",
-		History:     appsHistory,
-	}); err != nil {
-		return fmt.Errorf("create bucket %s: %w", AppsBucket, err)
+// EnsureBuckets creates the hub's buckets when they do not exist yet, with
+// replicas copies of each (0 means 1). Existing buckets are left as they
+// are, so a publisher never changes a clustered hub's replication.
+func (c *Client) EnsureBuckets(ctx context.Context, replicas int) error {
+	replicas = max(replicas, 1)
+	if _, err := c.js.KeyValue(ctx, AppsBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = c.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      AppsBucket,
+			Description: "Tern signed releases by app",
+			History:     appsHistory,
+			Replicas:    replicas,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("create bucket %s: %w", AppsBucket, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("bucket %s: %w", AppsBucket, err)
 	}
-	if _, err := c.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      ArtifactsBucket,
-		Description: "Tern wasm modules by sha256 digest",
-	}); err != nil {
-		return fmt.Errorf("create bucket %s: %w", ArtifactsBucket, err)
+	if _, err := c.js.ObjectStore(ctx, ArtifactsBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = c.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      ArtifactsBucket,
+			Description: "Tern wasm modules by sha256 digest",
+			Replicas:    replicas,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("create bucket %s: %w", ArtifactsBucket, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("bucket %s: %w", ArtifactsBucket, err)
+	}
+	if _, err := c.fleet(ctx, false); errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err := c.createFleet(ctx, replicas); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
 	}
 	return nil
 }

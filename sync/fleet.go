@@ -77,18 +77,26 @@ const DefaultHeartbeatInterval = 10 * time.Second
 
 func (c *Client) fleet(ctx context.Context, create bool) (jetstream.KeyValue, error) {
 	if create {
-		kv, err := c.fleetJS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      FleetBucket,
-			Description: "Tern agents' latest heartbeats",
-			History:     1,
-			TTL:         fleetTTL,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("bucket %s: %w", FleetBucket, err)
-		}
-		return kv, nil
+		return c.createFleet(ctx, 1)
 	}
 	kv, err := c.fleetJS.KeyValue(ctx, FleetBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", FleetBucket, err)
+	}
+	return kv, nil
+}
+
+func (c *Client) createFleet(ctx context.Context, replicas int) (jetstream.KeyValue, error) {
+	kv, err := c.fleetJS.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      FleetBucket,
+		Description: "Tern agents' latest heartbeats",
+		History:     1,
+		TTL:         fleetTTL,
+		Replicas:    max(replicas, 1),
+	})
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = c.fleetJS.KeyValue(ctx, FleetBucket)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", FleetBucket, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -35,16 +36,30 @@ type HubConfig struct {
 	Domain string
 	// Upstream, when set, makes this server a leaf node of that hub.
 	Upstream *Upstream
+	// Cluster, when set, makes this server one node of a clustered hub.
+	Cluster *Cluster
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
 }
 
 // Upstream is the hub a leaf node connects to.
 type Upstream struct {
-	// URL is the hub's leaf-node URL, e.g. nats-leaf://hub:7422.
+	// URL is the hub's leaf-node URL, e.g. nats-leaf://hub:7422, or
+	// several (one per node of a clustered hub) separated by commas.
 	URL string
 	// Creds is a NATS credentials file for the leaf connection.
 	Creds string
+}
+
+// Cluster joins a hub node to its peers: a NATS cluster with JetStream
+// replicas, so the hub survives the loss of a node.
+type Cluster struct {
+	// Name is the cluster's name, the same on every node.
+	Name string
+	// Listen is this node's cluster address (port 0 picks a free port).
+	Listen string
+	// Routes are the other nodes' cluster URLs, e.g. nats-route://h2:6222.
+	Routes []string
 }
 
 // HubDomain is the JetStream domain of the hub. Leaf agents reach the
@@ -99,12 +114,30 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
 	}
-	if up := cfg.Upstream; up != nil {
-		u, err := url.Parse(up.URL)
-		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("hub url %q: not a URL", up.URL)
+	if cl := cfg.Cluster; cl != nil {
+		host, port, err := splitHostPort(cl.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("hub cluster address: %w", err)
 		}
-		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: []*url.URL{u}, Credentials: up.Creds}}
+		opts.Cluster.Name, opts.Cluster.Host, opts.Cluster.Port = cl.Name, host, port
+		for _, r := range cl.Routes {
+			u, err := url.Parse(r)
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("hub cluster route %q: not a URL", r)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	if up := cfg.Upstream; up != nil {
+		var urls []*url.URL
+		for _, s := range strings.Split(up.URL, ",") {
+			u, err := url.Parse(strings.TrimSpace(s))
+			if err != nil || u.Host == "" {
+				return nil, fmt.Errorf("hub url %q: not a URL", s)
+			}
+			urls = append(urls, u)
+		}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: urls, Credentials: up.Creds}}
 		// Reconnect quickly: a gateway whose uplink returns should
 		// converge within seconds.
 		opts.LeafNode.ReconnectInterval = time.Second
@@ -148,6 +181,14 @@ func (h *Hub) LeafURL() string {
 		return ""
 	}
 	return "nats-leaf://" + net.JoinHostPort(h.opts.LeafNode.Host, strconv.Itoa(h.opts.LeafNode.Port))
+}
+
+// ClusterURL is the URL peers route to, or "" when not clustered.
+func (h *Hub) ClusterURL() string {
+	if h.opts.Cluster.Port <= 0 {
+		return ""
+	}
+	return "nats-route://" + net.JoinHostPort(h.opts.Cluster.Host, strconv.Itoa(h.opts.Cluster.Port))
 }
 
 // LeafConnected reports whether this leaf node is connected to its hub.

@@ -30,7 +30,7 @@ func TestLeafMirrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	if err := pub.EnsureBuckets(ctx); err != nil {
+	if err := pub.EnsureBuckets(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
 

@@ -19,7 +19,7 @@ func startTestHub(t *testing.T) *Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	if err := c.EnsureBuckets(context.Background()); err != nil {
+	if err := c.EnsureBuckets(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
 	return c

@@ -34,7 +34,8 @@ const usage = `Tern runs signed WebAssembly functions at the edge.
 
 Usage:
   tern up        start a single-node Tern: embedded hub, agent, sample app
-  tern agent     run an agent that follows a hub
+  tern hub       run a hub (optionally one node of a cluster) for a fleet
+  tern agent     run an agent that follows a hub as a leaf node
   tern deploy    sign and publish an app
   tern apps      list the apps on a hub
   tern rollback  make an earlier release of an app current again (signed)
@@ -60,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"keys":     cmdKeys,
 		"check":    cmdCheck,
 		"status":   cmdStatus,
+		"hub":      cmdHub,
 		"rollback": cmdRollback,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/tern-edge/tern/agent"
+	ternsync "github.com/tern-edge/tern/sync"
+)
+
+func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o agent.HubOptions
+	fs.StringVar(&o.Data, "data", ".tern-hub", "directory for the hub's JetStream files")
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:4222", "client address for publishers and tools (tern deploy --hub)")
+	fs.StringVar(&o.LeafListen, "leaf-listen", "127.0.0.1:7422", "address agents connect to as leaf nodes (tern agent --hub)")
+	fs.StringVar(&o.Name, "name", "tern-hub", "server name; unique per cluster node")
+	fs.StringVar(&o.ClusterName, "cluster", "", "cluster name, the same on every node (default tern when clustered)")
+	fs.StringVar(&o.ClusterListen, "cluster-listen", "", "this node's cluster address, e.g. 0.0.0.0:6222")
+	routes := fs.String("routes", "", "the other nodes' cluster URLs, comma-separated (nats-route://h2:6222,…)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if fs.Parse(args) != nil {
+		return errUsage
+	}
+	if *routes != "" {
+		o.Routes = strings.Split(*routes, ",")
+	}
+	o.Logger = newLogger(*logLevel, stderr)
+	return agent.RunHub(ctx, o, func(h *ternsync.Hub) {
+		fmt.Fprintf(stdout, "Tern hub is up.\n  publishers:  tern deploy --hub %s ./app\n  agents:      tern agent --hub %s --trust KEY.pub\n", h.ClientURL(), h.LeafURL())
+		if u := h.ClusterURL(); u != "" {
+			fmt.Fprintf(stdout, "  cluster:     %s\n", u)
+		}
+	})
+}
