@@ -357,3 +357,43 @@ func TestRollback(t *testing.T) {
 		t.Fatalf("rollback to unknown sequence: %v, want ErrNoPrevious", err)
 	}
 }
+
+// TestKVCapability deploys the key-value guest with and without the grant:
+// data persists across versions when granted, and calls fail when not.
+func TestKVCapability(t *testing.T) {
+	key := mustKey(t)
+	ta := startAgent(t, testConfig(t, t.TempDir()), key)
+	hub := hubClient(t, ta.Agent)
+	wasm, err := os.ReadFile(filepath.Join("..", "guests", "caps", "kv.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := artifact.ParseManifest([]byte("name = \"kv\"\nversion = \"1.0.0\"\nwasm = \"kv.wasm\"\n[[routes]]\npath = \"/kv\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	push := func(m artifact.Manifest) uint64 {
+		res, err := deploy.Push(ctx, m, wasm, deploy.Options{Client: hub, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "install", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
+		return res.Release.Sequence
+	}
+	push(m)
+	if _, body := ta.get(t, "/kv?set&colour&blue"); body != "error=1\n" {
+		t.Fatalf("set without the grant: %q, want error=1 (denied)", body)
+	}
+	m.Capabilities.KV = []string{"default"}
+	m.Version = "1.1.0"
+	push(m)
+	if _, body := ta.get(t, "/kv?set&colour&blue"); body != "ok\n" {
+		t.Fatalf("set with the grant: %q", body)
+	}
+	m.Version = "1.2.0"
+	push(m)
+	if _, body := ta.get(t, "/kv?get&colour"); body != "value=blue\n" {
+		t.Fatalf("get after an upgrade: %q", body)
+	}
+}

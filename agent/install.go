@@ -83,6 +83,11 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 			return nil, &refusal{"capability", fmt.Errorf("app %s: directory %s (mounted at %s) is not under the agent's allowed_dirs", rel.App, host, guest)}
 		}
 	}
+	// Any kv entry grants the app its private store.
+	var kv wasmhost.KV
+	if len(m.Capabilities.KV) > 0 {
+		kv = appKV{a.store}
+	}
 	app, err := a.runtime.Load(ctx, wasmhost.AppConfig{
 		Name:   rel.App,
 		Digest: rel.Digest,
@@ -93,9 +98,11 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 			MaxResponseBytes: int64(m.Limits.MaxResponse),
 			MaxRequestBytes:  int64(m.Limits.MaxRequest),
 		},
-		Env:   m.Capabilities.Env,
-		Dirs:  m.Capabilities.Dirs,
-		Clock: m.Capabilities.Clock,
+		Env:          m.Capabilities.Env,
+		Dirs:         m.Capabilities.Dirs,
+		Clock:        m.Capabilities.Clock,
+		AllowedHosts: m.Capabilities.OutboundHosts,
+		KV:           kv,
 	})
 	if errors.Is(err, wasmhost.ErrInvalidModule) {
 		return nil, &refusal{"invalid_module", err}

@@ -1,0 +1,30 @@
+package store
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestKVNamespacesAreDisjoint(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	// "a" + "bc" and "ab" + "c" must not collide.
+	if err := s.KVSet("a", "bc", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.KVGet("ab", "c"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("other namespace sees the key: %v", err)
+	}
+	if v, err := s.KVGet("a", "bc"); err != nil || string(v) != "1" {
+		t.Fatalf("get = %q, %v", v, err)
+	}
+	if err := s.KVDelete("a", "bc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.KVGet("a", "bc"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if err := s.KVDelete("a", "never"); err != nil {
+		t.Fatalf("delete absent key: %v", err)
+	}
+}
