@@ -80,7 +80,7 @@ func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	if err := opts.Client.EnsureBuckets(ctx); err != nil {
+	if err := opts.Client.EnsureBuckets(ctx, 1); err != nil {
 		return Result{}, err
 	}
 	digest := artifact.Digest(wasm)
