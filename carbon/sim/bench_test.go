@@ -43,3 +43,38 @@ func BenchmarkForecastShare(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkForecastMAPE measures each forecaster's day-ahead error on the
+// shared traces: every midnight from day 8 on, forecast the next 24 hourly
+// slots from history only and compare with the actual hourly means.
+func BenchmarkForecastMAPE(b *testing.B) {
+	for _, tf := range traceFiles {
+		rs := loadShared(b, tf.file)
+		actual, err := carbon.Resample(rs, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, f := range benchForecasters {
+			b.Run(tf.name+"/"+f.Name(), func(b *testing.B) {
+				var mape float64
+				for b.Loop() {
+					var sum float64
+					var days int
+					start := actual.Origin().Truncate(24 * time.Hour).Add(7 * 24 * time.Hour)
+					for at := start; !at.Add(24 * time.Hour).After(actual.End()); at = at.Add(24 * time.Hour) {
+						fc, err := f.Forecast(actual.Until(at), at, 24*time.Hour)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if m, n := carbon.MAPE(fc, actual); n > 0 {
+							sum += m
+							days++
+						}
+					}
+					mape = sum / float64(days)
+				}
+				b.ReportMetric(mape, "mape_%")
+			})
+		}
+	}
+}
