@@ -333,13 +333,25 @@ func (s *Scheduler) remove(w *waiter) {
 
 // dispatch grants free slots to waiters in fair order; s.mu is held.
 func (s *Scheduler) dispatch() {
-	for !s.closed && len(s.ready) > 0 {
+	for !s.closed && len(s.ready) > 0 && s.anyFree() {
 		a, d := s.next()
 		if a == nil {
 			return
 		}
 		s.grant(a.head, d)
 	}
+}
+
+// anyFree reports whether any available device has a free slot, so that
+// a request queued behind busy devices costs no scan of the apps; s.mu is
+// held.
+func (s *Scheduler) anyFree() bool {
+	for _, d := range s.devices {
+		if d.free > 0 && d.available {
+			return true
+		}
+	}
+	return false
 }
 
 // next picks the app to serve and its device, or nil when no waiter can
