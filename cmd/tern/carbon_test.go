@@ -39,19 +39,6 @@ func TestCarbonSim(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var out strings.Builder
 			code := run(context.Background(), append([]string{"carbon"}, tt.args...), &out, &out)
-			if code == 2 && strings.Contains(out.String(), `unknown command "carbon"`) {
-				// Until main registers the command, drive it directly.
-				out.Reset()
-				code = 0
-				if err := cmdCarbon(context.Background(), tt.args, &out, &out); err != nil {
-					code = 1
-					if err == errUsage {
-						code = 2
-					} else {
-						out.WriteString(err.Error())
-					}
-				}
-			}
 			for _, c := range tt.contains {
 				if code != tt.code || !strings.Contains(out.String(), c) {
 					t.Fatalf("tern carbon %v = %d\n%s\nwant exit %d and output containing %q", tt.args, code, out.String(), tt.code, c)

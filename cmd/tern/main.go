@@ -41,6 +41,7 @@ Usage:
   tern rollback  make an earlier release of an app current again (signed)
   tern status    list the agents of a fleet, their apps and refusals
   tern keys gen  create a publisher key
+  tern carbon    carbon-aware scheduling tools (tern carbon sim)
   tern check     validate a config file or an app manifest
   tern version   print the version
 
@@ -62,6 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"check":    cmdCheck,
 		"status":   cmdStatus,
 		"hub":      cmdHub,
+		"carbon":   cmdCarbon,
 		"rollback": cmdRollback,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
