@@ -49,6 +49,7 @@ type BusyError struct {
 	RetryAfter time.Duration // whole seconds, at least 1s
 }
 
+// Error names the app, model, the limit that refused it and the retry delay.
 func (e *BusyError) Error() string {
 	return fmt.Sprintf("gpu lease for %s (model %s): %v (%s, %d queued, retry after %s)",
 		e.App, e.Model, e.Err, e.Limit, e.Depth, e.RetryAfter)

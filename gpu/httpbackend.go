@@ -67,17 +67,17 @@ func (b *HTTPBackend) Name() string { return "http" }
 func (b *HTTPBackend) Models() []string { return slices.Clone(b.cfg.Models) }
 
 type oaiCompletionReq struct {
-	Model           string       `json:"model"`
-	Prompt          string       `json:"prompt,omitempty"`
-	Messages        []oaiMessage `json:"messages,omitempty"`
-	MaxTokens       uint32       `json:"max_tokens"`
-	Temperature     float32      `json:"temperature"`
-	TopP            float32      `json:"top_p"`
-	TopK            uint32       `json:"top_k,omitempty"`              // llama.cpp, vLLM, Ollama extension
-	RepeatPenalty   float32      `json:"repeat_penalty,omitempty"`     // llama.cpp, Ollama
-	RepeatLastN     uint32       `json:"repeat_last_n,omitempty"`      // llama.cpp, Ollama
-	RepetitionPenal float32      `json:"repetition_penalty,omitempty"` // vLLM's name for RepeatPenalty
-	Stream          bool         `json:"stream"`
+	Model             string       `json:"model"`
+	Prompt            string       `json:"prompt,omitempty"`
+	Messages          []oaiMessage `json:"messages,omitempty"`
+	MaxTokens         uint32       `json:"max_tokens"`
+	Temperature       float32      `json:"temperature"`
+	TopP              float32      `json:"top_p"`
+	TopK              uint32       `json:"top_k,omitempty"`              // llama.cpp, vLLM, Ollama extension
+	RepeatPenalty     float32      `json:"repeat_penalty,omitempty"`     // llama.cpp, Ollama
+	RepeatLastN       uint32       `json:"repeat_last_n,omitempty"`      // llama.cpp, Ollama
+	RepetitionPenalty float32      `json:"repetition_penalty,omitempty"` // vLLM's name for RepeatPenalty
+	Stream            bool         `json:"stream"`
 }
 
 type oaiMessage struct {
@@ -124,14 +124,14 @@ func (b *HTTPBackend) Infer(ctx context.Context, dev Device, req InferRequest) (
 	}
 	p := req.Params.WithDefaults()
 	body := oaiCompletionReq{
-		Model:           req.Model,
-		MaxTokens:       p.MaxTokens,
-		Temperature:     p.Temperature,
-		TopP:            p.TopP,
-		TopK:            p.TopK,
-		RepeatPenalty:   p.RepeatPenalty,
-		RepeatLastN:     p.RepeatPenaltyLastNTokenCount,
-		RepetitionPenal: p.RepeatPenalty,
+		Model:             req.Model,
+		MaxTokens:         p.MaxTokens,
+		Temperature:       p.Temperature,
+		TopP:              p.TopP,
+		TopK:              p.TopK,
+		RepeatPenalty:     p.RepeatPenalty,
+		RepeatLastN:       p.RepeatPenaltyLastNTokenCount,
+		RepetitionPenalty: p.RepeatPenalty,
 	}
 	path := "/v1/completions"
 	if b.cfg.Chat {

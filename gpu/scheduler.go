@@ -200,7 +200,8 @@ func (s *Scheduler) Serves(model string) bool {
 // Acquire waits for a lease on a device that serves model, in app's fair
 // turn. It returns at once with a [*BusyError] wrapping [ErrQueueFull]
 // when a queue is at its limit, with one wrapping [ErrQueueTimeout] after
-// MaxQueueWait, [ErrModelNotSupported] when no device serves model, and
+// MaxQueueWait, [ErrModelNotSupported] when no device serves model,
+// [ErrNoDevice] when every device serving it is lost, and
 // ctx's error (wrapped) when ctx ends first; in every error case the
 // request has left the queue. The caller must Release the lease.
 func (s *Scheduler) Acquire(ctx context.Context, app, model string) (*Lease, error) {
@@ -212,6 +213,10 @@ func (s *Scheduler) Acquire(ctx context.Context, app, model string) (*Lease, err
 	if len(s.byModel[model]) == 0 {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("gpu lease for %s: model %q: %w", app, model, ErrModelNotSupported)
+	}
+	if !slices.ContainsFunc(s.byModel[model], func(d *schedDevice) bool { return d.available }) {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("gpu lease for %s: model %q: %w: every device serving it is lost", app, model, ErrNoDevice)
 	}
 	a := s.app(app)
 	if a.n >= s.cfg.MaxAppQueue {

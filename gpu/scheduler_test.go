@@ -265,6 +265,12 @@ func TestSchedulerModelRouting(t *testing.T) {
 		_, err := s.Acquire(context.Background(), "a", "llama2-chat")
 		isErr(t, "unknown model", err, ErrModelNotSupported)
 
+		s.SetAvailable("GPU-2", false)
+		_, err = s.Acquire(context.Background(), "a", "m3")
+		isErr(t, "lost device", err, ErrNoDevice)
+		equal(t, "reason", Reason(err), "no_device")
+		s.SetAvailable("GPU-2", true)
+
 		// Warm GPU-0 with m1 and GPU-1 with m2.
 		l0, _ := s.Acquire(context.Background(), "a", "m1")
 		l1, _ := s.Acquire(context.Background(), "a", "m2")
