@@ -41,10 +41,10 @@ const (
 
 // Agent is one running Tern node.
 type Agent struct {
-	cfg     Config
-	logger  *slog.Logger
-	reg     *prometheus.Registry
-	trusted artifact.KeySet
+	cfg    Config
+	logger *slog.Logger
+	reg    *prometheus.Registry
+	trust  trust
 
 	store   *store.Store
 	runtime *wasmhost.Runtime
@@ -61,6 +61,7 @@ type Agent struct {
 	site    string // cfg.Site or the host name
 	version string // the agent's build version
 	started time.Time
+	now     func() time.Time
 
 	// mu guards apps and serialises installs; the router's table is
 	// rebuilt from apps under it and swapped atomically.
@@ -75,11 +76,14 @@ type installedApp struct {
 	rel      artifact.Release
 	app      *wasmhost.App
 	counters *appCounters
+	keyID    string // the publisher key that signed rel
 }
 
 // Options are the parts of an agent that do not come from the config file.
 type Options struct {
 	Logger *slog.Logger
+	// Now is the agent's clock for expiry checks; nil means time.Now.
+	Now func() time.Time
 	// Version is the agent's build version, reported in heartbeats.
 	Version string
 	// ExtraTrusted are publisher keys trusted in addition to the config's
@@ -100,22 +104,22 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	keys := append([]ed25519.PublicKey(nil), opts.ExtraTrusted...)
-	for _, s := range cfg.Trust.Publishers {
-		k, err := artifact.ParsePublicKey(s)
-		if err != nil {
-			return nil, fmt.Errorf("trust.publishers: %w", err)
-		}
-		keys = append(keys, k)
+	tr, err := newTrust(cfg.Trust, opts.ExtraTrusted)
+	if err != nil {
+		return nil, err
 	}
 	a := &Agent{
 		cfg:     cfg,
 		logger:  logger,
 		reg:     prometheus.NewRegistry(),
-		trusted: artifact.NewKeySet(keys...),
+		trust:   tr,
 		apps:    map[string]*installedApp{},
 		version: opts.Version,
 		started: time.Now().UTC(),
+		now:     opts.Now,
+	}
+	if a.now == nil {
+		a.now = time.Now
 	}
 	defer func() {
 		if err != nil {
@@ -123,7 +127,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if a.trusted.Len() == 0 {
+	if !a.trust.rooted() && a.trust.static.Len() == 0 {
 		logger.Warn("no trusted publisher keys: every release will be refused")
 	}
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
@@ -153,6 +157,9 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.onUndo(func() { a.runtime.Close(context.Background()) })
+	if err := a.loadPublishers(); err != nil {
+		return nil, err
+	}
 	if err := a.loadInstalled(ctx); err != nil {
 		return nil, err
 	}
@@ -162,11 +169,12 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	}
 	a.watcher, err = ternsync.NewWatcher(ternsync.WatcherConfig{
 		Client:           a.client,
-		Trusted:          a.trusted,
+		Trusted:          a.trustedKeys,
 		Installer:        a,
 		MaxArtifactBytes: int64(cfg.MaxArtifact),
 		Logger:           logger.With("component", "sync"),
 		Registerer:       a.reg,
+		Now:              a.now,
 	})
 	if err != nil {
 		return nil, err
@@ -222,6 +230,10 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error { return a.front.Serve(gctx) })
 	g.Go(func() error { return a.admin.Serve(gctx) })
 	g.Go(func() error { return a.watcher.Run(gctx) })
+	if a.trust.rooted() {
+		tw := a.trustWatcher()
+		g.Go(func() error { return tw.Run(gctx) })
+	}
 	hb := &ternsync.Heartbeater{
 		Client:   a.client,
 		Interval: time.Duration(a.cfg.Heartbeat),

@@ -43,20 +43,28 @@ func testConfig(t *testing.T, data string) Config {
 	return cfg
 }
 
-// startAgent starts an agent and stops it when the test ends.
+// startAgent starts an agent that trusts key and stops it when the test
+// ends.
 func startAgent(t *testing.T, cfg Config, key ed25519.PrivateKey) *testAgent {
 	t.Helper()
+	ta := startAgentWith(t, cfg, Options{ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
+	ta.key = key
+	return ta
+}
+
+// startAgentWith starts an agent with opts and stops it when the test ends.
+func startAgentWith(t *testing.T, cfg Config, opts Options) *testAgent {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var logger *slog.Logger
 	if os.Getenv("TERN_TEST_LOG") != "" {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("data", filepath.Base(cfg.Data))
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("data", filepath.Base(cfg.Data))
 	}
-	a, err := New(ctx, cfg, Options{Logger: logger, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
+	a, err := New(ctx, cfg, opts)
 	if err != nil {
 		cancel()
 		t.Fatalf("start agent: %v", err)
 	}
-	ta := &testAgent{Agent: a, key: key, cancel: cancel, done: make(chan error, 1)}
+	ta := &testAgent{Agent: a, cancel: cancel, done: make(chan error, 1)}
 	go func() { ta.done <- a.Run(ctx, nil) }()
 	t.Cleanup(ta.stop)
 	ta.client = tlsClient(t, a.CAPath())

@@ -69,8 +69,12 @@ type HubConfig struct {
 // TrustConfig lists whom the agent trusts.
 type TrustConfig struct {
 	// Publishers are the public keys ("ed25519:…") whose releases the agent
-	// accepts.
+	// accepts. Used when Roots is empty.
 	Publishers []string `toml:"publishers"`
+	// Roots are offline root keys. When set, the agent trusts exactly the
+	// publisher keys of the newest unexpired list a root signed, which it
+	// receives from the hub, and Publishers must be empty.
+	Roots []string `toml:"roots"`
 }
 
 // TLSConfig configures certificates.
@@ -156,6 +160,12 @@ func (c Config) Validate() error {
 	}
 	if _, err := artifact.ParseKeySet(c.Trust.Publishers); err != nil {
 		return fmt.Errorf("trust.publishers: %w", err)
+	}
+	if _, err := artifact.ParseKeySet(c.Trust.Roots); err != nil {
+		return fmt.Errorf("trust.roots: %w", err)
+	}
+	if len(c.Trust.Roots) > 0 && len(c.Trust.Publishers) > 0 {
+		return errors.New("trust: set roots or publishers, not both: with roots, publishers come from the root-signed list")
 	}
 	for _, d := range c.AllowedDirs {
 		if !filepath.IsAbs(d) {

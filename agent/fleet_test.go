@@ -2,14 +2,17 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/deploy"
 
 	ternsync "github.com/tern-edge/tern/sync"
@@ -240,5 +243,91 @@ func TestFleetClusteredHub(t *testing.T) {
 		if code, _ := a.get(t, "/hello"); code != 200 {
 			t.Fatalf("agent %d: /hello = %d", i, code)
 		}
+	}
+}
+
+// TestRootedTrust runs a leaf agent that trusts a root key only: it takes
+// its publisher keys from root-signed lists on the hub, refuses releases
+// before the first list and after the list expires, picks up added keys,
+// stops serving apps of revoked keys, and refuses a replayed older list.
+func TestRootedTrust(t *testing.T) {
+	ctx := context.Background()
+	hubKey, root, p1, p2 := mustKey(t), mustKey(t), mustKey(t), mustKey(t)
+	pubOf := func(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
+	hubCfg := testConfig(t, t.TempDir())
+	hubCfg.Hub.LeafListen = "127.0.0.1:0"
+	hub := startAgent(t, hubCfg, hubKey)
+	pub := hubClient(t, hub.Agent)
+
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	cfg := testConfig(t, t.TempDir())
+	cfg.Hub.URL = hub.hub.LeafURL()
+	cfg.Trust.Roots = []string{artifact.FormatPublicKey(pubOf(root))}
+	leaf := startAgentWith(t, cfg, Options{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+
+	m, hello := readGuest(t, "hello")
+	deployAs := func(name string, k ed25519.PrivateKey) uint64 {
+		mv := m
+		mv.Name = name
+		mv.Routes = []artifact.Route{{Path: "/" + name}}
+		res, err := deploy.Push(ctx, mv, hello, deploy.Options{Client: pub, Key: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Release.Sequence
+	}
+	setList := func(ch deploy.TrustChange) artifact.Publishers {
+		l, err := deploy.SetPublishers(ctx, pub, root, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	installed := func(app string) bool { seq, _ := leaf.Installed(app); return seq > 0 }
+
+	// No list yet: nothing is trusted.
+	deployAs("one", p1)
+	waitFor(t, "refusal before any list", func() bool { return refused(leaf.Agent, "untrusted_key") > 0 })
+
+	// The root names p1: the waiting release is looked at again.
+	setList(deploy.TrustChange{Add: []ed25519.PublicKey{pubOf(p1)}})
+	waitFor(t, "app of p1", func() bool { return installed("one") })
+	deployAs("two", p2)
+	waitFor(t, "refusal of p2", func() bool { return refused(leaf.Agent, "untrusted_key") > 1 })
+	l2 := setList(deploy.TrustChange{Add: []ed25519.PublicKey{pubOf(p2)}})
+	waitFor(t, "app of p2 after it is added", func() bool { return installed("two") })
+
+	// Revoking p1 stops its app at once.
+	setList(deploy.TrustChange{Revoke: []ed25519.PublicKey{pubOf(p1)}})
+	waitFor(t, "app of revoked p1 to stop", func() bool { return !installed("one") })
+	if code, _ := leaf.get(t, "/one"); code != 404 {
+		t.Fatalf("revoked app still served: %d", code)
+	}
+	if code, _ := leaf.get(t, "/two"); code != 200 {
+		t.Fatalf("app of p2: %d", code)
+	}
+
+	// Replaying the older list that still named p1 does not bring it back.
+	old, err := artifact.SignPublishers(l2, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rev, _ := pub.Publishers(ctx)
+	if err := pub.PutPublishers(ctx, old, rev); err != nil {
+		t.Fatal(err)
+	}
+	if seq := leaf.publishersSequence(); seq != 3 {
+		t.Fatalf("publisher list sequence %d after replay, want 3", seq)
+	}
+
+	// Past the list's expiry, new releases are refused (freeze attack);
+	// what runs keeps running.
+	clock.Add(int64(deploy.DefaultListTTL + time.Hour))
+	before := refused(leaf.Agent, "expired")
+	deployAs("two", p2)
+	waitFor(t, "refusal under an expired list", func() bool { return refused(leaf.Agent, "expired") > before })
+	if code, _ := leaf.get(t, "/two"); code != 200 {
+		t.Fatalf("installed app under an expired list: %d", code)
 	}
 }

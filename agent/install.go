@@ -53,7 +53,7 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 	for name, ia := range a.apps {
 		next[name] = ia
 	}
-	next[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}}
+	next[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}, keyID: artifact.PeekKeyID(envelope)}
 	tbl, err := buildTable(next)
 	if err != nil {
 		app.Close(ctx)
@@ -157,7 +157,7 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, rec := range recs {
-		rel, err := artifact.Open(rec.Envelope, a.trusted)
+		rel, err := artifact.Open(rec.Envelope, a.verifyKeys())
 		if err != nil {
 			a.logger.Warn("installed release no longer verifies; not serving it", "app", rec.Name, "err", err)
 			continue
@@ -178,7 +178,7 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 			a.logger.Error("installed module does not load; not serving it", "app", rec.Name, "err", err)
 			continue
 		}
-		a.apps[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}}
+		a.apps[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}, keyID: artifact.PeekKeyID(rec.Envelope)}
 	}
 	tbl, err := buildTable(a.apps)
 	if err != nil {

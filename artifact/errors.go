@@ -30,6 +30,8 @@ func Reason(err error) string {
 	switch {
 	case err == nil:
 		return ""
+	case errors.Is(err, ErrRevoked):
+		return "revoked"
 	case errors.Is(err, ErrSignature):
 		return "signature"
 	case errors.Is(err, ErrUntrustedKey):

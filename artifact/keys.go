@@ -152,6 +152,9 @@ func ParseKeySet(lines []string) (KeySet, error) {
 // Len returns the number of distinct trusted keys.
 func (s KeySet) Len() int { return len(s.keys) }
 
+// Has reports whether the set holds the key with this ID.
+func (s KeySet) Has(id string) bool { _, ok := s.keys[id]; return ok }
+
 // IDs returns the key ids in the set, sorted, for logs and status output.
 func (s KeySet) IDs() []string {
 	ids := make([]string, 0, len(s.keys))

@@ -153,6 +153,19 @@ func (c *Client) EnsureBuckets(ctx context.Context, replicas int) error {
 	} else if err != nil {
 		return fmt.Errorf("bucket %s: %w", ArtifactsBucket, err)
 	}
+	if _, err := c.js.KeyValue(ctx, TrustBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = c.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      TrustBucket,
+			Description: "Tern root-signed publisher list",
+			History:     appsHistory,
+			Replicas:    replicas,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("create bucket %s: %w", TrustBucket, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("bucket %s: %w", TrustBucket, err)
+	}
 	if _, err := c.fleet(ctx, false); errors.Is(err, jetstream.ErrBucketNotFound) {
 		if _, err := c.createFleet(ctx, replicas); err != nil {
 			return err
@@ -174,6 +187,14 @@ func (c *Client) EnsureMirrors(ctx context.Context) error {
 		Mirror:      &jetstream.StreamSource{Name: AppsBucket, Domain: HubDomain},
 	}); err != nil {
 		return fmt.Errorf("mirror bucket %s: %w", AppsBucket, err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      TrustBucket,
+		Description: "mirror of the hub's publisher list",
+		History:     appsHistory,
+		Mirror:      &jetstream.StreamSource{Name: TrustBucket, Domain: HubDomain},
+	}); err != nil {
+		return fmt.Errorf("mirror bucket %s: %w", TrustBucket, err)
 	}
 	stream := "OBJ_" + ArtifactsBucket
 	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{

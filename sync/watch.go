@@ -29,8 +29,10 @@ type Installer interface {
 
 // WatcherConfig configures a Watcher.
 type WatcherConfig struct {
-	Client    *Client
-	Trusted   artifact.KeySet
+	Client *Client
+	// Trusted returns the publisher keys releases must be signed by, or
+	// why no release can be trusted now (an expired publisher list).
+	Trusted   func() (artifact.KeySet, error)
 	Installer Installer
 	// MaxArtifactBytes caps a module's size; larger releases are refused
 	// before any byte is downloaded.
@@ -48,6 +50,7 @@ type Watcher struct {
 	accepted prometheus.Counter
 	refused  *prometheus.CounterVec
 	synced   chan struct{}
+	rescan   chan struct{}
 
 	mu       gosync.Mutex
 	refusals []Refusal // newest first, at most maxRefusals; guarded by mu
@@ -65,8 +68,8 @@ func (w *Watcher) Refusals() []Refusal {
 
 // NewWatcher returns a Watcher; Run starts it.
 func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
-	if cfg.Client == nil || cfg.Installer == nil {
-		return nil, errors.New("watcher: client and installer are required")
+	if cfg.Client == nil || cfg.Installer == nil || cfg.Trusted == nil {
+		return nil, errors.New("watcher: client, installer and trusted keys are required")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -89,8 +92,22 @@ func NewWatcher(cfg WatcherConfig) (*Watcher, error) {
 		accepted: artifacts.WithLabelValues("accepted", ""),
 		refused:  artifacts.MustCurryWith(prometheus.Labels{"result": "refused"}),
 		synced:   make(chan struct{}),
+		rescan:   make(chan struct{}, 1),
 	}, nil
 }
+
+// Rescan makes the watcher look at every current release again, as when
+// it first connected: releases refused because no key trusted them may
+// pass now that the publisher list changed.
+func (w *Watcher) Rescan() {
+	select {
+	case w.rescan <- struct{}{}:
+	default:
+	}
+}
+
+// errRescan ends a watch so that Run starts a new one at once.
+var errRescan = errors.New("rescan")
 
 // Synced is closed once the watcher has processed every release the hub
 // held when it first connected.
@@ -104,6 +121,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		err := w.watch(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errRescan) {
+			continue
 		}
 		w.logger.Warn("hub watch interrupted; retrying", "err", err, "in", backoff)
 		select {
@@ -139,6 +159,8 @@ func (w *Watcher) watch(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-w.rescan:
+			return errRescan
 		case <-retry.C:
 			for key, env := range waiting {
 				delete(waiting, key)
@@ -214,7 +236,11 @@ func (w *Watcher) handle(ctx context.Context, obs jetstream.ObjectStore, key str
 var errSame = errors.New("already installed")
 
 func (w *Watcher) verify(ctx context.Context, obs jetstream.ObjectStore, key string, envelope []byte) (artifact.Release, []byte, error) {
-	rel, err := artifact.Open(envelope, w.cfg.Trusted)
+	trusted, err := w.cfg.Trusted()
+	if err != nil {
+		return artifact.Release{}, nil, fmt.Errorf("release %s: %w", key, err)
+	}
+	rel, err := artifact.Open(envelope, trusted)
 	if err != nil {
 		return rel, nil, fmt.Errorf("open release %s: %w", key, err)
 	}

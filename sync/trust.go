@@ -1,0 +1,143 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tern-edge/tern/artifact"
+)
+
+// TrustBucket is the KV bucket holding the root-signed publisher list.
+const TrustBucket = "tern-trust"
+
+// publishersKey is the list's key in TrustBucket.
+const publishersKey = "publishers"
+
+// PutPublishers stores a signed publisher list, provided the current
+// revision is still revision (0: none yet); otherwise ErrRaced.
+func (c *Client) PutPublishers(ctx context.Context, envelope []byte, revision uint64) error {
+	kv, err := c.js.KeyValue(ctx, TrustBucket)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", TrustBucket, err)
+	}
+	if revision == 0 {
+		_, err = kv.Create(ctx, publishersKey, envelope)
+	} else {
+		_, err = kv.Update(ctx, publishersKey, envelope, revision)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("publisher list: %w", ErrRaced)
+	}
+	if err != nil {
+		return fmt.Errorf("publisher list: %w", err)
+	}
+	return nil
+}
+
+// Publishers returns the hub's signed publisher list and its revision, or
+// an error wrapping ErrNotFound.
+func (c *Client) Publishers(ctx context.Context) ([]byte, uint64, error) {
+	kv, err := c.js.KeyValue(ctx, TrustBucket)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bucket %s: %w", TrustBucket, err)
+	}
+	e, err := kv.Get(ctx, publishersKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, fmt.Errorf("publisher list: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("publisher list: %w", err)
+	}
+	return e.Value(), e.Revision(), nil
+}
+
+// TrustWatcherConfig configures a TrustWatcher.
+type TrustWatcherConfig struct {
+	Client *Client
+	// Roots are the keys allowed to sign publisher lists.
+	Roots artifact.KeySet
+	// Installed returns the sequence of the list the agent holds (0: none).
+	Installed func() uint64
+	// Accept makes a verified, fresh list current.
+	Accept func(ctx context.Context, list artifact.Publishers, envelope []byte) error
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// TrustWatcher follows the hub's publisher list.
+type TrustWatcher struct{ cfg TrustWatcherConfig }
+
+// NewTrustWatcher returns a TrustWatcher; Run starts it.
+func NewTrustWatcher(cfg TrustWatcherConfig) *TrustWatcher {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &TrustWatcher{cfg: cfg}
+}
+
+// Run watches the list until ctx is done, retrying while the hub (or the
+// local mirror) is unavailable.
+func (t *TrustWatcher) Run(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		err := t.watch(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		t.cfg.Logger.Debug("publisher list watch interrupted; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (t *TrustWatcher) watch(ctx context.Context) error {
+	kv, err := t.cfg.Client.js.KeyValue(ctx, TrustBucket)
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", TrustBucket, err)
+	}
+	w, err := kv.Watch(ctx, publishersKey)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", TrustBucket, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch %s: closed", TrustBucket)
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			list, err := artifact.OpenPublishers(e.Value(), t.cfg.Roots)
+			if err == nil && list.Sequence == t.cfg.Installed() {
+				continue
+			}
+			if err == nil {
+				err = list.CheckFresh(t.cfg.Now(), t.cfg.Installed())
+			}
+			if err == nil {
+				err = t.cfg.Accept(ctx, list, e.Value())
+			}
+			if err != nil {
+				t.cfg.Logger.Warn("publisher list refused", "sequence", list.Sequence, "reason", artifact.Reason(err), "err", err)
+				continue
+			}
+			t.cfg.Logger.Info("publisher list accepted", "sequence", list.Sequence, "keys", len(list.Keys), "expires", list.Expires)
+		}
+	}
+}
