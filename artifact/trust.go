@@ -114,3 +114,17 @@ func OpenPublishers(envelopeBytes []byte, roots KeySet) (Publishers, error) {
 	}
 	return p, nil
 }
+
+// PeekPublishers decodes a publisher list without verifying it, for
+// display only; agents use [OpenPublishers].
+func PeekPublishers(envelopeBytes []byte) (Publishers, error) {
+	var env envelope
+	if err := decodeStrict(envelopeBytes, &env); err != nil {
+		return Publishers{}, fmt.Errorf("peek publisher list: %w envelope: %v", ErrMalformed, err)
+	}
+	var p Publishers
+	if err := decodeStrict(env.Payload, &p); err != nil {
+		return Publishers{}, fmt.Errorf("peek publisher list: %w list: %v", ErrMalformed, err)
+	}
+	return p, nil
+}

@@ -182,6 +182,23 @@ func TestEndToEnd(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	// A root key signs the fleet's publisher list.
+	keys := t.TempDir()
+	for _, k := range []string{"root.key", "pub.key"} {
+		if code, text := runTern("keys", "gen", "--out", filepath.Join(keys, k)); code != 0 {
+			t.Fatalf("keys gen: %s", text)
+		}
+	}
+	if code, text := runTern("trust", "set", "--data", data, "--root", filepath.Join(keys, "root.key"), "--add", filepath.Join(keys, "pub.key.pub")); code != 0 || !strings.Contains(text, "publisher list 1: 1 keys") {
+		t.Fatalf("trust set: %d %s", code, text)
+	}
+	if code, text := runTern("trust", "show", "--data", data, "--root", filepath.Join(keys, "root.key.pub")); code != 0 || !strings.Contains(text, "signed by root") {
+		t.Fatalf("trust show: %d %s", code, text)
+	}
+	if code, text := runTern("trust", "show", "--data", data, "--root", filepath.Join(keys, "pub.key.pub")); code != 1 || !strings.Contains(text, "not a trusted root") {
+		t.Fatalf("trust show against the wrong root: %d %s", code, text)
+	}
 }
 
 func do(t *testing.T, c *http.Client, method, url, body string) (*http.Response, string) {

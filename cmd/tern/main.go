@@ -40,7 +40,8 @@ Usage:
   tern apps      list the apps on a hub
   tern rollback  make an earlier release of an app current again (signed)
   tern status    list the agents of a fleet, their apps and refusals
-  tern keys gen  create a publisher key
+  tern keys gen  create a publisher (or root) key
+  tern trust     sign the fleet's publisher list with a root key (set, show)
   tern carbon    carbon-aware scheduling tools (tern carbon sim)
   tern check     validate a config file or an app manifest
   tern version   print the version
@@ -64,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"status":   cmdStatus,
 		"hub":      cmdHub,
 		"carbon":   cmdCarbon,
+		"trust":    cmdTrust,
 		"rollback": cmdRollback,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
