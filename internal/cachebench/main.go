@@ -1,0 +1,103 @@
+// Command cachebench serves a static test origin and Tern's cache in
+// front of it, both on loopback over plain HTTP, so scripts/bench-cache.sh
+// can load the cache with wrk and compare it with nginx's proxy_cache
+// pointed at the same origin. It prints "origin <addr>" and "cache <addr>"
+// on stdout once both listen.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tern-edge/tern/cache"
+	"github.com/tern-edge/tern/origin"
+	"github.com/tern-edge/tern/store"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "cachebench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	data := flag.String("data", "cachebench-data", "directory for the cache's badger store")
+	listen := flag.String("listen", "127.0.0.1:0", "address of the cache")
+	originAddr := flag.String("origin", "127.0.0.1:0", "address of the test origin")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	// The origin: fixed bodies of 1 KB and 100 KB, cacheable for a day.
+	bodies := map[string][]byte{"/1k": make([]byte, 1<<10), "/100k": make([]byte, 100<<10)}
+	for _, b := range bodies {
+		for i := range b {
+			b[i] = 'a' + byte(i%26)
+		}
+	}
+	om := http.NewServeMux()
+	om.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		b, ok := bodies[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("ETag", `"`+r.URL.Path+`"`)
+		w.Write(b)
+	})
+	oln, err := net.Listen("tcp", *originAddr)
+	if err != nil {
+		return fmt.Errorf("listen origin: %w", err)
+	}
+	osrv := &http.Server{Handler: om, ReadHeaderTimeout: 10 * time.Second}
+	go osrv.Serve(oln)
+	defer osrv.Close()
+
+	st, err := store.Open(*data, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	c, err := cache.New(cache.Config{Storage: st.Cache(), MaxBytes: 1 << 30, Logger: logger})
+	if err != nil {
+		return err
+	}
+	o, err := origin.New(origin.Config{Upstreams: []string{"http://" + oln.Addr().String()}, Logger: logger})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen cache: %w", err)
+	}
+	srv := &http.Server{Handler: origin.Handler(c, o), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	fmt.Printf("origin %s\ncache %s\n", oln.Addr(), ln.Addr())
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve cache: %w", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	c.Wait()
+	return nil
+}
