@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -82,7 +83,28 @@ type Capabilities struct {
 	// Clock gives the guest real clocks; without it, clocks are fake so that
 	// guests cannot time side channels.
 	Clock bool `toml:"clock" json:"clock,omitempty"`
+	// AIModels lists the models the app may call through the tern_ai host
+	// module ("det-llm", "llama2-chat"); every other model is denied.
+	AIModels []string `toml:"ai_models" json:"ai_models,omitempty"`
+	// GPUWeight is the app's fair share of the site's accelerators
+	// relative to other apps, between MinGPUWeight and MaxGPUWeight; zero
+	// means DefaultGPUWeight. It needs AIModels.
+	GPUWeight float64 `toml:"gpu_weight" json:"gpu_weight,omitempty"`
 }
+
+// Bounds of the AI capability. Model names are what model servers call
+// their models ("llama3:8b", "meta-llama/Llama-2-7b-chat-hf"), so they
+// allow '.', ':' and '/', but nothing that needs quoting in logs, metric
+// labels or URLs. Weights are bounded so that no app can take the whole
+// site by its manifest alone: at the extremes one app gets 1000 times
+// another's share.
+const (
+	MaxAIModels      = 32    // models one app may list
+	maxAIModelLen    = 128   // bytes in a model name
+	DefaultGPUWeight = 1.0   // the weight of an app that sets none
+	MinGPUWeight     = 0.1   // the smallest weight a manifest may set
+	MaxGPUWeight     = 100.0 // the largest weight a manifest may set
+)
 
 // ParseManifest decodes a tern.toml strictly and validates it. A key that
 // does not exist in [Manifest] is an error naming it, because a misspelt
@@ -228,6 +250,8 @@ var (
 	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 	envRE    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	kvNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	// aiModelRE is the model name charset; see MaxAIModels.
+	aiModelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$`)
 )
 
 // maxVersionLen keeps versions printable in logs and status output.
@@ -343,6 +367,7 @@ func (c Capabilities) validate(p *problems) {
 		}
 		seenKV[name] = true
 	}
+	c.validateAI(p)
 	for _, guest := range sortedKeys(c.Dirs) {
 		if err := checkGuestPath(guest); err != nil {
 			p.add("capabilities.dirs %q: guest path %v", guest, err)
@@ -352,6 +377,30 @@ func (c Capabilities) validate(p *problems) {
 		} else if err := checkHostDir(host); err != nil {
 			p.add("capabilities.dirs %q: host path %q %v", guest, host, err)
 		}
+	}
+}
+
+// validateAI checks ai_models and gpu_weight.
+func (c Capabilities) validateAI(p *problems) {
+	if len(c.AIModels) > MaxAIModels {
+		p.add("capabilities.ai_models: %d models, at most %d", len(c.AIModels), MaxAIModels)
+	}
+	seen := map[string]bool{}
+	for i, name := range c.AIModels {
+		if !aiModelRE.MatchString(name) {
+			p.add("capabilities.ai_models[%d] %q: invalid model name (want 1 to %d letters, digits, '.', ':', '/', '-' or '_', starting with a letter or digit)", i, name, maxAIModelLen)
+		} else if seen[name] {
+			p.add("capabilities.ai_models[%d] %q: listed twice", i, name)
+		}
+		seen[name] = true
+	}
+	w := c.GPUWeight
+	switch {
+	case w == 0:
+	case math.IsNaN(w) || w < MinGPUWeight || w > MaxGPUWeight:
+		p.add("capabilities.gpu_weight %g: outside [%g, %g]", w, MinGPUWeight, MaxGPUWeight)
+	case len(c.AIModels) == 0:
+		p.add("capabilities.gpu_weight %g: needs ai_models", w)
 	}
 }
 
