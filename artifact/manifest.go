@@ -48,6 +48,9 @@ type Manifest struct {
 	Routes       []Route      `toml:"routes" json:"routes"`   // at least one
 	Limits       Limits       `toml:"limits" json:"limits"`
 	Capabilities Capabilities `toml:"capabilities" json:"capabilities"`
+	// Deferrable, when present, makes non-safe requests jobs that run when
+	// the grid is cleanest before their deadline.
+	Deferrable *Deferrable `toml:"deferrable" json:"deferrable,omitempty"`
 }
 
 // Route selects the requests an app serves.
@@ -287,6 +290,7 @@ func (m Manifest) Validate() error {
 	m.validateRoutes(&p)
 	m.Limits.validate(&p)
 	m.Capabilities.validate(&p)
+	m.Deferrable.validate(&p)
 	return p.err("manifest")
 }
 
