@@ -1,0 +1,119 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Deferred jobs are kept as a small record, rewritten on every change of
+// state, beside named blobs (the stored request, the result) written once:
+// a job with a large body is not copied again each time it moves from
+// scheduled to started to done.
+//
+//	job/<id>          -> the record (opaque to the store)
+//	jobblob/<id>/<name> -> one blob
+const (
+	jobPrefix     = "job/"
+	jobBlobPrefix = "jobblob/"
+)
+
+func jobBlobKey(id, name string) []byte { return []byte(jobBlobPrefix + id + "/" + name) }
+
+func checkJobID(id string) error {
+	if id == "" || strings.ContainsAny(id, "/\x00") {
+		return fmt.Errorf("job id %q: must be non-empty without '/' or NUL", id)
+	}
+	return nil
+}
+
+// PutJob stores a job's record and the given blobs in one synced
+// transaction, so that a crash leaves either the previous state or this
+// one. Blobs not named are left as they are.
+func (s *Store) PutJob(id string, rec []byte, blobs map[string][]byte) error {
+	if err := checkJobID(id); err != nil {
+		return fmt.Errorf("put job: %w", err)
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for name, b := range blobs {
+			if err := txn.Set(jobBlobKey(id, name), b); err != nil {
+				return fmt.Errorf("blob %s of %d bytes: %w", name, len(b), err)
+			}
+		}
+		return txn.Set([]byte(jobPrefix+id), rec)
+	})
+	if err != nil {
+		return fmt.Errorf("put job %s: %w", id, err)
+	}
+	return nil
+}
+
+// JobBlob returns the blob name of job id, or an error wrapping
+// ErrNotFound.
+func (s *Store) JobBlob(id, name string) ([]byte, error) {
+	var b []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(jobBlobKey(id, name))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		b, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("job %s %s: %w", id, name, err)
+	}
+	return b, nil
+}
+
+// Jobs calls fn with every job's id and record, ordered by id, until fn
+// returns an error, which Jobs returns. rec is only valid during the call.
+func (s *Store) Jobs(fn func(id string, rec []byte) error) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(jobPrefix), PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			id := strings.TrimPrefix(string(it.Item().Key()), jobPrefix)
+			if err := it.Item().Value(func(v []byte) error { return fn(id, v) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list jobs: %w", err)
+	}
+	return nil
+}
+
+// DeleteJob removes a job's record and all its blobs. Deleting an absent
+// job is not an error.
+func (s *Store) DeleteJob(id string) error {
+	if err := checkJobID(id); err != nil {
+		return fmt.Errorf("delete job: %w", err)
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		prefix := []byte(jobBlobPrefix + id + "/")
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		var keys [][]byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		it.Close()
+		for _, k := range keys {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return txn.Delete([]byte(jobPrefix + id))
+	})
+	if err != nil {
+		return fmt.Errorf("delete job %s: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// TestJobsSurviveReopen writes a job in two steps (accepted with its
+// request, then done with its result), reopens the store, and finds both
+// blobs and the latest record; deleting removes every part.
+func TestJobsSurviveReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	body := bytes.Repeat([]byte("x"), 3<<20) // above badger's value threshold
+	if err := s.PutJob("j1", []byte(`{"state":"scheduled"}`), map[string][]byte{"request": body}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutJob("j1", []byte(`{"state":"done"}`), map[string][]byte{"result": []byte("ok")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutJob("j2", []byte(`{"state":"scheduled"}`), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	defer s.Close()
+	got := map[string]string{}
+	if err := s.Jobs(func(id string, rec []byte) error { got[id] = string(rec); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["j1"] != `{"state":"done"}` || got["j2"] != `{"state":"scheduled"}` {
+		t.Fatalf("jobs after reopen = %v", got)
+	}
+	if b, err := s.JobBlob("j1", "request"); err != nil || !bytes.Equal(b, body) {
+		t.Fatalf("request blob: %d bytes, %v", len(b), err)
+	}
+	if b, err := s.JobBlob("j1", "result"); err != nil || string(b) != "ok" {
+		t.Fatalf("result blob = %q, %v", b, err)
+	}
+	if err := s.DeleteJob("j1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.JobBlob("j1", "request"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("blob after delete: %v", err)
+	}
+	n := 0
+	_ = s.Jobs(func(string, []byte) error { n++; return nil })
+	if n != 1 {
+		t.Fatalf("%d jobs after delete, want 1", n)
+	}
+	if err := s.DeleteJob("never"); err != nil {
+		t.Fatalf("delete absent job: %v", err)
+	}
+	if err := s.PutJob("a/b", nil, nil); err == nil {
+		t.Fatal("id with a slash accepted")
+	}
+}
