@@ -28,7 +28,35 @@ type Route struct {
 	App string
 	// Handler serves requests that match.
 	Handler http.Handler
+
+	// RedirectHTTPS answers a request that arrived over plain HTTP with a
+	// permanent redirect (308, which keeps the method and body) to the
+	// same URL over HTTPS.
+	RedirectHTTPS bool
+	// Scheme, when "https" or "http", serves the route over that scheme
+	// only; a request over the other gets 403. Unlike RedirectHTTPS it
+	// never sends the client elsewhere, for APIs whose clients would
+	// otherwise have sent a credential in the clear before following a
+	// redirect. Empty serves both.
+	Scheme string
+	// Headers are set on every response of the route before its handler
+	// runs (Strict-Transport-Security, Cache-Control, CORS…); the handler
+	// may still replace them.
+	Headers http.Header
+	// EarlyData lets requests with safe methods (GET, HEAD, OPTIONS) be
+	// served from TLS early data (0-RTT). Early data can be replayed by
+	// anyone who saw it, so it is refused by default and always for other
+	// methods: such requests get 425 Too Early and the client retries
+	// after the handshake (RFC 8470). It only matters when the listener
+	// accepts 0-RTT at all.
+	EarlyData bool
 }
+
+// Schemes a Route may be restricted to.
+const (
+	SchemeHTTP  = "http"
+	SchemeHTTPS = "https"
+)
 
 // Table is an immutable set of routes. The zero value matches nothing.
 type Table struct {
@@ -52,6 +80,9 @@ func NewTable(routes []Route) (*Table, error) {
 		}
 		if len(r.Path) > 1 {
 			r.Path = strings.TrimSuffix(r.Path, "/")
+		}
+		if err := r.checkOptions(); err != nil {
+			return nil, err
 		}
 		k := [2]string{r.Host, r.Path}
 		if other, ok := seen[k]; ok && other != r.App {
@@ -121,6 +152,30 @@ func (t *Table) Routes() []Route {
 	return out
 }
 
+// ClaimsHost reports whether an exact or wildcard route claims host (with
+// any path): the hosts an agent may obtain a certificate for. Routes for
+// any host claim none, so that a name pointed at the agent by someone else
+// never makes it ask a CA for anything.
+func (t *Table) ClaimsHost(host string) bool {
+	if t == nil {
+		return false
+	}
+	host = normalizeHost(host)
+	if len(t.exact[host]) > 0 {
+		return true
+	}
+	for h := host; ; {
+		i := strings.IndexByte(h, '.')
+		if i < 0 {
+			return false
+		}
+		h = h[i+1:]
+		if len(t.wildcard[h]) > 0 {
+			return true
+		}
+	}
+}
+
 func matchPath(rs []Route, path string) (Route, bool) {
 	for _, r := range rs {
 		if HasPathPrefix(path, r.Path) {
@@ -155,6 +210,9 @@ type Router struct {
 	table atomic.Pointer[Table]
 	// NotFound serves requests that match no route; nil means 404.
 	NotFound http.Handler
+	// HTTPSPort is the port HTTPS redirects point to; 0 means 443. Set it
+	// before serving.
+	HTTPSPort int
 }
 
 // Swap installs t as the current table and returns the previous one.
@@ -168,15 +226,24 @@ func (r *Router) Match(req *http.Request) (Route, bool) {
 	return r.table.Load().Match(req.Host, req.URL.Path)
 }
 
-// ServeHTTP dispatches req to its route's handler.
+// ClaimsHost reports whether the current table claims host; see
+// Table.ClaimsHost.
+func (r *Router) ClaimsHost(host string) bool { return r.table.Load().ClaimsHost(host) }
+
+// ServeHTTP dispatches req to its route's handler, applying the route's
+// scheme, redirect, early-data and header options first.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	if rt, ok := r.Match(req); ok {
-		rt.Handler.ServeHTTP(w, req)
+	rt, ok := r.Match(req)
+	if !ok {
+		if r.NotFound != nil {
+			r.NotFound.ServeHTTP(w, req)
+			return
+		}
+		http.Error(w, "no route for "+req.Host+req.URL.Path, http.StatusNotFound)
 		return
 	}
-	if r.NotFound != nil {
-		r.NotFound.ServeHTTP(w, req)
+	if !rt.admit(w, req, r.HTTPSPort) {
 		return
 	}
-	http.Error(w, "no route for "+req.Host+req.URL.Path, http.StatusNotFound)
+	rt.Handler.ServeHTTP(w, req)
 }
