@@ -16,6 +16,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -38,6 +39,9 @@ const (
 	DefaultHeuristicMax = 24 * time.Hour
 	DefaultGCInterval   = 5 * time.Minute
 	DefaultName         = "tern"
+
+	DefaultMemoryBytes       = 64 << 20
+	DefaultMemoryObjectBytes = 256 << 10
 )
 
 // Config configures a Cache. Only Storage is required.
@@ -46,6 +50,13 @@ type Config struct {
 	Storage Storage
 	// MaxBytes bounds the stored bodies; 0 means unbounded.
 	MaxBytes int64
+	// MemoryBytes is the RAM tier's budget: bodies of at most
+	// MemoryObjectBytes are also kept in memory, least recently used
+	// first out. 0 means DefaultMemoryBytes; negative disables the tier.
+	MemoryBytes int64
+	// MemoryObjectBytes is the largest body the RAM tier holds, at most
+	// ChunkSize. 0 means DefaultMemoryObjectBytes.
+	MemoryObjectBytes int64
 	// MaxStale is the operator's offline policy: while the origin is
 	// unreachable (a transport error, or 502, 503 or 504), serve entries
 	// that are stale by at most MaxStale, even without stale-if-error.
@@ -91,6 +102,18 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("cache: negative limit in config (max bytes %d, max stale %s, heuristic max %s, gc interval %s)",
 			cfg.MaxBytes, cfg.MaxStale, cfg.HeuristicMax, cfg.GCInterval)
 	}
+	if cfg.MemoryBytes == 0 {
+		cfg.MemoryBytes = DefaultMemoryBytes
+	}
+	if cfg.MemoryBytes < 0 {
+		cfg.MemoryBytes = 0
+	}
+	if cfg.MemoryObjectBytes == 0 {
+		cfg.MemoryObjectBytes = DefaultMemoryObjectBytes
+	}
+	if cfg.MemoryObjectBytes < 0 || cfg.MemoryObjectBytes > ChunkSize {
+		return nil, fmt.Errorf("cache: memory object bytes %d out of range [0, %d]", cfg.MemoryObjectBytes, ChunkSize)
+	}
 	if cfg.HeuristicMax == 0 {
 		cfg.HeuristicMax = DefaultHeuristicMax
 	}
@@ -115,7 +138,7 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{
 		cfg:     cfg,
 		st:      cfg.Storage,
-		idx:     newIndex(cfg.MaxBytes),
+		idx:     newIndex(cfg.MaxBytes, cfg.MemoryBytes, cfg.MemoryObjectBytes),
 		now:     cfg.Now,
 		logger:  cfg.Logger,
 		flights: map[string]*flight{},
@@ -215,11 +238,16 @@ func (c *Cache) release(body string) {
 // commit stores the entry of a finished fill and indexes it, evicting
 // what the budget requires. Variants of the same primary key stored under
 // a different Vary are obsolete and go too.
-func (c *Cache) commit(key, body string, size int64, m *meta) error {
+func (c *Cache) commit(key, body string, size int64, m *meta, small []byte) error {
 	if err := c.st.Commit(Entry{Key: key, Body: body, Size: size, Meta: m.encode()}); err != nil {
 		return fmt.Errorf("commit %q: %w", m.Primary, err)
 	}
 	it := &item{key: key, body: body, size: size, meta: m}
+	defer func() {
+		if small != nil {
+			c.idx.setMem(it, bytes.Clone(small))
+		}
+	}()
 	for _, v := range c.idx.variants(m.Primary) {
 		if v.key != key && !equalStrings(v.meta.Vary, m.Vary) {
 			c.drop(v)

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -382,5 +383,58 @@ func TestRunCollectsGarbageOnTicks(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// countingStorage counts chunk reads.
+type countingStorage struct {
+	cache.MemStorage
+	reads atomic.Int64
+}
+
+func (s *countingStorage) ReadChunk(body string, idx int, buf []byte) ([]byte, error) {
+	s.reads.Add(1)
+	return s.MemStorage.ReadChunk(body, idx, buf)
+}
+
+func TestMemoryTier(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Write(bytes.Repeat([]byte(r.URL.Path[1:2]), 1000))
+	})
+	cases := []struct {
+		name      string
+		memory    int64
+		wantReads []int64 // storage reads after each request
+	}{
+		// Misses stream from storage as the fill lands (one read each).
+		// a filled, a hit from memory, b, c (a leaves the 2500 B tier),
+		// a from storage then from memory again.
+		{"budget of two objects", 2500, []int64{1, 1, 2, 3, 4, 4}},
+		{"disabled", -1, []int64{1, 2, 3, 4, 5, 6}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &countingStorage{}
+			c, err := cache.New(cache.Config{Storage: st, Now: clk.Now, MemoryBytes: tc.memory})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := c.Handler(o)
+			for i, p := range []string{"/a", "/a", "/b", "/c", "/a", "/a"} {
+				w := request(h, "GET", "http://example.com"+p, nil)
+				if len(body(w)) != 1000 {
+					t.Fatalf("request %d: %d bytes", i, len(body(w)))
+				}
+				if got := st.reads.Load(); got != tc.wantReads[i] {
+					t.Errorf("request %d (%s): %d storage reads, want %d", i, p, got, tc.wantReads[i])
+				}
+			}
+			c.Wait()
+		})
+	}
+	if _, err := cache.New(cache.Config{Storage: &cache.MemStorage{}, MemoryObjectBytes: 2 * cache.ChunkSize}); err == nil {
+		t.Fatal("memory object bytes above the chunk size accepted")
 	}
 }

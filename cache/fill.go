@@ -54,6 +54,7 @@ func (f *fill) run(src io.ReadCloser) {
 	defer bufPool.Put(bp)
 	buf := *bp
 	var size int64
+	var small []byte // the whole body, when it fits one chunk
 	for idx := 0; ; idx++ {
 		n, rerr := readChunk(src, buf)
 		if n > 0 {
@@ -64,6 +65,9 @@ func (f *fill) run(src io.ReadCloser) {
 			size += int64(n)
 		}
 		if rerr == io.EOF {
+			if idx == 0 {
+				small = buf[:n]
+			}
 			break
 		}
 		if rerr != nil {
@@ -76,7 +80,7 @@ func (f *fill) run(src io.ReadCloser) {
 		f.abort(fmt.Errorf("fill %s: origin sent %d bytes of %d", f.meta.Primary, size, f.length))
 		return
 	}
-	if err := f.c.commit(f.key, f.body, size, f.meta); err != nil {
+	if err := f.c.commit(f.key, f.body, size, f.meta, small); err != nil {
 		f.c.logger.Warn("cache commit failed", "url", f.meta.Primary, "err", err)
 		// Readers may still finish from the written chunks, which are
 		// then collected.

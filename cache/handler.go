@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -88,8 +89,7 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 		defer c.release(it.body)
 	}
 	if it != nil && m.fresh(now) {
-		c.idx.touch(it)
-		h.serveEntry(w, r, it, m, now, fmt.Sprintf("hit; ttl=%d", ttl(m, now)))
+		h.serveEntry(w, r, it, m, now, "hit; ttl="+strconv.FormatInt(ttl(m, now), 10))
 		return
 	}
 	if reqCC.onlyIfCached {
@@ -109,7 +109,6 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 	if !m.MustRevalidate && !m.NoCache && m.SWR >= 0 && stale <= m.SWR {
 		// Serve now, refresh behind the client (RFC 5861 §3).
 		h.join("v"+it.key, r, it, m, false)
-		c.idx.touch(it)
 		h.serveEntry(w, r, it, m, now, fmt.Sprintf("hit; ttl=%d; detail=stale-while-revalidate", ttl(m, now)))
 		return
 	}
@@ -150,7 +149,6 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 		}
 		h.serveFill(w, r, fl, status+"; stored")
 	case outUpdated:
-		c.idx.touch(f.item)
 		now := c.now()
 		h.serveEntry(w, r, f.item, f.meta, now, fmt.Sprintf("%s; ttl=%d", status, ttl(f.meta, now)))
 	case outError:
@@ -357,7 +355,7 @@ func upstreamRequest(r *http.Request, m *meta) *http.Request {
 }
 
 // serveEntry answers from a committed entry, with ranges and
-// preconditions for 200 responses.
+// preconditions for 200 responses, and records the use for eviction.
 func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m *meta, now time.Time, status string) {
 	hdr := w.Header()
 	for k, v := range m.Header {
@@ -365,8 +363,26 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	}
 	hdr.Set("Age", strconv.FormatInt(int64(m.age(now)/time.Second), 10))
 	hdr.Set("Cache-Status", h.c.cfg.Name+"; "+status)
-	rd := &entryReader{st: h.c.st, body: it.body, size: it.size, chunkSize: int64(m.ChunkSize)}
-	defer rd.Close()
+	var rd io.ReadSeeker
+	if b := h.c.idx.use(it); b != nil {
+		rd = bytes.NewReader(b)
+	} else if it.size <= h.c.cfg.MemoryObjectBytes && h.c.cfg.MemoryBytes > 0 {
+		// Small: read it whole, and keep it for the next hit.
+		er := &entryReader{st: h.c.st, body: it.body, size: it.size, chunkSize: int64(m.ChunkSize)}
+		b, err := io.ReadAll(er)
+		er.Close()
+		if err != nil {
+			h.c.logger.Warn("cache read failed", "url", m.Primary, "err", err)
+			h.error(w, http.StatusBadGateway, "cache read failed", status)
+			return
+		}
+		h.c.idx.setMem(it, b)
+		rd = bytes.NewReader(b)
+	} else {
+		er := &entryReader{st: h.c.st, body: it.body, size: it.size, chunkSize: int64(m.ChunkSize)}
+		defer er.Close()
+		rd = er
+	}
 	if m.Status != http.StatusOK {
 		if m.Status != http.StatusNoContent {
 			hdr.Set("Content-Length", strconv.FormatInt(it.size, 10))
@@ -422,7 +438,7 @@ func (h *handler) serveHead(w http.ResponseWriter, r *http.Request) {
 		defer h.c.release(it.body)
 	}
 	if it != nil && m.fresh(now) {
-		h.serveEntry(w, r, it, m, now, fmt.Sprintf("hit; ttl=%d", ttl(m, now)))
+		h.serveEntry(w, r, it, m, now, "hit; ttl="+strconv.FormatInt(ttl(m, now), 10))
 		return
 	}
 	h.pass(w, r, "fwd=method")

@@ -22,6 +22,9 @@ type item struct {
 
 	elem      *list.Element
 	protected bool
+
+	mem     []byte        // the body, when the RAM tier holds it
+	memElem *list.Element // in index.memList
 }
 
 // index is the in-memory view of what storage holds: entries by key, by
@@ -40,7 +43,9 @@ type item struct {
 // entry starts in probation, oldest response at the tail, and the first
 // hits rebuild the protected segment.
 type index struct {
-	max int64 // byte budget; 0 means unbounded
+	max       int64 // byte budget; 0 means unbounded
+	memMax    int64 // RAM tier budget; 0 disables it
+	memObjMax int64 // largest body the RAM tier holds
 
 	mu             gosync.Mutex // guards everything below
 	items          map[string]*item
@@ -55,11 +60,16 @@ type index struct {
 	// reader.
 	inUse  map[string]int    // body -> readers holding it
 	doomed map[string]string // body -> key, to delete at the last release
+
+	memList  list.List // RAM tier LRU of items with mem
+	memBytes int64
 }
 
-func newIndex(max int64) *index {
+func newIndex(max, memMax, memObjMax int64) *index {
 	return &index{
 		max:       max,
+		memMax:    memMax,
+		memObjMax: memObjMax,
 		items:     map[string]*item{},
 		byPrimary: map[string]map[string]*item{},
 		byTag:     map[string]map[string]*item{},
@@ -128,6 +138,10 @@ func (x *index) discardLocked(it *item) bool {
 func (x *index) touch(it *item) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.touchLocked(it)
+}
+
+func (x *index) touchLocked(it *item) {
 	if it.elem == nil { // removed meanwhile
 		return
 	}
@@ -233,6 +247,7 @@ func (x *index) removeLocked(it *item) {
 	}
 	it.elem = nil
 	x.bytes -= it.size
+	x.dropMemLocked(it)
 }
 
 // setMeta publishes m as it's metadata if it is still indexed.

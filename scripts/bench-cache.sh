@@ -45,7 +45,9 @@ origin=$(awk '$1 == "origin" {print $2}' "$tmp/addr")
 tern=$(awk '$1 == "cache" {print $2}' "$tmp/addr")
 [ -n "$tern" ] || { echo "cachebench did not start:"; cat "$tmp/log"; exit 1; }
 
-targets=("tern $tern")
+# The origin itself is a static net/http handler: the ceiling for any Go
+# server on this machine, measured as a reference.
+targets=("tern $tern" "origin $origin")
 if [ -n "$NGINX" ]; then
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   mkdir -p "$tmp/nginx/cache" "$tmp/nginx/logs"
@@ -113,9 +115,8 @@ for t in "${targets[@]}"; do
     echo "$rps" >"$out.rps"
   done
 done
-if [ -n "$NGINX" ]; then
-  for path in /1k /100k; do
-    t=$(cat "$tmp/wrk-tern${path//\//-}.rps") n=$(cat "$tmp/wrk-nginx${path//\//-}.rps")
-    echo "tern/nginx requests/s ratio $path: $(awk -v t="$t" -v n="$n" 'BEGIN {printf "%.2f", t/n}')"
-  done
-fi
+ratio() { awk -v a="$(cat "$tmp/wrk-$1${3//\//-}.rps")" -v b="$(cat "$tmp/wrk-$2${3//\//-}.rps")" 'BEGIN {printf "%.2f", a/b}'; }
+for path in /1k /100k; do
+  echo "tern/origin (Go static handler) requests/s ratio $path: $(ratio tern origin $path)"
+  [ -z "$NGINX" ] || echo "tern/nginx requests/s ratio $path: $(ratio tern nginx $path)"
+done
