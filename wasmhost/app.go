@@ -89,6 +89,9 @@ type AppConfig struct {
 	// KV is the key-value store the guest reaches through tern_kv, in a
 	// namespace of its own (the app's Name). nil = every call is denied.
 	KV KV
+	// AI runs the guest's tern_ai calls, as the app Name; which models
+	// it may use is the AI's decision. nil = every call is denied.
+	AI AI
 }
 
 // manifestEnv checks the manifest's variables and returns them sorted.
@@ -164,6 +167,7 @@ type App struct {
 	allow   allowList
 	client  *http.Client // outbound HTTP, following redirects only within allow
 	kv      KV
+	ai      AI
 	logger  *slog.Logger
 	metrics *appMetrics
 
@@ -299,6 +303,7 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 	for k, v := range resp.header {
 		h[k] = v
 	}
+	q.aiRetryAfter(resp.status, h)
 	if resp.status == http.StatusNoContent || resp.status == http.StatusNotModified {
 		// These statuses have no body (RFC 9110 15.3.5, 15.4.5).
 		w.WriteHeader(resp.status)

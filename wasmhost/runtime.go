@@ -186,6 +186,7 @@ func (r *Runtime) Load(ctx context.Context, cfg AppConfig) (*App, error) {
 		allow:   allow,
 		client:  newOutboundClient(allow),
 		kv:      cfg.KV,
+		ai:      cfg.AI,
 		logger:  logger,
 		metrics: r.metrics.forApp(cfg.Name),
 	}, nil

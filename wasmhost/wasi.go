@@ -23,6 +23,9 @@ type request struct {
 	responses  map[uint32]*outResponse
 	nextHandle uint32
 
+	// ai is the request's tern_ai state (last error, busy, kept result).
+	ai aiState
+
 	// env is the environment as environ_get hands it to the guest: each
 	// "KEY=VALUE" NUL-terminated, one after another; offsets are where
 	// each starts.
@@ -63,6 +66,7 @@ func (q *request) reset() {
 	q.vars, q.args = q.vars[:0], q.args[:0]
 	clear(q.responses)
 	q.nextHandle = 0
+	q.ai.reset()
 }
 
 // WASI errno values (wasi_snapshot_preview1 errno enum).
@@ -84,7 +88,10 @@ func instantiateHostModules(ctx context.Context, rt wazero.Runtime) error {
 	if err := instantiateHTTP(ctx, rt); err != nil {
 		return err
 	}
-	return instantiateKV(ctx, rt)
+	if err := instantiateKV(ctx, rt); err != nil {
+		return err
+	}
+	return instantiateAI(ctx, rt)
 }
 
 // instantiateWASI instantiates wasi_snapshot_preview1 on rt with wazero's
