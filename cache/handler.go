@@ -361,8 +361,9 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	for k, v := range m.Header {
 		hdr[k] = v
 	}
-	hdr.Set("Age", strconv.FormatInt(int64(m.age(now)/time.Second), 10))
-	hdr.Set("Cache-Status", h.c.cfg.Name+"; "+status)
+	// Canonical keys assigned directly: this is the hit path.
+	hdr["Age"] = []string{strconv.FormatInt(int64(m.age(now)/time.Second), 10)}
+	hdr["Cache-Status"] = []string{h.c.cfg.Name + "; " + status}
 	var rd io.ReadSeeker
 	if b := h.c.idx.use(it); b != nil {
 		rd = bytes.NewReader(b)
@@ -396,11 +397,7 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	if _, ok := hdr["Content-Type"]; !ok {
 		hdr["Content-Type"] = nil // stops ServeContent from sniffing
 	}
-	var mod time.Time
-	if lm, err := http.ParseTime(m.Header.Get("Last-Modified")); err == nil {
-		mod = lm
-	}
-	http.ServeContent(w, r, "", mod, rd)
+	http.ServeContent(w, r, "", m.LastModified, rd)
 }
 
 // serveFill streams a body while it is being stored. Ranges are ignored

@@ -23,6 +23,9 @@ type meta struct {
 	VaryValues []string    `json:"vv,omitempty"` // request values for Vary, in order
 	Tags       []string    `json:"t,omitempty"`  // Surrogate-Key and Cache-Tag values
 	ChunkSize  int         `json:"c"`            // chunk size the body was written with
+	// LastModified is Last-Modified parsed, zero when absent or invalid,
+	// kept so hits need not parse dates.
+	LastModified time.Time `json:"lm,omitzero"`
 
 	ResponseTime time.Time     `json:"rt"`  // when the response (or its last 304) arrived
 	InitialAge   time.Duration `json:"ia"`  // corrected_initial_age, §4.2.3
@@ -155,6 +158,10 @@ func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heu
 	corrected := ageValue + responseTime.Sub(requestTime)
 	m.ResponseTime = responseTime
 	m.InitialAge = max(apparent, corrected)
+	m.LastModified = time.Time{}
+	if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil {
+		m.LastModified = lm
+	}
 
 	m.Heuristic = false
 	switch {
