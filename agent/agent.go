@@ -172,6 +172,8 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		Trusted:          a.trustedKeys,
 		Installer:        a,
 		MaxArtifactBytes: int64(cfg.MaxArtifact),
+		Site:             a.site,
+		Labels:           cfg.Labels,
 		Logger:           logger.With("component", "sync"),
 		Registerer:       a.reg,
 		Now:              a.now,
@@ -230,6 +232,10 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error { return a.front.Serve(gctx) })
 	g.Go(func() error { return a.admin.Serve(gctx) })
 	g.Go(func() error { return a.watcher.Run(gctx) })
+	if a.hub != nil {
+		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now}
+		g.Go(func() error { return rc.Run(gctx) })
+	}
 	if a.trust.rooted() {
 		tw := a.trustWatcher()
 		g.Go(func() error { return tw.Run(gctx) })

@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	gosync "sync"
 	"sync/atomic"
@@ -329,5 +332,95 @@ func TestRootedTrust(t *testing.T) {
 	waitFor(t, "refusal under an expired list", func() bool { return refused(leaf.Agent, "expired") > before })
 	if code, _ := leaf.get(t, "/two"); code != 200 {
 		t.Fatalf("installed app under an expired list: %d", code)
+	}
+}
+
+// TestStagedRollout rolls a release out in two waves, then rolls out a
+// broken one whose first wave fails: the hub returns that wave to the
+// previous version and the second wave never sees the broken one.
+func TestStagedRollout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for heartbeats; skipped with -short")
+	}
+	ctx := context.Background()
+	key := mustKey(t)
+	hubCfg := testConfig(t, t.TempDir())
+	hubCfg.Hub.LeafListen = "127.0.0.1:0"
+	hub := startAgent(t, hubCfg, key)
+	pub := hubClient(t, hub.Agent)
+	sites := []string{"a", "b", "c"}
+	agents := map[string]*testAgent{}
+	for _, site := range sites {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Site = site
+		cfg.Hub.URL = hub.hub.LeafURL()
+		cfg.Heartbeat = artifact.Duration(time.Second)
+		agents[site] = startAgent(t, cfg, key)
+	}
+	seqAt := func(site string) uint64 { seq, _ := agents[site].Installed("hello"); return seq }
+	all := func(seq uint64) func() bool {
+		return func() bool { return seqAt("a") == seq && seqAt("b") == seq && seqAt("c") == seq }
+	}
+
+	// Small modules keep compiling out of the test's time.
+	m, hello := readGuest(t, "hello")
+	module := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("..", "guests", "faults", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	echo, trap := module("status.wasm"), module("trap.wasm")
+	if _, err := deploy.Push(ctx, m, hello, deploy.Options{Client: pub, Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "v1 everywhere", all(1))
+
+	waves, err := ternsync.ParseWaves("site=a; *")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := &deploy.RolloutPlan{Waves: waves, Wait: 2 * time.Second, MaxErrorRate: 0.1, Timeout: time.Minute}
+	m.Version = "2.0.0"
+	if _, err := deploy.Push(ctx, m, echo, deploy.Options{Client: pub, Key: key, Rollout: plan}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "wave 1 (site a) to get v2", func() bool { return seqAt("a") == 2 })
+	if seqAt("b") != 1 || seqAt("c") != 1 {
+		t.Fatalf("wave 2 moved before wave 1 was judged: b=%d c=%d", seqAt("b"), seqAt("c"))
+	}
+	if _, err := deploy.Push(ctx, m, echo, deploy.Options{Client: pub, Key: key}); !errors.Is(err, deploy.ErrRolloutActive) {
+		t.Fatalf("deploy during a rollout: %v, want ErrRolloutActive", err)
+	}
+	waitFor(t, "v2 everywhere", all(2))
+	waitFor(t, "rollout done", func() bool {
+		r, _, err := pub.Rollout(ctx, "hello")
+		return err == nil && r.State == ternsync.RolloutDone
+	})
+
+	// A broken release: its first wave answers 500s and is rolled back.
+	m.Version = "3.0.0"
+	if _, err := deploy.Push(ctx, m, trap, deploy.Options{Client: pub, Key: key, Rollout: plan}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "wave 1 to get the broken v3", func() bool { return seqAt("a") == 3 })
+	for range 20 {
+		if code, _ := agents["a"].get(t, "/hello"); code != 500 {
+			t.Fatalf("broken release answered %d", code)
+		}
+	}
+	waitFor(t, "the abort release everywhere", all(4))
+	r, _, err := pub.Rollout(ctx, "hello")
+	if err != nil || r.State != ternsync.RolloutFailed || !strings.Contains(r.Reason, "errors in") {
+		t.Fatalf("rollout = %+v, %v", r, err)
+	}
+	if _, digest := agents["b"].Installed("hello"); digest != artifact.Digest(echo) {
+		t.Fatalf("after the failed rollout site b runs %s, want the v2 module", digest)
+	}
+	for _, site := range sites {
+		if code, _ := agents[site].get(t, "/hello"); code >= 500 {
+			t.Fatalf("site %s after the failed rollout: %d", site, code)
+		}
 	}
 }

@@ -146,7 +146,8 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 	if ready != nil {
 		ready(hub)
 	}
-	<-ctx.Done()
+	rc := &rolloutController{c: c, logger: logger.With("component", "rollout"), now: time.Now}
+	rc.Run(ctx)
 	logger.Info("hub stopping")
 	return nil
 }

@@ -43,12 +43,15 @@ func (a *Agent) Installed(app string) (uint64, string) {
 // known good, and swaps the routing table. Any failure leaves the previous
 // release serving.
 func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	// Compiling can take long (seconds for a large module); it happens
+	// outside the lock so requests, heartbeats and the watcher's reads go
+	// on meanwhile. Installs come from the watcher alone, one at a time.
 	app, err := a.load(ctx, rel, wasm)
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	next := map[string]*installedApp{}
 	for name, ia := range a.apps {
 		next[name] = ia
@@ -179,7 +182,7 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 			continue
 		}
 		a.apps[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}, keyID: artifact.PeekKeyID(rec.Envelope)}
-	}
+		}
 	tbl, err := buildTable(a.apps)
 	if err != nil {
 		return fmt.Errorf("routes of installed apps: %w", err)

@@ -34,6 +34,21 @@ type Options struct {
 	Progress func(sent, total int64)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Rollout, when set, stages the release wave by wave instead of
+	// publishing it to every agent at once.
+	Rollout *RolloutPlan
+}
+
+// RolloutPlan says how a staged release reaches the fleet.
+type RolloutPlan struct {
+	// Waves are the selectors of each wave, applied cumulatively.
+	Waves []ternsync.Selector
+	// Wait is how long each wave must stay healthy before the next.
+	Wait time.Duration
+	// MaxErrorRate is the share of 5xx answers that fails a wave.
+	MaxErrorRate float64
+	// Timeout bounds how long a wave may take to converge.
+	Timeout time.Duration
 }
 
 // Result describes a deploy that succeeded.
@@ -92,18 +107,21 @@ func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (
 	if err := opts.Client.PutArtifact(ctx, digest, bytes.NewReader(wasm), size, progress); err != nil {
 		return Result{}, fmt.Errorf("app %s: %w", m.Name, err)
 	}
+	if r, _, err := opts.Client.Rollout(ctx, m.Name); err == nil && r.State == ternsync.RolloutActive {
+		return Result{}, fmt.Errorf("app %s: a staged rollout is in progress (wave %d of %d): %w", m.Name, r.Wave+1, len(r.Waves), ErrRolloutActive)
+	}
 	for attempt := 0; ; attempt++ {
 		prev, rev, err := opts.Client.Release(ctx, m.Name)
 		if err != nil && !errors.Is(err, ternsync.ErrNotFound) {
 			return Result{}, err
 		}
 		var seq uint64 = 1
+		var prevRel artifact.Release
 		if prev != nil {
-			p, err := artifact.Peek(prev)
-			if err != nil {
+			if prevRel, err = artifact.Peek(prev); err != nil {
 				return Result{}, fmt.Errorf("app %s: current release on the hub: %w", m.Name, err)
 			}
-			seq = p.Sequence + 1
+			seq = prevRel.Sequence + 1
 		}
 		t := now().UTC().Truncate(time.Second)
 		rel := artifact.Release{
@@ -119,6 +137,12 @@ func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (
 		if err != nil {
 			return Result{}, fmt.Errorf("sign %s@%d: %w", m.Name, seq, err)
 		}
+		if opts.Rollout != nil {
+			if prev == nil {
+				return Result{}, fmt.Errorf("app %s: a staged rollout needs a current release to fall back to; deploy it once first", m.Name)
+			}
+			return stage(ctx, rel, env, prevRel, opts)
+		}
 		err = opts.Client.PutRelease(ctx, m.Name, env, rev)
 		if errors.Is(err, ternsync.ErrRaced) && attempt < 5 {
 			continue
@@ -128,6 +152,40 @@ func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (
 		}
 		return Result{Release: rel, Envelope: env}, nil
 	}
+}
+
+// ErrRolloutActive reports that an app's staged rollout has not finished.
+var ErrRolloutActive = errors.New("rollout in progress")
+
+// stage starts a staged rollout of rel. It signs, besides rel, the abort
+// release (the current module, one sequence higher still) that the hub
+// publishes if a wave fails, so the hub never needs a signing key.
+func stage(ctx context.Context, rel artifact.Release, env []byte, prev artifact.Release, opts Options) (Result, error) {
+	abort := prev
+	abort.Sequence = rel.Sequence + 1
+	abort.Issued, abort.Expires = rel.Issued, rel.Expires
+	abortEnv, err := artifact.Sign(abort, opts.Key)
+	if err != nil {
+		return Result{}, fmt.Errorf("sign abort release %s@%d: %w", rel.App, abort.Sequence, err)
+	}
+	p := opts.Rollout
+	if len(p.Waves) == 0 {
+		return Result{}, fmt.Errorf("app %s: rollout plan has no waves", rel.App)
+	}
+	r := ternsync.Rollout{
+		App: rel.App, Release: env, Abort: abortEnv, Waves: p.Waves,
+		Wait: p.Wait, MaxErrorRate: p.MaxErrorRate, Timeout: p.Timeout,
+	}
+	if r.Timeout <= 0 {
+		r.Timeout = 10 * time.Minute
+	}
+	if r.MaxErrorRate <= 0 {
+		r.MaxErrorRate = 0.05
+	}
+	if err := opts.Client.StartRollout(ctx, r); err != nil {
+		return Result{}, err
+	}
+	return Result{Release: rel, Envelope: env}, nil
 }
 
 // App is one app's current release as the hub holds it.

@@ -22,6 +22,9 @@ func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result,
 	if opts.Client == nil || opts.Key == nil {
 		return Result{}, errors.New("rollback: a hub connection and a signing key are required")
 	}
+	if r, _, err := opts.Client.Rollout(ctx, app); err == nil && r.State == ternsync.RolloutActive {
+		return Result{}, fmt.Errorf("rollback %s: a staged rollout is in progress: %w", app, ErrRolloutActive)
+	}
 	hist, err := opts.Client.History(ctx, app)
 	if err != nil {
 		return Result{}, err

@@ -153,6 +153,19 @@ func (c *Client) EnsureBuckets(ctx context.Context, replicas int) error {
 	} else if err != nil {
 		return fmt.Errorf("bucket %s: %w", ArtifactsBucket, err)
 	}
+	if _, err := c.js.KeyValue(ctx, RolloutsBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = c.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      RolloutsBucket,
+			Description: "Tern staged rollouts by app",
+			History:     appsHistory,
+			Replicas:    replicas,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("create bucket %s: %w", RolloutsBucket, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("bucket %s: %w", RolloutsBucket, err)
+	}
 	if _, err := c.js.KeyValue(ctx, TrustBucket); errors.Is(err, jetstream.ErrBucketNotFound) {
 		_, err = c.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      TrustBucket,
@@ -187,6 +200,14 @@ func (c *Client) EnsureMirrors(ctx context.Context) error {
 		Mirror:      &jetstream.StreamSource{Name: AppsBucket, Domain: HubDomain},
 	}); err != nil {
 		return fmt.Errorf("mirror bucket %s: %w", AppsBucket, err)
+	}
+	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      RolloutsBucket,
+		Description: "mirror of the hub's staged rollouts",
+		History:     appsHistory,
+		Mirror:      &jetstream.StreamSource{Name: RolloutsBucket, Domain: HubDomain},
+	}); err != nil {
+		return fmt.Errorf("mirror bucket %s: %w", RolloutsBucket, err)
 	}
 	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      TrustBucket,

@@ -3,6 +3,7 @@ package sync
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,9 @@ type WatcherConfig struct {
 	// why no release can be trusted now (an expired publisher list).
 	Trusted   func() (artifact.KeySet, error)
 	Installer Installer
+	// Site and Labels identify the agent to staged rollouts' selectors.
+	Site   string
+	Labels map[string]string
 	// MaxArtifactBytes caps a module's size; larger releases are refused
 	// before any byte is downloaded.
 	MaxArtifactBytes int64
@@ -144,15 +148,49 @@ func (w *Watcher) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", ArtifactsBucket, err)
 	}
+	// Staged rollouts decide, per app, whether this agent runs the
+	// rollout's release or the app's current one. Their current state is
+	// read before the releases, so the first decision is already right.
+	rolls := map[string]Rollout{}
+	var rw jetstream.KeyWatcher
+	if rkv, err := w.cfg.Client.js.KeyValue(ctx, RolloutsBucket); err == nil {
+		if rw, err = rkv.WatchAll(ctx, jetstream.IgnoreDeletes()); err != nil {
+			return fmt.Errorf("watch %s: %w", RolloutsBucket, err)
+		}
+		defer rw.Stop()
+		for e := range rw.Updates() {
+			if e == nil {
+				break
+			}
+			w.noteRollout(rolls, e)
+		}
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("bucket %s: %w", RolloutsBucket, err)
+	}
+	var rollUpdates <-chan jetstream.KeyValueEntry
+	if rw != nil {
+		rollUpdates = rw.Updates()
+	}
 	kw, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", AppsBucket, err)
 	}
 	defer kw.Stop()
+	current := map[string][]byte{} // the hub's current release per app
 	// Releases whose module has not arrived yet (a leaf's module mirror
 	// can lag its release mirror) wait here and are tried again; a newer
 	// release of the same app replaces its waiting one.
 	waiting := map[string][]byte{}
+	consider := func(app string) {
+		env := w.effective(app, current[app], rolls)
+		if env == nil {
+			return
+		}
+		delete(waiting, app)
+		if w.handle(ctx, obs, app, env) {
+			waiting[app] = env
+		}
+	}
 	retry := time.NewTicker(retryEvery)
 	defer retry.Stop()
 	for {
@@ -167,6 +205,14 @@ func (w *Watcher) watch(ctx context.Context) error {
 				if w.handle(ctx, obs, key, env) {
 					waiting[key] = env
 				}
+			}
+		case e, ok := <-rollUpdates:
+			if !ok {
+				return fmt.Errorf("watch %s: closed", RolloutsBucket)
+			}
+			if e != nil {
+				w.noteRollout(rolls, e)
+				consider(e.Key())
 			}
 		case e, ok := <-kw.Updates():
 			if !ok {
@@ -187,12 +233,51 @@ func (w *Watcher) watch(ctx context.Context) error {
 				w.logger.Info("release deleted on hub; keeping the installed version", "app", e.Key())
 				continue
 			}
-			delete(waiting, e.Key())
-			if w.handle(ctx, obs, e.Key(), e.Value()) {
-				waiting[e.Key()] = e.Value()
-			}
+			current[e.Key()] = e.Value()
+			consider(e.Key())
 		}
 	}
+}
+
+// noteRollout records a rollout update.
+func (w *Watcher) noteRollout(rolls map[string]Rollout, e jetstream.KeyValueEntry) {
+	var r Rollout
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		w.logger.Warn("unreadable rollout", "app", e.Key(), "err", err)
+		return
+	}
+	rolls[e.Key()] = r
+}
+
+// effective is the release this agent should run for app: the hub's
+// current release, or the rollout's release once an active rollout's
+// waves reach this agent. A finished rollout's outcome (its release, or
+// its abort release) counts too, since the two buckets' updates can
+// arrive in either order; of the candidates, the highest sequence wins.
+func (w *Watcher) effective(app string, current []byte, rolls map[string]Rollout) []byte {
+	r, ok := rolls[app]
+	if !ok {
+		return current
+	}
+	var cand []byte
+	switch {
+	case r.State == RolloutActive && r.Reaches(w.cfg.Site, w.cfg.Labels), r.State == RolloutDone:
+		cand = r.Release
+	case r.State == RolloutFailed:
+		cand = r.Abort
+	}
+	if cand == nil {
+		return current
+	}
+	if current == nil {
+		return cand
+	}
+	c, err1 := artifact.Peek(current)
+	n, err2 := artifact.Peek(cand)
+	if err1 == nil && err2 == nil && c.Sequence >= n.Sequence {
+		return current
+	}
+	return cand
 }
 
 // retryEvery is how often releases waiting for their module are retried.

@@ -56,6 +56,10 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	h.register(fs)
 	keyPath := fs.String("key", "", "publisher key (default: the dev key of tern up under --data)")
 	ttl := fs.Duration("ttl", deploy.DefaultTTL, "how long the release stays valid")
+	rollout := fs.String("rollout", "", `stage the release in waves, e.g. "site=fra1; region=eu; 50%; *"`)
+	waveWait := fs.Duration("wave-wait", 30*time.Second, "with --rollout: how long each wave must stay healthy before the next")
+	waveTimeout := fs.Duration("wave-timeout", 10*time.Minute, "with --rollout: how long a wave may take to converge")
+	maxErrors := fs.Float64("max-error-rate", 0.05, "with --rollout: share of 5xx answers that fails a wave and rolls it back")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module) and publishes it to the hub.")
 		fs.PrintDefaults()
@@ -84,13 +88,27 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer c.Close()
+	opts := deploy.Options{Client: c, Key: key, TTL: *ttl}
+	if *rollout != "" {
+		waves, err := ternsync.ParseWaves(*rollout)
+		if err != nil {
+			return err
+		}
+		opts.Rollout = &deploy.RolloutPlan{Waves: waves, Wait: *waveWait, Timeout: *waveTimeout, MaxErrorRate: *maxErrors}
+	}
 	p := &progress{w: stderr, app: m.Name}
-	res, err := deploy.Dir(ctx, fs.Arg(0), deploy.Options{Client: c, Key: key, TTL: *ttl, Progress: p.report})
+	opts.Progress = p.report
+	res, err := deploy.Dir(ctx, fs.Arg(0), opts)
 	if err != nil {
 		return err
 	}
 	p.done()
 	r := res.Release
+	if opts.Rollout != nil {
+		fmt.Fprintf(stdout, "staged %s %s (sequence %d) in %d waves; the hub advances it, watch with tern status\n",
+			r.App, r.Manifest.Version, r.Sequence, len(opts.Rollout.Waves))
+		return nil
+	}
 	fmt.Fprintf(stdout, "deployed %s %s (sequence %d, %s, %d bytes), signed by %s, expires %s\n",
 		r.App, r.Manifest.Version, r.Sequence, r.Digest, r.Size,
 		artifact.KeyID(key.Public().(ed25519.PublicKey)), r.Expires.Format(time.RFC3339))

@@ -72,5 +72,25 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\t%s\t%s\n", hb.Site, hb.Agent, state,
 			now.Sub(hb.Time).Round(time.Second), hb.Version, strings.Join(labels, ","), strings.Join(apps, " "), refusals)
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	rolls, _, err := c.Rollouts(ctx)
+	if err != nil || len(rolls) == 0 {
+		return nil
+	}
+	fmt.Fprintln(stdout)
+	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLLOUT\tSTATE\tWAVE\tUPDATED\tREASON")
+	apps := make([]string, 0, len(rolls))
+	for app := range rolls {
+		apps = append(apps, app)
+	}
+	sort.Strings(apps)
+	for _, app := range apps {
+		r := rolls[app]
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d (%s)\t%s ago\t%s\n", app, r.State, r.Wave+1, len(r.Waves),
+			strings.Join(r.Waves[min(r.Wave, len(r.Waves)-1)], ","), now.Sub(r.Updated).Round(time.Second), r.Reason)
+	}
 	return tw.Flush()
 }
