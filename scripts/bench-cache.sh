@@ -93,7 +93,7 @@ else
   echo "nginx not available: measuring Tern alone" >&2
 fi
 
-echo "machine: $(nproc) cores, $(uname -m), $(go version | cut -d' ' -f3), nginx: ${NGINX:+$("$NGINX" -v 2>&1 | cut -d/ -f2)}"
+echo "machine: $(nproc) cores, $(uname -m), $(go version | cut -d' ' -f3), nginx: ${NGINX:+$("$NGINX" -v 2>&1 | cut -d/ -f2)}, load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency, HTTP/1.1 keep-alive, servers and wrk on the same machine"
 printf '%-6s %-6s %12s %10s %10s %s\n' server object 'requests/s' p50 p99 cache-status
 for t in "${targets[@]}"; do
