@@ -2,8 +2,8 @@
 // freshness, validation, Vary, stale-while-revalidate, stale-if-error, an
 // operator policy to serve stale content while the origin is unreachable,
 // request collapsing, streaming fills, Range from cache, purge by URL,
-// prefix and tag, and a byte budget with segmented-LRU eviction. Entries
-// live in a Storage (badger in production, see store.CacheStore), so they
+// prefix and tag, a byte budget with segmented-LRU eviction, and a RAM
+// tier for small hot bodies. Entries live in a Storage (badger in production, see store.CacheStore), so they
 // survive restarts.
 //
 // # Notes
