@@ -22,6 +22,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/carbon"
+	"github.com/tern-edge/tern/jobs"
 	"github.com/tern-edge/tern/localca"
 	"github.com/tern-edge/tern/routing"
 	"github.com/tern-edge/tern/server"
@@ -68,6 +70,10 @@ type Agent struct {
 	mu   gosync.Mutex
 	apps map[string]*installedApp
 
+	// ledger accounts carbon on reg; jobs holds deferred requests.
+	ledger *carbon.Ledger
+	jobs   *jobs.Scheduler
+
 	closers []func() // undo what New started, newest last
 }
 
@@ -89,6 +95,9 @@ type Options struct {
 	// ExtraTrusted are publisher keys trusted in addition to the config's
 	// (`tern up` adds its development key).
 	ExtraTrusted []ed25519.PublicKey
+	// CarbonTicks, when set, replaces the job scheduler's ticker, so that
+	// tests move Now by hours and then tick.
+	CarbonTicks <-chan time.Time
 }
 
 // New builds an agent: it opens the store, loads every installed app from
@@ -157,6 +166,10 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.onUndo(func() { a.runtime.Close(context.Background()) })
+	// Before loading apps: deferrable routes hand requests to the jobs.
+	if err := a.openJobs(opts.CarbonTicks); err != nil {
+		return nil, err
+	}
 	if err := a.loadPublishers(); err != nil {
 		return nil, err
 	}
@@ -190,7 +203,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	a.front, err = server.New(server.Config{
 		Addr:      cfg.Listen,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12},
-		Handler:   server.Instrument(a.reg, a.appOf, &a.router),
+		Handler:   server.Instrument(a.reg, a.appOf, a.withJobs(&a.router)),
 		Logger:    logger.With("component", "http"),
 	})
 	if err != nil {
@@ -204,6 +217,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
+	a.admin.Handle("GET /carbon", http.HandlerFunc(a.serveCarbonStatus))
 	if err := a.admin.Listen(); err != nil {
 		return nil, err
 	}
@@ -232,6 +246,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error { return a.front.Serve(gctx) })
 	g.Go(func() error { return a.admin.Serve(gctx) })
 	g.Go(func() error { return a.watcher.Run(gctx) })
+	g.Go(func() error { return a.jobs.Run(gctx) })
 	if a.hub != nil {
 		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now}
 		g.Go(func() error { return rc.Run(gctx) })

@@ -49,6 +49,8 @@ type Config struct {
 	Hub       HubConfig         `toml:"hub"`
 	Trust     TrustConfig       `toml:"trust"`
 	TLS       TLSConfig         `toml:"tls"`
+	// Carbon configures grid intensity and deferred jobs (agent/carbon.go).
+	Carbon CarbonConfig `toml:"carbon"`
 }
 
 // HubConfig says where the agent's hub is.
@@ -96,6 +98,7 @@ func DefaultConfig() Config {
 		Heartbeat:   artifact.Duration(10 * time.Second),
 		Hub:         HubConfig{Listen: "127.0.0.1:4222"},
 		TLS:         TLSConfig{Hosts: []string{"localhost", "127.0.0.1", "::1"}},
+		Carbon:      defaultCarbonConfig(),
 	}
 }
 
@@ -179,6 +182,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.Hub.LeafListen); err != nil {
 			return fmt.Errorf("hub.leaf_listen = %q: %w", c.Hub.LeafListen, err)
 		}
+	}
+	if err := c.Carbon.validate(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -140,9 +140,9 @@ func buildTable(apps map[string]*installedApp) (*routing.Table, error) {
 				Host: r.Host,
 				Path: prefix,
 				App:  ia.rel.App,
-				Handler: ia.counters.count(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				Handler: ia.counters.count(deferrable(ia.rel, prefix, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 					app.Serve(w, req, prefix)
-				})),
+				}))),
 			})
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -85,7 +86,7 @@ func (s *Scheduler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, sub, _ := strings.Cut(rest, "/")
-	if host, ok := s.host(id); !validID(id) || !ok || !strings.EqualFold(host, r.Host) {
+	if host, ok := s.host(id); !validID(id) || !ok || !strings.EqualFold(hostname(host), hostname(r.Host)) {
 		httpError(w, http.StatusNotFound, "no such job")
 		return
 	}
@@ -136,6 +137,15 @@ func (s *Scheduler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		httpError(w, http.StatusNotFound, "not found")
 	}
+}
+
+// hostname drops the port: a job belongs to a name, not to a listener,
+// whose port may change across restarts.
+func hostname(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
