@@ -130,7 +130,7 @@ func (a *Agent) acceptPublishers(ctx context.Context, list artifact.Publishers, 
 	if len(revoked) == 0 {
 		return nil
 	}
-	tbl, err := buildTable(next)
+	tbl, err := buildTable(next, a.originRoutes)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	ternsync "github.com/tern-edge/tern/sync"
+)
+
+// TestOriginThroughCache fronts a counting origin with the agent: a
+// repeated request is a cache hit, and both the admin API and a
+// fleet-wide purge drop the entry.
+func TestOriginThroughCache(t *testing.T) {
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Cache-Control", "max-age=300")
+		w.Header().Set("Surrogate-Key", "news")
+		fmt.Fprintf(w, "page %s", r.URL.Path)
+	}))
+	defer up.Close()
+
+	cfg := testConfig(t, t.TempDir())
+	cfg.Origins = []OriginConfig{{Name: "site", Path: "/news", Upstreams: []string{up.URL}}}
+	ta := startAgent(t, cfg, mustKey(t))
+
+	get := func() (int, string) { return ta.get(t, "/news/today") }
+	for i := range 2 {
+		if code, body := get(); code != 200 || body != "page /news/today" {
+			t.Fatalf("request %d: %d %q", i, code, body)
+		}
+	}
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests for two identical GETs, want 1", n)
+	}
+
+	// The purge API on the admin listener wants the token.
+	token, err := os.ReadFile(filepath.Join(cfg.Data, AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	purge := func(auth string) int {
+		req, _ := http.NewRequest("POST", "http://"+ta.AdminAddr().String()+"/cache", bytes.NewReader([]byte(`{"tags":["news"]}`)))
+		req.Header.Set("Authorization", auth)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := purge("Bearer wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("purge with a wrong token: %d", code)
+	}
+	if code := purge("Bearer " + strings.TrimSpace(string(token))); code != 200 {
+		t.Fatalf("purge: %d", code)
+	}
+	get()
+	if n := hits.Load(); n != 2 {
+		t.Fatalf("after purge by tag the origin saw %d requests, want 2", n)
+	}
+
+	// A fleet-wide purge over NATS reaches the agent and is acknowledged.
+	hub := hubClient(t, ta.Agent)
+	host := strings.Replace(ta.Addr().String(), "127.0.0.1", "localhost", 1)
+	var acks []ternsync.PurgeAck
+	waitFor(t, "purge acknowledgement", func() bool {
+		var err error
+		acks, err = hub.PublishPurge(context.Background(), ternsync.Purge{URLs: []string{"https://" + host + "/news/today"}}, 1, time.Second)
+		return err == nil && len(acks) == 1
+	})
+	if acks[0].Agent != ta.ID() || acks[0].Error != "" || acks[0].Purged != 1 {
+		t.Fatalf("ack = %+v", acks[0])
+	}
+	get()
+	if n := hits.Load(); n != 3 {
+		t.Fatalf("after the fleet purge the origin saw %d requests, want 3", n)
+	}
+}
