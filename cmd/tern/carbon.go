@@ -16,19 +16,29 @@ import (
 )
 
 const carbonUsage = `Usage: tern carbon sim [flags]
+       tern carbon status [--admin ADDR] [--json]
 
-Replays carbon-intensity traces (each one a site; jobs arrive at the first)
-with a generated or given workload, through Tern's planner, against run-now
-and an oracle with perfect knowledge, and prints the emissions of each.
+sim replays carbon-intensity traces (each one a site; jobs arrive at the
+first) with a generated or given workload, through Tern's planner, against
+run-now and an oracle with perfect knowledge, and prints the emissions of
+each.
+
+status asks a running agent's admin listener for its grid intensity now
+and ahead, its queued deferred jobs, and what running them later saved.
 `
 
-// cmdCarbon runs the carbon subcommands (today: sim).
+// cmdCarbon runs the carbon subcommands: sim and status.
 func cmdCarbon(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "sim" {
-		fmt.Fprint(stderr, carbonUsage)
-		return errUsage
+	if len(args) > 0 {
+		switch args[0] {
+		case "sim":
+			return cmdCarbonSim(ctx, args[1:], stdout, stderr)
+		case "status":
+			return cmdCarbonStatus(ctx, args[1:], stdout, stderr)
+		}
 	}
-	return cmdCarbonSim(ctx, args[1:], stdout, stderr)
+	fmt.Fprint(stderr, carbonUsage)
+	return errUsage
 }
 
 func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) error {

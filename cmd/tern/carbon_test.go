@@ -2,10 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tern-edge/tern/agent"
+	"github.com/tern-edge/tern/jobs"
 )
 
 func TestCarbonSim(t *testing.T) {
@@ -49,5 +56,64 @@ func TestCarbonSim(t *testing.T) {
 	svg, err := os.ReadFile(plot)
 	if err != nil || !strings.HasPrefix(string(svg), "<svg") || !strings.Contains(string(svg), "tern start") {
 		t.Fatalf("plot: %v\n%.200s", err, svg)
+	}
+}
+
+// TestCarbonStatus reads a recorded /carbon answer from a stand-in admin
+// listener and prints it.
+func TestCarbonStatus(t *testing.T) {
+	h0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	start := h0.Add(2 * time.Hour)
+	exp := 100.0
+	st := agent.CarbonStatus{
+		Status: jobs.Status{
+			Site: "pop1", Region: "DE", Capacity: 4,
+			Now: &jobs.Point{Start: h0, Duration: time.Hour, GCO2PerKWh: 500, Kind: "actual", Signal: "average", Source: "electricitymaps"},
+			Forecast: []jobs.Point{
+				{Start: h0, Duration: 30 * time.Minute, GCO2PerKWh: 400, Source: "electricitymaps"},
+				{Start: h0.Add(30 * time.Minute), Duration: 30 * time.Minute, GCO2PerKWh: 600, Source: "electricitymaps"},
+				{Start: h0.Add(time.Hour), Duration: 2 * time.Hour, GCO2PerKWh: 100, Source: "electricitymaps"},
+			},
+			Queued: 1,
+			Next:   []jobs.View{{ID: "0123456789abcdef0123456789abcdef", App: "reports", ScheduledAt: &start, Deadline: h0.Add(12 * time.Hour), ExpectedIntensity: &exp}},
+		},
+		Apps: []agent.CarbonTotals{{App: "reports", Site: "pop1", Invocations: 3, EnergyJ: 7200, Grams: 0.2, RunNowGrams: 1, SavedGrams: 0.8}},
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/carbon" {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(st)
+	}))
+	defer srv.Close()
+	var out strings.Builder
+	if code := run(context.Background(), []string{"carbon", "status", "--admin", srv.Listener.Addr().String()}, &out, &out); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	for _, want := range []string{
+		"site pop1, region DE, capacity 4",
+		"intensity now: 500 gCO2/kWh (actual, average, electricitymaps)",
+		" 500  ", // 00:00 averages 400 and 600
+		" 100  ",
+		"jobs: 1 queued, 0 running",
+		"0123456789ab  reports",
+		"80.0 %",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n := strings.Count(out.String(), "UTC  "); n != 3 {
+		t.Errorf("%d forecast hours, want 3:\n%s", n, out.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"carbon", "status", "--admin", srv.Listener.Addr().String(), "--json"}, &out, &out); code != 0 || !strings.Contains(out.String(), `"saved_grams":0.8`) {
+		t.Fatalf("--json: %d %s", code, out.String())
+	}
+	out.Reset()
+	srv.Close()
+	if code := run(context.Background(), []string{"carbon", "status", "--admin", srv.Listener.Addr().String()}, &out, &out); code != 1 || !strings.Contains(out.String(), "carbon status from") {
+		t.Fatalf("agent down: %d %s", code, out.String())
 	}
 }
