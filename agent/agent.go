@@ -22,9 +22,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/cache"
 	"github.com/tern-edge/tern/carbon"
 	"github.com/tern-edge/tern/jobs"
 	"github.com/tern-edge/tern/localca"
+	"github.com/tern-edge/tern/origin"
 	"github.com/tern-edge/tern/routing"
 	"github.com/tern-edge/tern/server"
 	"github.com/tern-edge/tern/store"
@@ -55,9 +57,14 @@ type Agent struct {
 	leaf    *ternsync.Hub // the agent's leaf node (tern agent), or nil
 	client  *ternsync.Client
 	watcher *ternsync.Watcher
-	front   *server.Server
-	admin   *server.Admin
-	caPath  string
+	cache   *cache.Cache
+	origins []*origin.Origin
+	// originRoutes are the config's origin routes, served through the
+	// cache beside the apps' routes.
+	originRoutes []routing.Route
+	front        *server.Server
+	admin        *server.Admin
+	caPath       string
 
 	id      string // fleet identity, stable across restarts
 	site    string // cfg.Site or the host name
@@ -170,6 +177,9 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if err := a.openJobs(opts.CarbonTicks); err != nil {
 		return nil, err
 	}
+	if err := a.openCache(); err != nil {
+		return nil, err
+	}
 	if err := a.loadPublishers(); err != nil {
 		return nil, err
 	}
@@ -222,6 +232,9 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.onUndo(func() { a.admin.Close() })
+	if err := a.mountCacheAdmin(); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -246,6 +259,9 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error { return a.front.Serve(gctx) })
 	g.Go(func() error { return a.admin.Serve(gctx) })
 	g.Go(func() error { return a.watcher.Run(gctx) })
+	for _, fn := range a.runCache(gctx) {
+		g.Go(fn)
+	}
 	g.Go(func() error { return a.jobs.Run(gctx) })
 	if a.hub != nil {
 		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now}

@@ -46,9 +46,13 @@ type Config struct {
 	Labels map[string]string `toml:"labels"`
 	// Heartbeat is how often the agent reports its state to the hub.
 	Heartbeat artifact.Duration `toml:"heartbeat"`
-	Hub       HubConfig         `toml:"hub"`
-	Trust     TrustConfig       `toml:"trust"`
-	TLS       TLSConfig         `toml:"tls"`
+	// Cache configures the HTTP cache in front of Origins.
+	Cache CacheConfig `toml:"cache"`
+	// Origins are upstream servers the agent fronts as a CDN cache.
+	Origins []OriginConfig `toml:"origins"`
+	Hub     HubConfig      `toml:"hub"`
+	Trust   TrustConfig    `toml:"trust"`
+	TLS     TLSConfig      `toml:"tls"`
 	// Carbon configures grid intensity and deferred jobs (agent/carbon.go).
 	Carbon CarbonConfig `toml:"carbon"`
 }
@@ -96,6 +100,7 @@ func DefaultConfig() Config {
 		LogLevel:    "info",
 		MaxArtifact: 64 << 20,
 		Heartbeat:   artifact.Duration(10 * time.Second),
+		Cache:       CacheConfig{MaxSize: 1 << 30},
 		Hub:         HubConfig{Listen: "127.0.0.1:4222"},
 		TLS:         TLSConfig{Hosts: []string{"localhost", "127.0.0.1", "::1"}},
 		Carbon:      defaultCarbonConfig(),
@@ -156,6 +161,25 @@ func (c Config) Validate() error {
 	for k := range c.Labels {
 		if k == "" || strings.ContainsAny(k, "=,; ") {
 			return fmt.Errorf("labels: invalid label name %q", k)
+		}
+	}
+	names := map[string]bool{}
+	for i, o := range c.Origins {
+		switch {
+		case o.Name == "" || names[o.Name]:
+			return fmt.Errorf("origins[%d]: name %q is empty or used twice", i, o.Name)
+		case len(o.Upstreams) == 0:
+			return fmt.Errorf("origins[%d] (%s): no upstreams", i, o.Name)
+		case o.Path != "" && !strings.HasPrefix(o.Path, "/"):
+			return fmt.Errorf("origins[%d] (%s): path %q must start with /", i, o.Name, o.Path)
+		case o.Retries < 0:
+			return fmt.Errorf("origins[%d] (%s): negative retries", i, o.Name)
+		}
+		names[o.Name] = true
+		for _, u := range o.Upstreams {
+			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+				return fmt.Errorf("origins[%d] (%s): upstream %q is not an http(s) URL", i, o.Name, u)
+			}
 		}
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {

@@ -57,7 +57,7 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 		next[name] = ia
 	}
 	next[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}, keyID: artifact.PeekKeyID(envelope)}
-	tbl, err := buildTable(next)
+	tbl, err := buildTable(next, a.originRoutes)
 	if err != nil {
 		app.Close(ctx)
 		return &refusal{"route_conflict", err}
@@ -127,9 +127,10 @@ func (a *Agent) dirAllowed(dir string) bool {
 	return false
 }
 
-// buildTable builds the routing table of apps.
-func buildTable(apps map[string]*installedApp) (*routing.Table, error) {
-	var routes []routing.Route
+// buildTable builds the routing table of apps and the config's origin
+// routes.
+func buildTable(apps map[string]*installedApp, origins []routing.Route) (*routing.Table, error) {
+	routes := append([]routing.Route(nil), origins...)
 	for _, ia := range apps {
 		for _, r := range ia.rel.Manifest.Routes {
 			app, prefix := ia.app, r.Path
@@ -182,8 +183,8 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 			continue
 		}
 		a.apps[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}, keyID: artifact.PeekKeyID(rec.Envelope)}
-		}
-	tbl, err := buildTable(a.apps)
+	}
+	tbl, err := buildTable(a.apps, a.originRoutes)
 	if err != nil {
 		return fmt.Errorf("routes of installed apps: %w", err)
 	}

@@ -199,6 +199,11 @@ func TestEndToEnd(t *testing.T) {
 	if code, text := runTern("trust", "show", "--data", data, "--root", filepath.Join(keys, "pub.key.pub")); code != 1 || !strings.Contains(text, "not a trusted root") {
 		t.Fatalf("trust show against the wrong root: %d %s", code, text)
 	}
+
+	// A fleet-wide purge is acknowledged by the one agent.
+	if code, text := runTern("purge", "--data", data, "--tag", "news"); code != 0 || !strings.Contains(text, "acknowledged by 1 of 1") {
+		t.Fatalf("purge: %d %s", code, text)
+	}
 }
 
 func do(t *testing.T, c *http.Client, method, url, body string) (*http.Response, string) {

@@ -38,6 +38,7 @@ Usage:
   tern agent     run an agent that follows a hub as a leaf node
   tern deploy    sign and publish an app
   tern apps      list the apps on a hub
+  tern purge     drop cached responses on every agent (by URL, prefix or tag)
   tern rollback  make an earlier release of an app current again (signed)
   tern status    list the agents of a fleet, their apps and refusals
   tern keys gen  create a publisher (or root) key
@@ -66,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"hub":      cmdHub,
 		"carbon":   cmdCarbon,
 		"trust":    cmdTrust,
+		"purge":    cmdPurge,
 		"rollback": cmdRollback,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
