@@ -62,6 +62,7 @@ type Agent struct {
 	// originRoutes are the config's origin routes, served through the
 	// cache beside the apps' routes.
 	originRoutes []routing.Route
+	gpu          *gpuHost // inference for tern_ai, or nil when disabled
 	front        *server.Server
 	admin        *server.Admin
 	caPath       string
@@ -173,6 +174,10 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.onUndo(func() { a.runtime.Close(context.Background()) })
+	// Before loading apps: their tern_ai grants go to the GPU service.
+	if err := a.openGPU(); err != nil {
+		return nil, err
+	}
 	// Before loading apps: deferrable routes hand requests to the jobs.
 	if err := a.openJobs(opts.CarbonTicks); err != nil {
 		return nil, err
@@ -263,6 +268,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		g.Go(fn)
 	}
 	g.Go(func() error { return a.jobs.Run(gctx) })
+	g.Go(func() error { return a.runGPU(gctx) })
 	if a.hub != nil {
 		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now}
 		g.Go(func() error { return rc.Run(gctx) })

@@ -55,6 +55,8 @@ type Config struct {
 	TLS     TLSConfig      `toml:"tls"`
 	// Carbon configures grid intensity and deferred jobs (agent/carbon.go).
 	Carbon CarbonConfig `toml:"carbon"`
+	// GPU configures inference for tern_ai (agent/gpu.go).
+	GPU GPUConfig `toml:"gpu"`
 }
 
 // HubConfig says where the agent's hub is.
@@ -104,6 +106,7 @@ func DefaultConfig() Config {
 		Hub:         HubConfig{Listen: "127.0.0.1:4222"},
 		TLS:         TLSConfig{Hosts: []string{"localhost", "127.0.0.1", "::1"}},
 		Carbon:      defaultCarbonConfig(),
+		GPU:         defaultGPUConfig(),
 	}
 }
 
@@ -208,6 +211,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := c.Carbon.validate(); err != nil {
+		return err
+	}
+	if err := c.GPU.validate(); err != nil {
 		return err
 	}
 	return nil

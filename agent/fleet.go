@@ -105,6 +105,7 @@ func (a *Agent) heartbeat() ternsync.Heartbeat {
 		Version:  a.version,
 		Started:  a.started,
 		Refusals: a.watcher.Refusals(),
+		GPU:      a.gpuOffer(),
 	}
 	a.mu.Lock()
 	for _, ia := range a.apps {

@@ -67,6 +67,7 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 		return &refusal{"store", err}
 	}
 	a.router.Swap(tbl)
+	a.grantAI(rel.App, rel.Manifest)
 	old := a.apps[rel.App]
 	a.apps[rel.App] = next[rel.App]
 	if old != nil {
@@ -106,6 +107,7 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 		Clock:        m.Capabilities.Clock,
 		AllowedHosts: m.Capabilities.OutboundHosts,
 		KV:           kv,
+		AI:           a.aiFor(m),
 	})
 	if errors.Is(err, wasmhost.ErrInvalidModule) {
 		return nil, &refusal{"invalid_module", err}
@@ -183,6 +185,7 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 			continue
 		}
 		a.apps[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}, keyID: artifact.PeekKeyID(rec.Envelope)}
+		a.grantAI(rel.App, rel.Manifest)
 	}
 	tbl, err := buildTable(a.apps, a.originRoutes)
 	if err != nil {

@@ -34,6 +34,11 @@ type Heartbeat struct {
 	Refusals []Refusal `json:"refusals,omitempty"`
 	// Load is the agent's recent request rate and error rate.
 	Load Load `json:"load"`
+	// GPU is the site's inference offer (the gpu package's SiteOffer:
+	// models, free slots, queue wait, energy per call, heat reuse), or
+	// absent when the agent runs no inference. Raw JSON, so that this
+	// package stays free of the gpu package and its NVML dependency.
+	GPU json.RawMessage `json:"gpu,omitempty"`
 }
 
 // AppState is one installed app as an agent reports it.
