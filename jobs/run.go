@@ -165,13 +165,13 @@ func (s *Scheduler) startDue(ctx context.Context) {
 		go func() {
 			defer s.wg.Done()
 			defer cancel()
-			s.execute(runCtx, ctx, &snap)
+			s.execute(runCtx, &snap)
 		}()
 	}
 }
 
 // execute runs one job and stores its outcome.
-func (s *Scheduler) execute(ctx, parent context.Context, r *record) {
+func (s *Scheduler) execute(ctx context.Context, r *record) {
 	// The run is cut off at the deadline, waiting for capacity included:
 	// the clock is injected, so the deadline becomes a real-time timeout.
 	ctx, cancel := context.WithTimeout(ctx, r.Deadline.Sub(s.now()))
@@ -181,7 +181,7 @@ func (s *Scheduler) execute(ctx, parent context.Context, r *record) {
 		case s.sem <- struct{}{}:
 			defer func() { <-s.sem }()
 		case <-ctx.Done():
-			s.interrupted(ctx, r.ID, parent)
+			s.interrupted(ctx, r.ID)
 			return
 		}
 	}
@@ -203,7 +203,7 @@ func (s *Scheduler) execute(ctx, parent context.Context, r *record) {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			err = fmt.Errorf("deadline %s reached while running", r.Deadline.UTC().Format(time.RFC3339))
 		} else {
-			s.interrupted(ctx, r.ID, parent)
+			s.interrupted(ctx, r.ID)
 			return
 		}
 	}
@@ -214,7 +214,7 @@ func (s *Scheduler) execute(ctx, parent context.Context, r *record) {
 // while it waited for capacity (expired), by DELETE (already recorded as
 // cancelled) or by shutdown, after which the store still says "running",
 // so the job runs again after a restart.
-func (s *Scheduler) interrupted(ctx context.Context, id string, parent context.Context) {
+func (s *Scheduler) interrupted(ctx context.Context, id string) {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -228,21 +228,16 @@ func (s *Scheduler) interrupted(ctx context.Context, id string, parent context.C
 		}
 		return
 	}
-	s.stopped(id, parent)
+	s.stopped(id)
 }
 
-// stopped forgets a run that ctx stopped. On shutdown the record stays
-// "running" in the store, so the job runs again after a restart.
-func (s *Scheduler) stopped(id string, parent context.Context) {
+// stopped forgets a run that ctx stopped: a DELETE has already recorded
+// the job as cancelled, and after a shutdown the store still says
+// "running", so the job runs again after a restart.
+func (s *Scheduler) stopped(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.running, id)
-	if parent.Err() == nil {
-		if r := s.jobs[id]; r != nil && r.State == StateRunning {
-			// Neither cancelled nor shut down: should not happen; requeue.
-			r.State = StateScheduled
-		}
-	}
 }
 
 // finish records a job's response (w), or the error that kept it from

@@ -266,13 +266,19 @@ func (s *Scheduler) submit(spec Spec, req request) (View, error) {
 	}
 	a, err := s.planner.Submit(s.plannerJob(r))
 	if err != nil {
+		// Not answered 202, so not kept either.
+		if derr := s.cfg.Store.DeleteJob(r.ID); derr != nil {
+			s.log.Error("forget unplanned job", "job", r.ID, "err", derr)
+		}
 		return View{}, fmt.Errorf("plan job %s: %w", r.ID, err)
 	}
 	s.setPlan(r, a)
-	if err := s.persist(r, nil); err != nil {
-		return View{}, err
-	}
 	s.jobs[r.ID] = r
+	if err := s.persist(r, nil); err != nil {
+		// The job is stored (as accepted, without its plan) and queued, so
+		// it runs; only the plan's copy in the store is stale.
+		s.log.Warn("store job plan", "job", r.ID, "err", err)
+	}
 	s.log.Info("job accepted", "job", r.ID, "app", r.App, "start", a.Start, "deadline", dl, "reason", a.Reason)
 	return r.view(), nil
 }
