@@ -1,5 +1,5 @@
 # Tern's build. Everything here needs only Go; `make bench` also uses wrk
-# (installed from Debian's packages when missing).
+# and nginx (installed from Debian's packages when missing).
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -24,8 +24,9 @@ test:
 
 ## bench: benchmarks with results for docs/BENCHMARKS.md
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./wasmhost/
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./wasmhost/ ./cache/ ./gpu/ ./carbon/... ./server/
 	./scripts/bench-e2e.sh
+	./scripts/bench-cache.sh
 
 ## guests: rebuild the committed guest wasm modules from their sources
 guests:
