@@ -63,6 +63,20 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful shutdown in Serve; requests still
 	// running after it are cut off.
 	ShutdownTimeout time.Duration
+
+	// ReadTimeout, when set, bounds reading a whole request (headers and
+	// body) on TCP. Zero means none: Limits' minimum body rate cuts off
+	// slow senders without capping large uploads at a fixed time.
+	ReadTimeout time.Duration
+	// MaxConcurrentStreams bounds the requests in flight on one HTTP/2
+	// connection and the streams a peer may open on one QUIC connection.
+	MaxConcurrentStreams int
+	// Limits bound request bodies on every protocol.
+	Limits BodyLimits
+	// Allow0RTT accepts QUIC 0-RTT (early data). Early requests can be
+	// replayed, so even then only routes that opt in serve them, for safe
+	// methods only (see routing.Route.EarlyData); off by default.
+	Allow0RTT bool
 }
 
 // Server serves one address over TCP and UDP. Create it with New, bind
@@ -105,6 +119,8 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setDefault(&cfg.AltSvcMaxAge, DefaultAltSvcMaxAge)
 	setDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&cfg.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	cfg.Limits = cfg.Limits.withDefaults()
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -117,18 +133,21 @@ func New(cfg Config) (*Server, error) {
 	// is given before cloning it: give it a copy.
 	s.quicTLS = http3.ConfigureTLSConfig(cfg.TLSConfig.Clone())
 
+	handler := cfg.Limits.wrap(cfg.Handler)
 	s.h1 = &http.Server{
-		Handler:           http.HandlerFunc(s.serveTCP),
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveTCP(w, r, handler) }),
 		TLSConfig:         s.tcpTLS,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: cfg.MaxConcurrentStreams},
 		// net/http logs failed handshakes and client mistakes here:
 		// noise at Info for a public listener.
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 	s.h3 = &http3.Server{
-		Handler:        cfg.Handler,
+		Handler:        handler,
 		IdleTimeout:    cfg.IdleTimeout,
 		MaxHeaderBytes: cfg.MaxHeaderBytes,
 		Logger:         logger,
@@ -223,10 +242,10 @@ func (s *Server) Addr() net.Addr {
 	return s.tcp.Addr()
 }
 
-// serveTCP announces HTTP/3 and passes the request on.
-func (s *Server) serveTCP(w http.ResponseWriter, r *http.Request) {
+// serveTCP announces HTTP/3 and passes the request on to h.
+func (s *Server) serveTCP(w http.ResponseWriter, r *http.Request, h http.Handler) {
 	w.Header()["Alt-Svc"] = []string{s.altSvc}
-	s.cfg.Handler.ServeHTTP(w, r)
+	h.ServeHTTP(w, r)
 }
 
 // Serve serves until ctx is done, then shuts down gracefully: QUIC stops
@@ -264,8 +283,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	tr := &quic.Transport{Conn: udp}
 	qln, err := tr.ListenEarly(s.quicTLS, &quic.Config{
 		// 0-RTT requests can be replayed; functions are not all
-		// idempotent.
-		Allow0RTT: false,
+		// idempotent. Off unless configured, and then per route.
+		Allow0RTT:          s.cfg.Allow0RTT,
+		MaxIncomingStreams: int64(s.cfg.MaxConcurrentStreams),
 	})
 	if err != nil {
 		tcp.Close()
