@@ -57,8 +57,10 @@ type Agent struct {
 	leaf    *ternsync.Hub // the agent's leaf node (tern agent), or nil
 	client  *ternsync.Client
 	watcher *ternsync.Watcher
-	cache   *cache.Cache
-	origins []*origin.Origin
+	// heartbeats reports the agent's state to the fleet.
+	heartbeats *ternsync.Heartbeater
+	cache      *cache.Cache
+	origins    []*origin.Origin
 	// originRoutes are the config's origin routes, served through the
 	// cache beside the apps' routes.
 	originRoutes []routing.Route
@@ -209,6 +211,12 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if err != nil {
 		return nil, err
 	}
+	a.heartbeats = &ternsync.Heartbeater{
+		Client:   a.client,
+		Interval: time.Duration(cfg.Heartbeat),
+		State:    a.heartbeat,
+		Logger:   logger.With("component", "sync"),
+	}
 
 	leaf, caPath, err := localca.Ensure(cfg.Data, cfg.TLS.Hosts, time.Now())
 	if err != nil {
@@ -264,6 +272,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	g.Go(func() error { return a.front.Serve(gctx) })
 	g.Go(func() error { return a.admin.Serve(gctx) })
 	g.Go(func() error { return a.watcher.Run(gctx) })
+	g.Go(func() error { return a.heartbeats.Run(gctx) })
 	for _, fn := range a.runCache(gctx) {
 		g.Go(fn)
 	}
@@ -277,13 +286,6 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		tw := a.trustWatcher()
 		g.Go(func() error { return tw.Run(gctx) })
 	}
-	hb := &ternsync.Heartbeater{
-		Client:   a.client,
-		Interval: time.Duration(a.cfg.Heartbeat),
-		State:    a.heartbeat,
-		Logger:   a.logger.With("component", "sync"),
-	}
-	g.Go(func() error { return hb.Run(gctx) })
 	if ready != nil {
 		g.Go(func() error {
 			select {

@@ -68,6 +68,7 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 	}
 	a.router.Swap(tbl)
 	a.grantAI(rel.App, rel.Manifest)
+	a.heartbeats.Nudge()
 	old := a.apps[rel.App]
 	a.apps[rel.App] = next[rel.App]
 	if old != nil {

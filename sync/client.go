@@ -80,6 +80,19 @@ func Connect(cfg ConnConfig) (*Client, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { logger.Info("hub reconnected", "url", nc.ConnectedUrlRedacted()) }),
+		// Asynchronous errors go to the log, not to stderr; a closed
+		// in-process pipe is the normal end of a shutdown.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, io.ErrClosedPipe) {
+				logger.Debug("hub connection closed", "err", err)
+				return
+			}
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			logger.Warn("hub connection error", "subject", subject, "err", err)
+		}),
 	}
 	if cfg.Retry {
 		opts = append(opts, nats.RetryOnFailedConnect(true))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	gosync "sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -169,7 +170,8 @@ func (c *Client) Fleet(ctx context.Context) ([]Heartbeat, error) {
 	}
 }
 
-// Heartbeater publishes an agent's heartbeat on an interval.
+// Heartbeater publishes an agent's heartbeat on an interval, and at once
+// when nudged.
 type Heartbeater struct {
 	Client   *Client
 	Interval time.Duration
@@ -177,7 +179,23 @@ type Heartbeater struct {
 	// and Interval.
 	State  func() Heartbeat
 	Logger *slog.Logger
+
+	nudge chan struct{}
+	once  gosync.Once
 }
+
+// Nudge publishes a heartbeat now rather than at the next tick, so that
+// the fleet (and a rollout waiting on this agent) learns of an install
+// without waiting an interval. It never blocks.
+func (h *Heartbeater) Nudge() {
+	h.init()
+	select {
+	case h.nudge <- struct{}{}:
+	default:
+	}
+}
+
+func (h *Heartbeater) init() { h.once.Do(func() { h.nudge = make(chan struct{}, 1) }) }
 
 // Run publishes a heartbeat now and then every Interval until ctx is
 // done. A failed publish (hub unreachable) is logged once per outage and
@@ -191,6 +209,7 @@ func (h *Heartbeater) Run(ctx context.Context) error {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	h.init()
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	failing := false
@@ -213,6 +232,7 @@ func (h *Heartbeater) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-h.nudge:
 		}
 	}
 }
