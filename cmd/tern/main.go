@@ -43,7 +43,7 @@ Usage:
   tern status    list the agents of a fleet, their apps and refusals
   tern keys gen  create a publisher (or root) key
   tern trust     sign the fleet's publisher list with a root key (set, show)
-  tern carbon    carbon-aware scheduling tools (tern carbon sim)
+  tern carbon    carbon-aware scheduling (tern carbon status, tern carbon sim)
   tern check     validate a config file or an app manifest
   tern version   print the version
 
