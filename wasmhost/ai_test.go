@@ -210,3 +210,19 @@ func TestDecodeTexts(t *testing.T) {
 		})
 	}
 }
+
+// TestAIBadPointers checks that every pointer a guest passes to tern_ai
+// is bounds-checked: the probe guest passes some outside its memory.
+func TestAIBadPointers(t *testing.T) {
+	h := newHost(t)
+	ai := &fakeAI{allowed: []string{"echo-llm"}}
+	app, err := h.Load(context.Background(), AppConfig{Name: "probe", Wasm: guest(t, "ai/probe.wasm"), AI: ai})
+	must(t, err)
+	defer app.Close(context.Background())
+	w := serve(app, httptest.NewRequest("GET", "/probe", nil), "/probe")
+	equal(t, "status", w.Code, 200)
+	// 8: model, prompt, params, res, out outside memory; 3: a truncated
+	// text list; 0: last_error into no memory; 23: the length of "texts:
+	// truncated length"; 3: an empty model name.
+	equal(t, "codes", w.Body.String(), "8 8 8 8 8 3 0 23 3 \n")
+}
