@@ -46,6 +46,7 @@ type config struct {
 	conns    int
 	duration time.Duration
 	url      *url.URL
+	sni      string
 }
 
 // result is what a measurement found.
@@ -73,6 +74,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.IntVar(&c.workers, "c", 64, "concurrent requests (or handshakes)")
 	fs.IntVar(&c.conns, "conns", 4, "connections the requests share (h2, h3)")
 	fs.DurationVar(&c.duration, "d", 10*time.Second, "duration")
+	fs.StringVar(&c.sni, "sni", "", "TLS server name to send (default: the URL's host; IP literals send none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -103,7 +105,11 @@ func run(args []string, stdout io.Writer) error {
 
 // measure runs c's load for c.duration and collects the result.
 func measure(ctx context.Context, c config) (result, error) {
-	tlsConf := &tls.Config{InsecureSkipVerify: true, ServerName: c.url.Hostname()}
+	sni := c.sni
+	if sni == "" {
+		sni = c.url.Hostname()
+	}
+	tlsConf := &tls.Config{InsecureSkipVerify: true, ServerName: sni}
 	var do func(worker int) error
 	var closers []func()
 	switch c.proto {
