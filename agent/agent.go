@@ -7,7 +7,6 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -67,6 +66,7 @@ type Agent struct {
 	gpu          *gpuHost // inference for tern_ai, or nil when disabled
 	front        *server.Server
 	admin        *server.Admin
+	tlsParts     // ACME certificates and the plain listener (tls.go)
 	caPath       string
 
 	id      string // fleet identity, stable across restarts
@@ -223,12 +223,17 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.caPath = caPath
-	a.front, err = server.New(server.Config{
+	frontTLS, err := a.frontTLS(leaf)
+	if err != nil {
+		return nil, err
+	}
+	public := server.Instrument(a.reg, a.appOf, a.withJobs(&a.router))
+	a.front, err = server.New(a.withLimits(server.Config{
 		Addr:      cfg.Listen,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12},
-		Handler:   server.Instrument(a.reg, a.appOf, a.withJobs(&a.router)),
+		TLSConfig: frontTLS,
+		Handler:   public,
 		Logger:    logger.With("component", "http"),
-	})
+	}))
 	if err != nil {
 		return nil, err
 	}
@@ -236,6 +241,9 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.onUndo(func() { a.front.Close() })
+	if err := a.listenPlain(public); err != nil {
+		return nil, err
+	}
 	a.admin, err = server.NewAdmin(cfg.Admin, a.reg, logger.With("component", "admin"))
 	if err != nil {
 		return nil, err
@@ -271,6 +279,9 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.front.Serve(gctx) })
 	g.Go(func() error { return a.admin.Serve(gctx) })
+	if a.plain != nil {
+		g.Go(func() error { return a.plain.Serve(gctx) })
+	}
 	g.Go(func() error { return a.watcher.Run(gctx) })
 	g.Go(func() error { return a.heartbeats.Run(gctx) })
 	for _, fn := range a.runCache(gctx) {

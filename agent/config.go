@@ -57,6 +57,10 @@ type Config struct {
 	Carbon CarbonConfig `toml:"carbon"`
 	// GPU configures inference for tern_ai (agent/gpu.go).
 	GPU GPUConfig `toml:"gpu"`
+	// ACME configures automatic certificates (agent/tls.go).
+	ACME ACMEConfig `toml:"acme"`
+	// Limits bound the public listeners (agent/tls.go).
+	Limits LimitsConfig `toml:"limits"`
 }
 
 // HubConfig says where the agent's hub is.
@@ -214,6 +218,12 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.GPU.validate(); err != nil {
+		return err
+	}
+	if err := c.ACME.validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.validate(); err != nil {
 		return err
 	}
 	return nil

@@ -202,6 +202,19 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	return m.magic.GetCertificate(hello)
 }
 
+// SetChallengePorts records the ports the agent's listeners hold for
+// HTTP-01 and TLS-ALPN-01 once they are bound (a configured port of 0 is
+// only known then); zero leaves a port as it was. Call it before serving:
+// it is not safe for use during handshakes.
+func (m *Manager) SetChallengePorts(httpPort, tlsPort int) {
+	if httpPort != 0 {
+		m.issuer.AltHTTPPort = httpPort
+	}
+	if tlsPort != 0 {
+		m.issuer.AltTLSALPNPort = tlsPort
+	}
+}
+
 // HTTPHandler wraps next, the plain listener's handler, to answer HTTP-01
 // challenges of this Manager's ACME issuer.
 func (m *Manager) HTTPHandler(next http.Handler) http.Handler {

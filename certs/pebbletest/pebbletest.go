@@ -6,6 +6,7 @@ package pebbletest
 
 import (
 	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"log"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/letsencrypt/pebble/v2/ca"
@@ -35,27 +37,66 @@ type Options struct {
 	Logs io.Writer
 }
 
-// Pebble is a running in-process ACME server.
+// Pebble is an in-process ACME server.
 type Pebble struct {
 	// URL is the ACME directory URL.
 	URL string
 	// ClientRoots trusts the directory's own TLS certificate, for the ACME
-	// client.
-	ClientRoots *x509.CertPool
+	// client; ClientRootPEM is that certificate in PEM, for configs that
+	// name a file.
+	ClientRoots   *x509.CertPool
+	ClientRootPEM []byte
 	// Roots trusts the certificates Pebble issues, for TLS clients of the
-	// server under test.
+	// server under test; set by Run.
 	Roots *x509.CertPool
+
+	t       testing.TB
+	handler atomic.Pointer[http.Handler]
 
 	mu       gosync.Mutex
 	orders   int
 	requests int
 }
 
-// Start runs Pebble until the test ends. Pebble reads its tuning from the
-// environment; Start sets it with t.Setenv, so tests using it cannot be
+// Start runs Pebble with opts until the test ends: New, then Run.
+func Start(t testing.TB, opts Options) *Pebble {
+	t.Helper()
+	p := New(t)
+	p.Run(opts)
+	return p
+}
+
+// New starts Pebble's HTTPS endpoint, so that its directory URL and
+// certificate are known, but answers 503 until Run: the ports Pebble
+// validates challenges on are only known once the server under test has
+// bound them, and the server under test may need the URL first.
+func New(t testing.TB) *Pebble {
+	t.Helper()
+	p := &Pebble{t: t}
+	srv := httptest.NewUnstartedServer(p.count(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := p.handler.Load()
+		if h == nil {
+			http.Error(w, "pebble not running yet", http.StatusServiceUnavailable)
+			return
+		}
+		(*h).ServeHTTP(w, r)
+	})))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL + wfe.DirectoryPath
+	p.ClientRoots = x509.NewCertPool()
+	p.ClientRoots.AddCert(srv.Certificate())
+	p.ClientRootPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	return p
+}
+
+// Run starts the ACME server proper. Pebble reads its tuning from the
+// environment; Run sets it with t.Setenv, so tests using it cannot be
 // parallel: no random sleeps before validation, no nonces rejected for
 // practice, no authorization reuse (every order validates afresh).
-func Start(t testing.TB, opts Options) *Pebble {
+func (p *Pebble) Run(opts Options) {
+	t := p.t
 	t.Helper()
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
@@ -76,18 +117,10 @@ func Start(t testing.TB, opts Options) *Pebble {
 		}
 	}
 	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, len(opts.EAB) > 0, 0, 0)
-
-	p := &Pebble{}
-	srv := httptest.NewUnstartedServer(p.count(front.Handler()))
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	p.URL = srv.URL + wfe.DirectoryPath
-	p.ClientRoots = x509.NewCertPool()
-	p.ClientRoots.AddCert(srv.Certificate())
 	p.Roots = x509.NewCertPool()
 	p.Roots.AddCert(authority.GetRootCert(0).Cert)
-	return p
+	h := front.Handler()
+	p.handler.Store(&h)
 }
 
 // count records requests and new orders.
