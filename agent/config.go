@@ -76,6 +76,9 @@ type HubConfig struct {
 	LeafListen string `toml:"leaf_listen"`
 	// Creds is a NATS credentials file for the leaf connection to URL.
 	Creds string `toml:"creds"`
+	// PasswordFile holds the password of user "agent" on a hub that
+	// requires one (tern hub --agent-password-file).
+	PasswordFile string `toml:"password_file"`
 }
 
 // TrustConfig lists whom the agent trusts.

@@ -43,12 +43,22 @@ func (a *Agent) connectHub(ctx context.Context) error {
 		return a.client.EnsureBuckets(ctx, 1)
 	}
 
+	upstream := cfg.Hub.URL
+	if cfg.Hub.PasswordFile != "" {
+		pw, err := ReadSecret(cfg.Hub.PasswordFile)
+		if err != nil {
+			return err
+		}
+		if upstream, err = withUser(upstream, ternsync.AgentUser, pw); err != nil {
+			return err
+		}
+	}
 	leaf, err := ternsync.StartHub(ternsync.HubConfig{
 		Name:     "tern-" + a.id,
 		Dir:      filepath.Join(cfg.Data, "leaf"),
 		Listen:   "-",
 		Domain:   "tern-" + a.id,
-		Upstream: &ternsync.Upstream{URL: cfg.Hub.URL, Creds: cfg.Hub.Creds},
+		Upstream: &ternsync.Upstream{URL: upstream, Creds: cfg.Hub.Creds},
 		Logger:   a.logger.With("component", "leaf"),
 	})
 	if err != nil {
@@ -86,7 +96,13 @@ type HubOptions struct {
 	ClusterName   string
 	ClusterListen string
 	Routes        []string
-	Logger        *slog.Logger
+	// AgentPassword and PublisherPassword, when set, make the hub require
+	// authentication: agents' leaf nodes as user "agent", with permission
+	// to read and to report heartbeats only; publishers' tools as user
+	// "publisher".
+	AgentPassword     string
+	PublisherPassword string
+	Logger            *slog.Logger
 }
 
 // RunHub runs a hub with no agent until ctx is done: the NATS server with
@@ -105,6 +121,9 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 		LeafListen: o.LeafListen,
 		Domain:     ternsync.HubDomain,
 		Logger:     logger.With("component", "hub"),
+
+		AgentPassword:     o.AgentPassword,
+		PublisherPassword: o.PublisherPassword,
 	}
 	replicas := 1
 	if o.ClusterListen != "" || len(o.Routes) > 0 {
@@ -119,7 +138,7 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 		return err
 	}
 	defer hub.Shutdown()
-	c, err := ternsync.Connect(ternsync.ConnConfig{Server: hub, Name: "tern-hub", Logger: logger})
+	c, err := ternsync.Connect(ternsync.ConnConfig{Server: hub, Name: "tern-hub", Password: o.PublisherPassword, Logger: logger})
 	if err != nil {
 		return err
 	}

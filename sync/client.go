@@ -49,6 +49,10 @@ type ConnConfig struct {
 	// Server, when set, connects in-process to this embedded server
 	// (an agent's leaf node) instead of dialling URL.
 	Server *Hub
+	// Password, when set, authenticates as PublisherUser: for in-process
+	// connections to an authenticating hub. (A URL may carry user and
+	// password itself.)
+	Password string
 	// FleetDomain is the JetStream domain of the fleet bucket, where
 	// heartbeats go: HubDomain for a leaf agent, "" when connected to the
 	// hub itself.
@@ -109,6 +113,9 @@ func Connect(cfg ConnConfig) (*Client, error) {
 	}
 	if cfg.Server != nil {
 		opts = append(opts, nats.InProcessServer(cfg.Server.ns))
+	}
+	if cfg.Password != "" {
+		opts = append(opts, nats.UserInfo(PublisherUser, cfg.Password))
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {

@@ -6,6 +6,7 @@
 package sync
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -38,6 +39,14 @@ type HubConfig struct {
 	Upstream *Upstream
 	// Cluster, when set, makes this server one node of a clustered hub.
 	Cluster *Cluster
+	// AgentPassword, when set, makes leaf-node connections authenticate as
+	// user "agent" with it; they get the agent permissions (AgentDeny):
+	// they read everything and report heartbeats, but cannot publish
+	// releases, modules, rollouts, trust lists or purges.
+	AgentPassword string
+	// PublisherPassword, when set, makes client connections authenticate
+	// as user "publisher" with it: the role that deploys.
+	PublisherPassword string
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
 }
@@ -60,6 +69,32 @@ type Cluster struct {
 	Listen string
 	// Routes are the other nodes' cluster URLs, e.g. nats-route://h2:6222.
 	Routes []string
+}
+
+// Users of an authenticating hub.
+const (
+	// AgentUser is the user agents' leaf nodes connect as.
+	AgentUser = "agent"
+	// PublisherUser is the user publishers' tools connect as.
+	PublisherUser = "publisher"
+)
+
+// AgentDeny lists what agents may not publish to the hub: every way of
+// writing a release, a module, a rollout or a trust list (direct subjects,
+// and the same through the hub's JetStream domain), stream management,
+// and fleet-wide purges. What remains is reading (mirrors pull through
+// consumers) and writing heartbeats to the fleet bucket.
+var AgentDeny = []string{
+	"$KV." + AppsBucket + ".>", "$KV." + TrustBucket + ".>", "$KV." + RolloutsBucket + ".>",
+	"$O." + ArtifactsBucket + ".>",
+	"$JS.API.STREAM.CREATE.>", "$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>",
+	"$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>", "$JS.API.STREAM.RESTORE.>",
+	"$JS." + HubDomain + ".API.STREAM.CREATE.>", "$JS." + HubDomain + ".API.STREAM.UPDATE.>",
+	"$JS." + HubDomain + ".API.STREAM.DELETE.>", "$JS." + HubDomain + ".API.STREAM.PURGE.>",
+	"$JS." + HubDomain + ".API.STREAM.MSG.DELETE.>", "$JS." + HubDomain + ".API.STREAM.RESTORE.>",
+	"$JS." + HubDomain + ".API.$KV." + AppsBucket + ".>", "$JS." + HubDomain + ".API.$KV." + TrustBucket + ".>",
+	"$JS." + HubDomain + ".API.$KV." + RolloutsBucket + ".>", "$JS." + HubDomain + ".API.$O." + ArtifactsBucket + ".>",
+	PurgeSubject,
 }
 
 // HubDomain is the JetStream domain of the hub. Leaf agents reach the
@@ -127,6 +162,24 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 			}
 			opts.Routes = append(opts.Routes, u)
 		}
+	}
+	if (cfg.AgentPassword == "") != (cfg.PublisherPassword == "") {
+		return nil, errors.New("hub: set both the agent and the publisher password, or neither")
+	}
+	if cfg.AgentPassword != "" {
+		// Users of the server itself, not of its leaf-node listener:
+		// nats-server applies permissions only to the former, and the
+		// connection type keeps each role on its own door.
+		opts.Users = []*server.User{{
+			Username:               PublisherUser,
+			Password:               cfg.PublisherPassword,
+			AllowedConnectionTypes: map[string]struct{}{"STANDARD": {}, "IN_PROCESS": {}},
+		}, {
+			Username:               AgentUser,
+			Password:               cfg.AgentPassword,
+			Permissions:            &server.Permissions{Publish: &server.SubjectPermission{Deny: AgentDeny}},
+			AllowedConnectionTypes: map[string]struct{}{"LEAFNODE": {}},
+		}}
 	}
 	if up := cfg.Upstream; up != nil {
 		var urls []*url.URL

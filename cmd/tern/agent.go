@@ -124,6 +124,7 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f := newAgentFlags("agent", stderr)
 	hub := f.fs.String("hub", "", "the hub's leaf-node URL, e.g. nats-leaf://hub.example.net:7422")
 	creds := f.fs.String("creds", "", "NATS credentials file for the leaf connection")
+	hubPW := f.fs.String("hub-password-file", "", "password of user agent, for a hub that requires one")
 	var trust multiFlag
 	f.fs.Var(&trust, "trust", "trusted publisher key (ed25519:… or a .pub file); repeatable")
 	if f.fs.Parse(args) != nil {
@@ -138,6 +139,9 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *creds != "" {
 		cfg.Hub.Creds = *creds
+	}
+	if *hubPW != "" {
+		cfg.Hub.PasswordFile = *hubPW
 	}
 	if cfg.Hub.URL == "" {
 		return errors.New("no hub: give --hub or hub.url in the config (tern up runs a hub of its own)")

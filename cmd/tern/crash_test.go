@@ -88,7 +88,12 @@ func TestCrashDuringDeploy(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	hub := start(t, bin, "hub", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0")
+	// The hub requires passwords: agents may only read and report.
+	agentPW, pubPW := filepath.Join(dir, "agent.pw"), filepath.Join(dir, "publisher.pw")
+	os.WriteFile(agentPW, []byte("agent-secret\n"), 0o600)
+	os.WriteFile(pubPW, []byte("publisher-secret\n"), 0o600)
+	hub := start(t, bin, "hub", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0",
+		"--agent-password-file", agentPW, "--publisher-password-file", pubPW)
 	hubURL := hub.await(t, `tern deploy --hub (\S+)`)
 	leafURL := hub.await(t, `tern agent --hub (\S+)`)
 
@@ -96,7 +101,7 @@ func TestCrashDuringDeploy(t *testing.T) {
 	if code, text := runTern("keys", "gen", "--out", key); code != 0 {
 		t.Fatal(text)
 	}
-	agentArgs := []string{"agent", "--data", filepath.Join(dir, "agent"), "--hub", leafURL, "--trust", key + ".pub",
+	agentArgs := []string{"agent", "--data", filepath.Join(dir, "agent"), "--hub", leafURL, "--hub-password-file", agentPW, "--trust", key + ".pub",
 		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--site", "gw1"}
 	agent := start(t, bin, agentArgs...)
 	addr := agent.await(t, `"agent ready" listen=(\S+)`)
@@ -132,7 +137,10 @@ func TestCrashDuringDeploy(t *testing.T) {
 	os.MkdirAll(app, 0o755)
 	copyFile(t, filepath.Join("..", "..", "guests", "hello", "hello.wasm"), filepath.Join(app, "hello.wasm"))
 	os.WriteFile(filepath.Join(app, "tern.toml"), []byte("name = \"hello\"\nversion = \"1.0.0\"\nwasm = \"hello.wasm\"\n[[routes]]\npath = \"/hello\"\n"), 0o644)
-	if code, text := runTern("deploy", "--hub", hubURL, "--key", key, app); code != 0 {
+	if code, text := runTern("deploy", "--hub", hubURL, "--key", key, app); code != 1 || !strings.Contains(text, "uthoriz") {
+		t.Fatalf("deploy without the publisher password: %d %s", code, text)
+	}
+	if code, text := runTern("deploy", "--hub", hubURL, "--password-file", pubPW, "--key", key, app); code != 0 {
 		t.Fatal(text)
 	}
 	waitBody(addr, "Hello")
@@ -141,7 +149,7 @@ func TestCrashDuringDeploy(t *testing.T) {
 	// deploy returns, while it downloads, verifies or compiles the module.
 	copyFile(t, filepath.Join("..", "..", "guests", "echo", "echo.wasm"), filepath.Join(app, "echo.wasm"))
 	os.WriteFile(filepath.Join(app, "tern.toml"), []byte("name = \"hello\"\nversion = \"2.0.0\"\nwasm = \"echo.wasm\"\n[[routes]]\npath = \"/hello\"\n"), 0o644)
-	if code, text := runTern("deploy", "--hub", hubURL, "--key", key, app); code != 0 {
+	if code, text := runTern("deploy", "--hub", hubURL, "--password-file", pubPW, "--key", key, app); code != 0 {
 		t.Fatal(text)
 	}
 	agent.cmd.Process.Signal(syscall.SIGKILL)

@@ -24,7 +24,7 @@ import (
 // hubFlags say how the publisher's tools reach a hub. Without --hub they
 // use the hub that `tern up` recorded under --data.
 type hubFlags struct {
-	hub, creds, nkey, data string
+	hub, creds, nkey, data, passwordFile string
 }
 
 func (h *hubFlags) register(fs *flag.FlagSet) {
@@ -32,6 +32,7 @@ func (h *hubFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&h.creds, "creds", "", "NATS credentials file")
 	fs.StringVar(&h.nkey, "nkey", "", "NATS nkey seed file")
 	fs.StringVar(&h.data, "data", ".tern", "data directory of a local tern up")
+	fs.StringVar(&h.passwordFile, "password-file", "", "password of user publisher, for a hub that requires one")
 }
 
 func (h *hubFlags) connect(name string) (*ternsync.Client, error) {
@@ -46,7 +47,14 @@ func (h *hubFlags) connect(name string) (*ternsync.Client, error) {
 		}
 		url = strings.TrimSpace(string(b))
 	}
-	return ternsync.Connect(ternsync.ConnConfig{URL: url, CredsFile: h.creds, NKeyFile: h.nkey, Name: name})
+	var password string
+	if h.passwordFile != "" {
+		var err error
+		if password, err = agent.ReadSecret(h.passwordFile); err != nil {
+			return nil, err
+		}
+	}
+	return ternsync.Connect(ternsync.ConnConfig{URL: url, CredsFile: h.creds, NKeyFile: h.nkey, Password: password, Name: name})
 }
 
 func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {

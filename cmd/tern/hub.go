@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,12 +23,26 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.ClusterName, "cluster", "", "cluster name, the same on every node (default tern when clustered)")
 	fs.StringVar(&o.ClusterListen, "cluster-listen", "", "this node's cluster address, e.g. 0.0.0.0:6222")
 	routes := fs.String("routes", "", "the other nodes' cluster URLs, comma-separated (nats-route://h2:6222,…)")
+	agentPW := fs.String("agent-password-file", "", "require agents to authenticate (user agent) with the password in this file; agents may then only read and report")
+	pubPW := fs.String("publisher-password-file", "", "require publishers to authenticate (user publisher) with the password in this file")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if fs.Parse(args) != nil {
 		return errUsage
 	}
 	if *routes != "" {
 		o.Routes = strings.Split(*routes, ",")
+	}
+	if (*agentPW == "") != (*pubPW == "") {
+		return errors.New("give both --agent-password-file and --publisher-password-file, or neither")
+	}
+	if *agentPW != "" {
+		var err error
+		if o.AgentPassword, err = agent.ReadSecret(*agentPW); err != nil {
+			return err
+		}
+		if o.PublisherPassword, err = agent.ReadSecret(*pubPW); err != nil {
+			return err
+		}
 	}
 	o.Logger = newLogger(*logLevel, stderr)
 	return agent.RunHub(ctx, o, func(h *ternsync.Hub) {
