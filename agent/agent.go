@@ -293,6 +293,20 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now}
 		g.Go(func() error { return rc.Run(gctx) })
 	}
+	if a.cfg.Expired == "refuse" {
+		g.Go(func() error {
+			t := time.NewTicker(expirySweep)
+			defer t.Stop()
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-t.C:
+					a.dropExpired()
+				}
+			}
+		})
+	}
 	if a.trust.rooted() {
 		tw := a.trustWatcher()
 		g.Go(func() error { return tw.Run(gctx) })
@@ -319,6 +333,10 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	a.mu.Unlock()
 	return err
 }
+
+// expirySweep is how often an agent that refuses expired releases looks
+// for them.
+const expirySweep = 10 * time.Second
 
 // syncWait bounds how long Run waits for the hub before calling ready.
 const syncWait = 5 * time.Second

@@ -44,6 +44,10 @@ type Config struct {
 	Site string `toml:"site"`
 	// Labels describe the agent for rollout selectors (region=eu, tier=pop).
 	Labels map[string]string `toml:"labels"`
+	// Expired says what to do with an installed release past its expiry:
+	// "serve" it (default: availability first, and it is reported in
+	// heartbeats) or "refuse" it (stop serving until a fresh release comes).
+	Expired string `toml:"expired"`
 	// Heartbeat is how often the agent reports its state to the hub.
 	Heartbeat artifact.Duration `toml:"heartbeat"`
 	// Cache configures the HTTP cache in front of Origins.
@@ -164,6 +168,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return fmt.Errorf("%s = %q: %w", name, addr, err)
 		}
+	}
+	if c.Expired != "" && c.Expired != "serve" && c.Expired != "refuse" {
+		return fmt.Errorf("expired = %q: want serve or refuse", c.Expired)
 	}
 	if time.Duration(c.Heartbeat) < time.Second {
 		return fmt.Errorf("heartbeat = %s: must be at least 1s", c.Heartbeat)

@@ -114,6 +114,7 @@ func (a *Agent) heartbeat() ternsync.Heartbeat {
 			Version:  ia.rel.Manifest.Version,
 			Sequence: ia.rel.Sequence,
 			Digest:   ia.rel.Digest,
+			Expired:  !a.now().Before(ia.rel.Expires),
 			Requests: ia.counters.requests.Load(),
 			Errors:   ia.counters.errors.Load(),
 		})

@@ -424,3 +424,43 @@ func TestStagedRollout(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiredReleasePolicy lets an installed release expire: it is
+// reported in heartbeats, kept by an agent whose policy is to serve it,
+// and dropped by one whose policy is to refuse it.
+func TestExpiredReleasePolicy(t *testing.T) {
+	ctx := context.Background()
+	key := mustKey(t)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	opts := Options{Now: now, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}}
+	hubCfg := testConfig(t, t.TempDir())
+	hubCfg.Hub.LeafListen = "127.0.0.1:0"
+	hub := startAgentWith(t, hubCfg, opts)
+	refuseCfg := testConfig(t, t.TempDir())
+	refuseCfg.Hub.URL = hub.hub.LeafURL()
+	refuseCfg.Expired = "refuse"
+	refuser := startAgentWith(t, refuseCfg, opts)
+
+	m, hello := readGuest(t, "hello")
+	if _, err := deploy.Push(ctx, m, hello, deploy.Options{Client: hubClient(t, hub.Agent), Key: key, TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []*testAgent{hub, refuser} {
+		waitFor(t, "install", func() bool { seq, _ := a.Installed("hello"); return seq == 1 })
+	}
+	clock.Add(int64(2 * time.Hour))
+	for _, a := range []*testAgent{hub, refuser} {
+		if hb := a.heartbeat(); len(hb.Apps) != 1 || !hb.Apps[0].Expired {
+			t.Fatalf("heartbeat of %s does not report the expired release: %+v", a.ID(), hb.Apps)
+		}
+		a.dropExpired()
+	}
+	if code, _ := hub.get(t, "/hello"); code != 200 {
+		t.Fatalf("agent with expired = serve: %d", code)
+	}
+	if code, _ := refuser.get(t, "/hello"); code != 404 {
+		t.Fatalf("agent with expired = refuse still serves: %d", code)
+	}
+}

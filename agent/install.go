@@ -177,7 +177,11 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 			a.logger.Error("installed module unreadable; not serving it", "app", rec.Name, "err", err)
 			continue
 		}
-		if err := rel.CheckFresh(time.Now(), 0); errors.Is(err, artifact.ErrExpired) {
+		if err := rel.CheckFresh(a.now(), 0); errors.Is(err, artifact.ErrExpired) {
+			if a.cfg.Expired == "refuse" {
+				a.logger.Warn("installed release expired; not serving it (expired = refuse)", "app", rel.App, "expired", rel.Expires)
+				continue
+			}
 			a.logger.Warn("serving an expired release until the hub sends a newer one", "app", rel.App, "expired", rel.Expires)
 		}
 		app, err := a.load(ctx, rel, wasm)

@@ -118,16 +118,21 @@ func (a *Agent) acceptPublishers(ctx context.Context, list artifact.Publishers, 
 	a.trust.list, a.trust.keys = &list, list.KeySet()
 	// Releases refused for want of a trusted key get another look.
 	a.watcher.Rescan()
+	return a.unloadLocked(func(ia *installedApp) bool { return !a.trust.keys.Has(ia.keyID) }, "publisher key revoked; app no longer served")
+}
+
+// unloadLocked stops serving the apps for which drop holds. a.mu is held.
+func (a *Agent) unloadLocked(drop func(*installedApp) bool, why string) error {
 	next := map[string]*installedApp{}
-	var revoked []*installedApp
+	var gone []*installedApp
 	for name, ia := range a.apps {
-		if !a.trust.keys.Has(ia.keyID) {
-			revoked = append(revoked, ia)
+		if drop(ia) {
+			gone = append(gone, ia)
 			continue
 		}
 		next[name] = ia
 	}
-	if len(revoked) == 0 {
+	if len(gone) == 0 {
 		return nil
 	}
 	tbl, err := buildTable(next, a.originRoutes)
@@ -136,11 +141,24 @@ func (a *Agent) acceptPublishers(ctx context.Context, list artifact.Publishers, 
 	}
 	a.router.Swap(tbl)
 	a.apps = next
-	for _, ia := range revoked {
-		a.logger.Warn("publisher key revoked; app no longer served", "app", ia.rel.App, "key", ia.keyID)
+	for _, ia := range gone {
+		a.logger.Warn(why, "app", ia.rel.App, "sequence", ia.rel.Sequence, "key", ia.keyID)
 		go ia.app.Close(context.Background())
 	}
+	a.heartbeats.Nudge()
 	return nil
+}
+
+// dropExpired stops serving releases past their expiry, for agents whose
+// policy is to refuse them.
+func (a *Agent) dropExpired() {
+	if a.cfg.Expired != "refuse" {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	a.unloadLocked(func(ia *installedApp) bool { return !now.Before(ia.rel.Expires) }, "release expired; no longer served (expired = refuse)")
 }
 
 func (a *Agent) trustWatcher() *ternsync.TrustWatcher {

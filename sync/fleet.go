@@ -48,6 +48,10 @@ type AppState struct {
 	Version  string `json:"version"`
 	Sequence uint64 `json:"sequence"`
 	Digest   string `json:"digest"`
+	// Expired is set when the installed release is past its expiry: the
+	// hub has not sent a fresher one (a freeze, or a publisher that forgot
+	// to re-sign), and the agent serves or refuses it per its policy.
+	Expired bool `json:"expired,omitempty"`
 	// Requests and Errors count this app's requests and 5xx answers since
 	// the agent started.
 	Requests uint64 `json:"requests"`
