@@ -232,28 +232,58 @@ func TestCertLockStale(t *testing.T) {
 	}
 }
 
+func readLock(t *testing.T, s *Store, name string) (certLock, bool) {
+	t.Helper()
+	var l certLock
+	found := false
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(lockPrefix + lockDir + name))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return item.Value(func(b []byte) error { return json.Unmarshal(b, &l) })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, found
+}
+
 func TestCertLockRefreshedWhileHeld(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	defer s.Close()
 	ctx := context.Background()
-	lease := 60 * time.Millisecond
-	a := s.CertStorage(CertStorageOptions{LockLease: lease})
-	b := s.CertStorage(CertStorageOptions{LockLease: lease})
+	a := s.CertStorage(CertStorageOptions{LockLease: 300 * time.Millisecond})
 	if err := a.Lock(ctx, "n"); err != nil {
 		t.Fatal(err)
 	}
-	// Across several leases the holder keeps the lock: refreshes happen
-	// every lease/3, so a waiter never finds it expired.
-	deadline := time.Now().Add(5 * lease)
-	for time.Now().Before(deadline) {
-		if ok, err := b.TryLock(ctx, "n"); ok || err != nil {
-			t.Fatalf("a refreshed lock was taken: %v, %v", ok, err)
+	first, ok := readLock(t, s, "n")
+	if !ok {
+		t.Fatal("no lock record after Lock")
+	}
+	// The holder pushes the expiry forward while it holds the lock.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, _ := readLock(t, s, "n")
+		if l.Expires.After(first.Expires) && l.Owner == first.Owner {
+			break
 		}
-		time.Sleep(lease / 6)
+		if time.Now().After(deadline) {
+			t.Fatalf("lease not refreshed: still %v", l.Expires)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if err := a.Unlock(ctx, "n"); err != nil {
 		t.Fatal(err)
 	}
+	if _, ok := readLock(t, s, "n"); ok {
+		t.Fatal("lock record left after Unlock")
+	}
+	b := s.CertStorage(CertStorageOptions{})
 	if ok, err := b.TryLock(ctx, "n"); !ok || err != nil {
 		t.Fatalf("TryLock after Unlock = %v, %v", ok, err)
 	}
