@@ -300,18 +300,26 @@ func (c *Client) PutRelease(ctx context.Context, app string, envelope []byte, re
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", AppsBucket, err)
 	}
-	if revision == 0 {
-		_, err = kv.Create(ctx, app, envelope)
-	} else {
-		_, err = kv.Update(ctx, app, envelope, revision)
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return fmt.Errorf("release %s: %w", app, ErrRaced)
-	}
-	if err != nil {
+	if err := casPut(ctx, kv, app, envelope, revision); err != nil {
 		return fmt.Errorf("release %s: %w", app, err)
 	}
 	return nil
+}
+
+// casPut writes value under key if the key is still at revision (0: the
+// key must not exist), and otherwise fails with ErrRaced: the hub's
+// buckets are written by several publishers and controllers at once.
+func casPut(ctx context.Context, kv jetstream.KeyValue, key string, value []byte, revision uint64) error {
+	var err error
+	if revision == 0 {
+		_, err = kv.Create(ctx, key, value)
+	} else {
+		_, err = kv.Update(ctx, key, value, revision)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return ErrRaced
+	}
+	return err
 }
 
 // Entry is one app's current release on the hub.

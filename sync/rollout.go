@@ -151,15 +151,7 @@ func (c *Client) StartRollout(ctx context.Context, r Rollout) error {
 	if err != nil {
 		return fmt.Errorf("rollout of %s: %w", r.App, err)
 	}
-	if rev == 0 {
-		_, err = kv.Create(ctx, r.App, b)
-	} else {
-		_, err = kv.Update(ctx, r.App, b, rev)
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return fmt.Errorf("rollout of %s: %w", r.App, ErrRaced)
-	}
-	if err != nil {
+	if err := casPut(ctx, kv, r.App, b, rev); err != nil {
 		return fmt.Errorf("rollout of %s: %w", r.App, err)
 	}
 	return nil
@@ -196,9 +188,7 @@ func (c *Client) UpdateRollout(ctx context.Context, r Rollout, revision uint64) 
 	if err != nil {
 		return fmt.Errorf("rollout of %s: %w", r.App, err)
 	}
-	if _, err := kv.Update(ctx, r.App, b, revision); errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("rollout of %s: %w", r.App, ErrRaced)
-	} else if err != nil {
+	if err := casPut(ctx, kv, r.App, b, max(revision, 1)); err != nil {
 		return fmt.Errorf("rollout of %s: %w", r.App, err)
 	}
 	return nil

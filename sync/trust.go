@@ -25,15 +25,7 @@ func (c *Client) PutPublishers(ctx context.Context, envelope []byte, revision ui
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", TrustBucket, err)
 	}
-	if revision == 0 {
-		_, err = kv.Create(ctx, publishersKey, envelope)
-	} else {
-		_, err = kv.Update(ctx, publishersKey, envelope, revision)
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return fmt.Errorf("publisher list: %w", ErrRaced)
-	}
-	if err != nil {
+	if err := casPut(ctx, kv, publishersKey, envelope, revision); err != nil {
 		return fmt.Errorf("publisher list: %w", err)
 	}
 	return nil

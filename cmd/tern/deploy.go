@@ -62,7 +62,7 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	var h hubFlags
 	h.register(fs)
-	keyPath := fs.String("key", "", "publisher key (default: the dev key of tern up under --data)")
+	keyPath := keyFlag(fs)
 	ttl := fs.Duration("ttl", deploy.DefaultTTL, "how long the release stays valid")
 	rollout := fs.String("rollout", "", `stage the release in waves, e.g. "site=fra1; region=eu; 50%; *"`)
 	waveWait := fs.Duration("wave-wait", 30*time.Second, "with --rollout: how long each wave must stay healthy before the next")
@@ -72,17 +72,7 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module) and publishes it to the hub.")
 		fs.PrintDefaults()
 	}
-	if fs.Parse(args) != nil {
-		return errUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	if *keyPath == "" {
-		*keyPath = filepath.Join(h.data, agent.DevKeyFile)
-	}
-	key, err := artifact.ReadPrivateKeyFile(*keyPath)
+	key, err := parsePublisherArgs(fs, args, &h, keyPath)
 	if err != nil {
 		return err
 	}
@@ -315,24 +305,14 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.SetOutput(stderr)
 	var h hubFlags
 	h.register(fs)
-	keyPath := fs.String("key", "", "publisher key (default: the dev key of tern up under --data)")
+	keyPath := keyFlag(fs)
 	to := fs.Uint64("to", 0, "sequence to return to (default: the newest release with another module)")
 	ttl := fs.Duration("ttl", deploy.DefaultTTL, "how long the rollback release stays valid")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tern rollback [flags] APP\n\nSigns a new release of APP that points at an earlier module, so agents move back to it.")
 		fs.PrintDefaults()
 	}
-	if fs.Parse(args) != nil {
-		return errUsage
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return errUsage
-	}
-	if *keyPath == "" {
-		*keyPath = filepath.Join(h.data, agent.DevKeyFile)
-	}
-	key, err := artifact.ReadPrivateKeyFile(*keyPath)
+	key, err := parsePublisherArgs(fs, args, &h, keyPath)
 	if err != nil {
 		return err
 	}
@@ -348,4 +328,25 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	r := res.Release
 	fmt.Fprintf(stdout, "rolled %s back to %s (%s) as sequence %d\n", r.App, r.Manifest.Version, r.Digest, r.Sequence)
 	return nil
+}
+
+func keyFlag(fs *flag.FlagSet) *string {
+	return fs.String("key", "", "publisher key (default: the dev key of tern up under --data)")
+}
+
+// parsePublisherArgs parses the flags of a command that takes one argument
+// and signs with a publisher key, and reads the key: --key, or the dev key
+// of tern up under --data.
+func parsePublisherArgs(fs *flag.FlagSet, args []string, h *hubFlags, keyPath *string) (ed25519.PrivateKey, error) {
+	if fs.Parse(args) != nil {
+		return nil, errUsage
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return nil, errUsage
+	}
+	if *keyPath == "" {
+		*keyPath = filepath.Join(h.data, agent.DevKeyFile)
+	}
+	return artifact.ReadPrivateKeyFile(*keyPath)
 }
