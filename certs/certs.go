@@ -90,7 +90,6 @@ type Manager struct {
 	cache  *certmagic.Cache
 	magic  *certmagic.Config
 	issuer *certmagic.ACMEIssuer
-	logger *slog.Logger
 	closed gosync.Once
 }
 
@@ -118,7 +117,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	zl := newZapLogger(logger)
 
-	m := &Manager{allow: cfg.Allow, local: cfg.LocalCert, locals: map[string]bool{}, logger: logger}
+	m := &Manager{allow: cfg.Allow, local: cfg.LocalCert, locals: map[string]bool{}}
 	for _, h := range cfg.LocalHosts {
 		m.locals[normalize(h)] = true
 	}
@@ -166,6 +165,7 @@ func New(cfg Config) (*Manager, error) {
 // and an agent has no one at its terminal.
 type quietIssuer struct{ *certmagic.ACMEIssuer }
 
+// PreCheck runs the ACME issuer's checks, never interactively.
 func (q quietIssuer) PreCheck(ctx context.Context, names []string, _ bool) error {
 	return q.ACMEIssuer.PreCheck(ctx, names, false)
 }

@@ -37,14 +37,17 @@ func slogLevel(l zapcore.Level) slog.Level {
 	}
 }
 
+// Enabled reports whether the handler takes records at l's level.
 func (c slogCore) Enabled(l zapcore.Level) bool {
 	return c.h.Enabled(context.Background(), slogLevel(l))
 }
 
+// With returns a core that adds fields to every record.
 func (c slogCore) With(fields []zapcore.Field) zapcore.Core {
 	return slogCore{h: c.h, fields: append(append([]zapcore.Field(nil), c.fields...), fields...)}
 }
 
+// Check adds c to ce when e's level is enabled.
 func (c slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
 	if c.Enabled(e.Level) {
 		return ce.AddCore(e, c)
@@ -52,6 +55,7 @@ func (c slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Chec
 	return ce
 }
 
+// Write hands e and its fields to the slog handler as one record.
 func (c slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	r := slog.NewRecord(e.Time, slogLevel(e.Level), e.Message, 0)
 	if e.LoggerName != "" {
@@ -70,4 +74,5 @@ func (c slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	return c.h.Handle(context.Background(), r)
 }
 
+// Sync does nothing: slog handlers write as they go.
 func (c slogCore) Sync() error { return nil }
