@@ -9,33 +9,37 @@ import (
 	"strings"
 )
 
-// checkOptions validates a route's per-route options; errors name the app
-// and the route.
-func (r Route) checkOptions() error {
+// checkOptions validates a route's per-route options and returns the route
+// with its headers copied under canonical names, so that the table owns
+// them and they match however the manifest spelled them. Errors name the
+// app and the route.
+func (r Route) checkOptions() (Route, error) {
 	switch r.Scheme {
 	case "", SchemeHTTP, SchemeHTTPS:
 	default:
-		return fmt.Errorf("app %s: route %s%s: scheme %q: want %q, %q or empty", r.App, r.Host, r.Path, r.Scheme, SchemeHTTP, SchemeHTTPS)
+		return r, fmt.Errorf("app %s: route %s%s: scheme %q: want %q, %q or empty", r.App, r.Host, r.Path, r.Scheme, SchemeHTTP, SchemeHTTPS)
 	}
 	if r.RedirectHTTPS && r.Scheme == SchemeHTTP {
-		return fmt.Errorf("app %s: route %s%s: redirect_https contradicts scheme %q", r.App, r.Host, r.Path, r.Scheme)
+		return r, fmt.Errorf("app %s: route %s%s: redirect_https contradicts scheme %q", r.App, r.Host, r.Path, r.Scheme)
 	}
+	if len(r.Headers) == 0 {
+		r.Headers = nil
+		return r, nil
+	}
+	h := make(http.Header, len(r.Headers))
 	for k, vs := range r.Headers {
 		if !validToken(k) {
-			return fmt.Errorf("app %s: route %s%s: header name %q is not a token", r.App, r.Host, r.Path, k)
-		}
-		if k != http.CanonicalHeaderKey(k) {
-			// http.Header lookups assume canonical keys; a literal map
-			// could carry another spelling that Set would then duplicate.
-			return fmt.Errorf("app %s: route %s%s: header name %q is not canonical (%q)", r.App, r.Host, r.Path, k, http.CanonicalHeaderKey(k))
+			return r, fmt.Errorf("app %s: route %s%s: header name %q is not a token", r.App, r.Host, r.Path, k)
 		}
 		for _, v := range vs {
 			if strings.ContainsAny(v, "\r\n\x00") {
-				return fmt.Errorf("app %s: route %s%s: header %s: value contains CR, LF or NUL", r.App, r.Host, r.Path, k)
+				return r, fmt.Errorf("app %s: route %s%s: header %s: value contains CR, LF or NUL", r.App, r.Host, r.Path, k)
 			}
+			h.Add(k, v)
 		}
 	}
-	return nil
+	r.Headers = h
+	return r, nil
 }
 
 // validToken reports whether s is an RFC 9110 token, as header names must

@@ -8,7 +8,8 @@ import (
 )
 
 func TestRouteOptions(t *testing.T) {
-	hsts := http.Header{"Strict-Transport-Security": {"max-age=63072000"}, "X-Frame-Options": {"DENY"}}
+	// Spelled as a manifest might: the table canonicalises the names.
+	hsts := http.Header{"strict-transport-security": {"max-age=63072000"}, "X-Frame-Options": {"DENY"}}
 	tbl, err := NewTable([]Route{
 		{Host: "red.example", App: "red", Handler: named("red"), RedirectHTTPS: true, Headers: hsts},
 		{Host: "api.example", App: "api", Handler: named("api"), Scheme: SchemeHTTPS},
@@ -123,7 +124,6 @@ func TestRouteOptionErrors(t *testing.T) {
 		{"unknown scheme", Route{App: "a", Host: "h.example", Scheme: "ftp"}, `app a: route h.example/: scheme "ftp": want "http", "https" or empty`},
 		{"redirect to https on an http-only route", Route{App: "a", Path: "/x", RedirectHTTPS: true, Scheme: SchemeHTTP}, `app a: route /x: redirect_https contradicts scheme "http"`},
 		{"header name with a space", Route{App: "a", Headers: http.Header{"X Bad": {"1"}}}, `app a: route /: header name "X Bad" is not a token`},
-		{"header name not canonical", Route{App: "a", Headers: http.Header{"x-frame-options": {"DENY"}}}, `app a: route /: header name "x-frame-options" is not canonical ("X-Frame-Options")`},
 		{"header splitting", Route{App: "a", Headers: http.Header{"X-A": {"1\r\nSet-Cookie: x"}}}, `app a: route /: header X-A: value contains CR, LF or NUL`},
 	}
 	for _, tt := range tests {

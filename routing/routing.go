@@ -81,7 +81,8 @@ func NewTable(routes []Route) (*Table, error) {
 		if len(r.Path) > 1 {
 			r.Path = strings.TrimSuffix(r.Path, "/")
 		}
-		if err := r.checkOptions(); err != nil {
+		var err error
+		if r, err = r.checkOptions(); err != nil {
 			return nil, err
 		}
 		k := [2]string{r.Host, r.Path}
