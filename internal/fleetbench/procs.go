@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	gosync "sync"
+	"syscall"
+	"time"
+)
+
+// child is a tern process the benchmark started: the hub or one agent.
+// Its stderr (the slog text log) is read line by line as it comes, which
+// is how the benchmark learns, without polling, that an agent is ready or
+// has installed a release.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+
+	mu   gosync.Mutex
+	tail []string // the last lines of its log, for error messages
+}
+
+// tailLines is how much of a child's log an error shows.
+const tailLines = 8
+
+func startChild(name, bin string, args []string, stdout io.Writer, onLine func(line string)) (*child, error) {
+	c := &child{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	c.cmd.Stdout = stdout
+	dieWithParent(c.cmd)
+	stderr, err := c.cmd.StderrPipe()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			c.mu.Lock()
+			c.tail = append(c.tail, line)
+			if len(c.tail) > tailLines {
+				c.tail = c.tail[len(c.tail)-tailLines:]
+			}
+			c.mu.Unlock()
+			if onLine != nil {
+				onLine(line)
+			}
+		}
+		// Keep draining whatever the scanner refused (an overlong line),
+		// so the child never blocks on a full pipe.
+		io.Copy(io.Discard, stderr)
+		c.cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// pid is the child's process ID.
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// logTail returns the last lines the child logged.
+func (c *child) logTail() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return strings.Join(c.tail, "\n")
+}
+
+// stop asks the child to shut down gracefully and kills it after grace.
+func (c *child) stop(grace time.Duration) {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(grace):
+		c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// hubProc is `tern hub` on loopback ports.
+type hubProc struct {
+	*child
+	clientURL, leafURL string
+}
+
+func startHub(ctx context.Context, bin, dir string) (*hubProc, error) {
+	pr, pw := io.Pipe()
+	c, err := startChild("hub", bin, []string{"hub", "--data", dir, "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--log-level", "warn"}, pw, nil)
+	if err != nil {
+		return nil, err
+	}
+	h := &hubProc{child: c}
+	go func() { <-c.done; pw.Close() }()
+	found := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			// "  publishers:  tern deploy --hub nats://… ./app" and
+			// "  agents:      tern agent --hub nats-leaf://… --trust …"
+			f := strings.Fields(sc.Text())
+			for i := 0; i+1 < len(f); i++ {
+				if f[i] != "--hub" {
+					continue
+				}
+				switch {
+				case strings.HasPrefix(f[i+1], "nats-leaf://"):
+					h.leafURL = f[i+1]
+				case strings.HasPrefix(f[i+1], "nats://"):
+					h.clientURL = f[i+1]
+				}
+			}
+			if h.leafURL != "" && h.clientURL != "" {
+				close(found)
+				break
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	select {
+	case <-found:
+		return h, nil
+	case <-c.done:
+		err = fmt.Errorf("hub exited before it was ready:\n%s", c.logTail())
+	case <-time.After(30 * time.Second):
+		err = fmt.Errorf("hub not ready after 30s:\n%s", c.logTail())
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	c.stop(5 * time.Second)
+	return nil, err
+}
+
+// agentProc is one `tern agent`, a leaf node of the hub with its own
+// data directory (badger store, leaf JetStream, local CA).
+type agentProc struct {
+	*child
+	data string
+
+	ready chan struct{} // closed once the agent logged "agent ready"
+	addr  string        // its public listener, set before ready closes
+
+	// installs maps a release sequence to when the agent installed it,
+	// by the agent's own log clock (same machine, same clock).
+	mu       gosync.Mutex
+	installs map[uint64]time.Time
+	// installed is signalled (without blocking) after each install.
+	installed chan struct{}
+}
+
+// agentArgs are what every agent runs with besides its own directory.
+type agentArgs struct {
+	bin, config, leafURL, trust string
+}
+
+func startAgent(ctx context.Context, a agentArgs, dir string, i int) (*agentProc, error) {
+	ap := &agentProc{
+		data:      dir,
+		ready:     make(chan struct{}),
+		installs:  map[uint64]time.Time{},
+		installed: make(chan struct{}, 1),
+	}
+	var once gosync.Once
+	c, err := startChild(fmt.Sprintf("agent %d", i), a.bin, []string{
+		"agent", "--config", a.config, "--data", dir, "--hub", a.leafURL, "--trust", a.trust,
+		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--site", fmt.Sprintf("site-%03d", i),
+		"--log-level", "info",
+	}, nil, func(line string) {
+		if !strings.Contains(line, "msg=") {
+			return
+		}
+		kv := parseLogLine(line)
+		switch kv["msg"] {
+		case "agent ready":
+			once.Do(func() { ap.addr = kv["listen"]; close(ap.ready) })
+		case "release installed":
+			seq, err := strconv.ParseUint(kv["sequence"], 10, 64)
+			if err != nil {
+				return
+			}
+			t, err := time.Parse(time.RFC3339Nano, kv["time"])
+			if err != nil {
+				return
+			}
+			ap.mu.Lock()
+			ap.installs[seq] = t
+			ap.mu.Unlock()
+			select {
+			case ap.installed <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	ap.child = c
+	select {
+	case <-ap.ready:
+		return ap, nil
+	case <-c.done:
+		err = fmt.Errorf("agent %d exited before it was ready:\n%s", i, c.logTail())
+	case <-time.After(60 * time.Second):
+		err = fmt.Errorf("agent %d not ready after 60s:\n%s", i, c.logTail())
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	c.stop(5 * time.Second)
+	return nil, err
+}
+
+// installedAt reports when the agent first installed sequence seq or a
+// later one: a retried deploy may publish seq+1 with the same module.
+func (ap *agentProc) installedAt(seq uint64) (time.Time, bool) {
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	var first time.Time
+	for s, t := range ap.installs {
+		if s >= seq && (first.IsZero() || t.Before(first)) {
+			first = t
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// waitInstalled waits until the agent has installed seq, the deadline
+// passes or the agent exits.
+func (ap *agentProc) waitInstalled(seq uint64, deadline time.Time) (time.Time, error) {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for {
+		if t, ok := ap.installedAt(seq); ok {
+			return t, nil
+		}
+		select {
+		case <-ap.installed:
+		case <-ap.done:
+			return time.Time{}, fmt.Errorf("%s exited:\n%s", ap.name, ap.logTail())
+		case <-timer.C:
+			return time.Time{}, fmt.Errorf("%s: sequence %d not installed in time:\n%s", ap.name, seq, ap.logTail())
+		}
+	}
+}
+
+// parseLogLine splits a slog text line into its keys and values; quoted
+// values are unquoted.
+func parseLogLine(line string) map[string]string {
+	kv := map[string]string{}
+	for s := line; s != ""; {
+		s = strings.TrimLeft(s, " ")
+		eq := strings.IndexByte(s, '=')
+		if eq <= 0 {
+			break
+		}
+		key, rest := s[:eq], s[eq+1:]
+		var val string
+		if strings.HasPrefix(rest, `"`) {
+			q, err := strconv.QuotedPrefix(rest)
+			if err != nil {
+				break
+			}
+			val, _ = strconv.Unquote(q)
+			rest = rest[len(q):]
+		} else if sp := strings.IndexByte(rest, ' '); sp >= 0 {
+			val, rest = rest[:sp], rest[sp:]
+		} else {
+			val, rest = rest, ""
+		}
+		kv[key] = val
+		s = rest
+	}
+	return kv
+}
+
+// caPEM reads the agent's local CA certificate.
+func (ap *agentProc) caPEM(file string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(ap.data, file))
+	if err != nil {
+		return nil, fmt.Errorf("%s: CA: %w", ap.name, err)
+	}
+	if len(b) == 0 {
+		return nil, errors.New(ap.name + ": empty CA file")
+	}
+	return b, nil
+}
