@@ -178,20 +178,27 @@ func (w *Watcher) watch(ctx context.Context) error {
 	defer kw.Stop()
 	current := map[string][]byte{} // the hub's current release per app
 	// Releases whose module has not arrived yet (a leaf's module mirror
-	// can lag its release mirror) wait here and are tried again; a newer
-	// release of the same app replaces its waiting one.
-	waiting := map[string][]byte{}
-	consider := func(app string) {
-		env := w.effective(app, current[app], rolls)
-		if env == nil {
-			return
-		}
+	// can lag its release mirror by milliseconds or, cut off, by hours)
+	// wait here and are tried again, soon at first and then less and less
+	// often; a newer release of the same app replaces its waiting one.
+	type pending struct {
+		env   []byte
+		next  time.Time
+		delay time.Duration
+	}
+	waiting := map[string]*pending{}
+	try := func(app string, env []byte, delay time.Duration) {
 		delete(waiting, app)
 		if w.handle(ctx, obs, app, env) {
-			waiting[app] = env
+			waiting[app] = &pending{env: env, next: time.Now().Add(delay), delay: min(2*delay, retryMax)}
 		}
 	}
-	retry := time.NewTicker(retryEvery)
+	consider := func(app string) {
+		if env := w.effective(app, current[app], rolls); env != nil {
+			try(app, env, retryMin)
+		}
+	}
+	retry := time.NewTicker(retryMin)
 	defer retry.Stop()
 	for {
 		select {
@@ -199,11 +206,10 @@ func (w *Watcher) watch(ctx context.Context) error {
 			return nil
 		case <-w.rescan:
 			return errRescan
-		case <-retry.C:
-			for key, env := range waiting {
-				delete(waiting, key)
-				if w.handle(ctx, obs, key, env) {
-					waiting[key] = env
+		case now := <-retry.C:
+			for app, p := range waiting {
+				if !now.Before(p.next) {
+					try(app, p.env, p.delay)
 				}
 			}
 		case e, ok := <-rollUpdates:
@@ -280,8 +286,11 @@ func (w *Watcher) effective(app string, current []byte, rolls map[string]Rollout
 	return cand
 }
 
-// retryEvery is how often releases waiting for their module are retried.
-const retryEvery = time.Second
+// Bounds of the delay between tries of a release waiting for its module.
+const (
+	retryMin = 50 * time.Millisecond
+	retryMax = 5 * time.Second
+)
 
 // handle verifies one release and installs it, or refuses it with a
 // reason. It reports whether the release should be tried again later
