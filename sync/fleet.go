@@ -40,6 +40,51 @@ type Heartbeat struct {
 	// absent when the agent runs no inference. Raw JSON, so that this
 	// package stays free of the gpu package and its NVML dependency.
 	GPU json.RawMessage `json:"gpu,omitempty"`
+	// Carbon is the site's grid and job offer for deferred work from
+	// other sites, or absent when the agent takes none.
+	Carbon *CarbonOffer `json:"carbon,omitempty"`
+}
+
+// CarbonOffer is what a site advertises so that other sites can plan
+// deferred jobs on it: its grid's intensity now and a summary of the
+// forecast, its free job capacity, PUE and heat reuse. Intensities are in
+// gCO2/kWh, of the kind its provider gives (average unless Marginal).
+type CarbonOffer struct {
+	Region string `json:"region"`
+	// Now is the current intensity; NowSource labels where it came from.
+	Now       *float64 `json:"now,omitempty"`
+	NowSource string   `json:"now_source,omitempty"`
+	// Forecast is the forecast ahead, resampled to Step (at most
+	// MaxOfferPoints values, starting at ForecastStart); a NaN-free
+	// summary, gaps cut it short.
+	ForecastStart  time.Time     `json:"forecast_start,omitzero"`
+	Step           time.Duration `json:"step,omitempty"`
+	Forecast       []float64     `json:"forecast,omitempty"`
+	ForecastSource string        `json:"forecast_source,omitempty"`
+	Marginal       bool          `json:"marginal,omitempty"`
+	// Capacity is how many deferred jobs the site runs at once (0:
+	// unlimited) and Free how many more it could start now.
+	Capacity int `json:"capacity"`
+	Free     int `json:"free"`
+	// PUE is the site's power usage effectiveness (0 means 1).
+	PUE float64 `json:"pue,omitempty"`
+	// Heat is the site's heat reuse, absent when it has none.
+	Heat *HeatOffer `json:"heat,omitempty"`
+}
+
+// MaxOfferPoints caps a CarbonOffer's forecast: two days of hours keep a
+// heartbeat well under a kilobyte per site.
+const MaxOfferPoints = 48
+
+// HeatOffer is a site's heat reuse as a planner ranks it: the captured
+// fraction and current demand (0..1) and the emission factor of the heat
+// it displaces (or a heat pump's COP, making it grid / COP).
+type HeatOffer struct {
+	Captured            float64 `json:"captured"`
+	Demand              float64 `json:"demand"`
+	DisplacedGCO2PerKWh float64 `json:"displaced_gco2_per_kwh,omitempty"`
+	HeatPumpCOP         float64 `json:"heat_pump_cop,omitempty"`
+	SinkKW              float64 `json:"sink_kw,omitempty"`
 }
 
 // AppState is one installed app as an agent reports it.

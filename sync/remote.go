@@ -1,0 +1,116 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Errors of the cross-site calls (job offload, remote inference) that
+// callers branch on.
+var (
+	// ErrUnreachable means no agent of the site listens on its subject (it
+	// is down, cut off, or does not serve that kind of call): nothing ran
+	// there, so the caller may run the work elsewhere at once.
+	ErrUnreachable = errors.New("site unreachable")
+	// ErrRefused means the site answered that it will not run the call
+	// (it lacks the app or the model); nothing ran there.
+	ErrRefused = errors.New("refused by site")
+	// ErrTooLarge means a call or its answer does not fit in one NATS
+	// message.
+	ErrTooLarge = errors.New("over the message size limit")
+)
+
+// serveQueue is the queue group of every per-site subject, so that when a
+// site runs several agents each call reaches exactly one of them.
+const serveQueue = "tern"
+
+// siteSubject returns prefix.site, refusing a site name that is not one
+// subject token (a dot would reach another site's subject, a wildcard
+// every site's).
+func siteSubject(prefix, site string) (string, error) {
+	if site == "" || strings.ContainsAny(site, ".*> \t\r\n") {
+		return "", fmt.Errorf("site %q: not usable in subject %s.<site>: %w", site, prefix, ErrInvalidSite)
+	}
+	return prefix + "." + site, nil
+}
+
+// ErrInvalidSite means a site name cannot be part of a NATS subject.
+var ErrInvalidSite = errors.New("invalid site name")
+
+// request sends in to subject and decodes the answer into out, within
+// ctx's deadline. No listener is ErrUnreachable; a payload over the
+// connection's limit is ErrTooLarge.
+func (c *Client) request(ctx context.Context, subject string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("request %s: %w", subject, err)
+	}
+	if limit := c.nc.MaxPayload(); limit > 0 && int64(len(b)) > limit {
+		return fmt.Errorf("request %s: %d bytes, limit %d: %w", subject, len(b), limit, ErrTooLarge)
+	}
+	m, err := c.nc.RequestWithContext(ctx, subject, b)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("request %s: %w", subject, ErrUnreachable)
+	}
+	if err != nil {
+		return fmt.Errorf("request %s: %w", subject, err)
+	}
+	if err := json.Unmarshal(m.Data, out); err != nil {
+		return fmt.Errorf("answer on %s: %w", subject, err)
+	}
+	return nil
+}
+
+// serve answers every request on subject with handle, each in its own
+// goroutine (calls take seconds to minutes), until ctx is done. An answer
+// over the message limit is replaced by tooLarge's.
+func (c *Client) serve(ctx context.Context, subject string, logger *slog.Logger,
+	handle func(ctx context.Context, data []byte) any, tooLarge func(n, limit int64) any) error {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sub, err := c.nc.QueueSubscribe(subject, serveQueue, func(m *nats.Msg) {
+		go func() {
+			out := handle(hctx, m.Data)
+			if hctx.Err() != nil {
+				// Stopping: the caller times out and runs the work
+				// elsewhere, rather than trusting a cut-off run.
+				return
+			}
+			b, err := json.Marshal(out)
+			if err == nil {
+				if limit := c.nc.MaxPayload(); limit > 0 && int64(len(b)) > limit {
+					b, err = json.Marshal(tooLarge(int64(len(b)), limit))
+				}
+			}
+			if err != nil {
+				logger.Warn("encode answer", "subject", subject, "err", err)
+				return
+			}
+			if err := m.Respond(b); err != nil {
+				logger.Warn("answer not sent", "subject", subject, "err", err)
+			}
+		}()
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	// The subscription must reach the server before the site advertises
+	// itself, or early calls find no responder.
+	if err := c.nc.Flush(); err != nil {
+		logger.Debug("flush after subscribe", "subject", subject, "err", err)
+	}
+	<-ctx.Done()
+	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		logger.Debug("unsubscribe", "subject", subject, "err", err)
+	}
+	return nil
+}
