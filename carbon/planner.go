@@ -24,6 +24,9 @@ type Job struct {
 	// Regions lists the grid regions where the job's data may be processed;
 	// empty means any site.
 	Regions []string
+	// App names the job's app; a remote site that lists the apps it can
+	// run (RemoteSite.Apps) takes only jobs of those apps.
+	App string
 	// EnergyKWh is the expected IT energy; 0 means 1 kW over the runtime.
 	// It scales emissions, so it matters only when comparing sites with
 	// different PUE or heat reuse.
@@ -115,6 +118,8 @@ type siteState struct {
 	curve  *Curve
 	source string
 	occ    occupancy
+	// apps, when not nil, are the only apps whose jobs the site takes.
+	apps map[string]bool
 }
 
 type queuedJob struct {
@@ -303,6 +308,9 @@ func (p *Planner) span(start, end time.Time) (int64, int64) {
 }
 
 func (p *Planner) allowed(s *siteState, j Job) bool {
+	if s.apps != nil && !s.apps[j.App] {
+		return false
+	}
 	return len(j.Regions) == 0 || slices.Contains(j.Regions, s.Region)
 }
 

@@ -120,6 +120,12 @@ type plan struct {
 	Intensity *float64  `json:"expected_gco2_per_kwh,omitempty"`
 	Source    string    `json:"source,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
+	// Gross and Avoided are the expected emissions of the run and those
+	// its site's heat reuse avoids, in grams, kept apart.
+	Gross   *float64 `json:"expected_gross_grams,omitempty"`
+	Avoided *float64 `json:"expected_avoided_grams,omitempty"`
+	// Offload says why a job planned at another site ran here instead.
+	Offload string `json:"offload_error,omitempty"`
 }
 
 // result is a stored response without its body.
@@ -131,6 +137,8 @@ type result struct {
 	// run-now counterfactual, when an intensity was known.
 	Grams       *float64 `json:"grams,omitempty"`
 	RunNowGrams *float64 `json:"run_now_grams,omitempty"`
+	// Site is where the job ran, when not here.
+	Site string `json:"site,omitempty"`
 }
 
 func (r *record) terminal() bool {
@@ -149,14 +157,20 @@ type View struct {
 	// ExpectedIntensity is the forecast mean over the planned run, in
 	// gCO2/kWh; Source labels the forecast; Reason says why the start was
 	// not chosen by emissions, when it was not.
-	ExpectedIntensity *float64   `json:"expected_gco2_per_kwh,omitempty"`
-	Source            string     `json:"forecast_source,omitempty"`
-	Reason            string     `json:"reason,omitempty"`
-	Late              bool       `json:"late,omitempty"`
-	Attempts          int        `json:"attempts,omitempty"`
-	Started           *time.Time `json:"started,omitempty"`
-	Done              *time.Time `json:"done,omitempty"`
-	Error             string     `json:"error,omitempty"`
+	ExpectedIntensity *float64 `json:"expected_gco2_per_kwh,omitempty"`
+	Source            string   `json:"forecast_source,omitempty"`
+	Reason            string   `json:"reason,omitempty"`
+	// ExpectedGross and ExpectedAvoided are the planner's expected grams
+	// at the chosen site, kept apart (avoided heat is never netted).
+	ExpectedGross   *float64 `json:"expected_gross_grams,omitempty"`
+	ExpectedAvoided *float64 `json:"expected_avoided_grams,omitempty"`
+	// OffloadError says why a job planned at another site ran here.
+	OffloadError string     `json:"offload_error,omitempty"`
+	Late         bool       `json:"late,omitempty"`
+	Attempts     int        `json:"attempts,omitempty"`
+	Started      *time.Time `json:"started,omitempty"`
+	Done         *time.Time `json:"done,omitempty"`
+	Error        string     `json:"error,omitempty"`
 	// Result is the stored response's status and headers; its body is at
 	// ResultURL.
 	Result    *ResultView `json:"result,omitempty"`
@@ -170,6 +184,8 @@ type ResultView struct {
 	BodyBytes   int         `json:"body_bytes"`
 	Grams       *float64    `json:"grams,omitempty"`
 	RunNowGrams *float64    `json:"run_now_grams,omitempty"`
+	// Site is where the job ran.
+	Site string `json:"site,omitempty"`
 }
 
 func (r *record) view() View {
@@ -178,12 +194,13 @@ func (r *record) view() View {
 	if p := r.Plan; p != nil {
 		start := p.Start
 		v.ScheduledAt, v.Site, v.ExpectedIntensity, v.Source, v.Reason = &start, p.Site, p.Intensity, p.Source, p.Reason
+		v.ExpectedGross, v.ExpectedAvoided, v.OffloadError = p.Gross, p.Avoided, p.Offload
 	}
 	if r.terminal() {
 		v.Done = r.Finished
 	}
 	if res := r.Result; res != nil {
-		v.Result = &ResultView{Status: res.Status, Header: res.Header, BodyBytes: res.BodyBytes, Grams: res.Grams, RunNowGrams: res.RunNowGrams}
+		v.Result = &ResultView{Status: res.Status, Header: res.Header, BodyBytes: res.BodyBytes, Grams: res.Grams, RunNowGrams: res.RunNowGrams, Site: res.Site}
 		v.ResultURL = PathPrefix + r.ID + "/result"
 	}
 	return v

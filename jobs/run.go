@@ -51,6 +51,7 @@ func (s *Scheduler) step(ctx context.Context) {
 	if gc {
 		s.gc(now)
 	}
+	s.syncRemote()
 	s.startDue(ctx)
 }
 
@@ -165,6 +166,10 @@ func (s *Scheduler) startDue(ctx context.Context) {
 		go func() {
 			defer s.wg.Done()
 			defer cancel()
+			if a.Site != s.cfg.Site.Name && s.cfg.Offload != nil {
+				s.executeRemote(runCtx, &snap, a.Site)
+				return
+			}
 			s.execute(runCtx, &snap)
 		}()
 	}
@@ -285,6 +290,13 @@ func (s *Scheduler) account(id string, runNow *float64, u usage) *carbon.Record 
 	if r != nil {
 		app = r.App
 	}
+	s.mu.Unlock()
+	return s.accountFor(app, runNow, u)
+}
+
+// accountFor records a run of app in the ledger, as account does.
+func (s *Scheduler) accountFor(app string, runNow *float64, u usage) *carbon.Record {
+	s.mu.Lock()
 	cur := s.current
 	s.mu.Unlock()
 	var actual carbon.Reading

@@ -74,6 +74,13 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives job events; nil discards them.
 	Logger *slog.Logger
+	// Offload, when set, lets the planner place jobs at other sites and
+	// runs them there (see offload.go); nil keeps every job here.
+	Offload Offloader
+	// OffloadTimeout is the longest an offloaded job is waited for
+	// before it runs here instead; 0 means 10 minutes. The wait also ends
+	// in time to run the job here before its deadline.
+	OffloadTimeout time.Duration
 }
 
 // MaxBody caps a stored request body whatever the app's max_request: the
@@ -101,7 +108,9 @@ type Scheduler struct {
 	lastGC   time.Time
 
 	sem chan struct{} // capacity; nil when unlimited
-	wg  gosync.WaitGroup
+	// remoteVersion is the Offloader's sites version the planner has.
+	remoteVersion uint64
+	wg            gosync.WaitGroup
 }
 
 // New returns a scheduler holding every job in cfg.Store: pending jobs are
@@ -119,6 +128,7 @@ func New(cfg Config) (*Scheduler, error) {
 	setDefault(&cfg.Refresh, 15*time.Minute)
 	setDefault(&cfg.Tick, 5*time.Second)
 	setDefault(&cfg.KeepResults, 7*24*time.Hour)
+	setDefault(&cfg.OffloadTimeout, 10*time.Minute)
 	s := &Scheduler{cfg: cfg, now: cfg.Now, log: cfg.Logger, jobs: map[string]*record{}, running: map[string]context.CancelFunc{}}
 	if s.now == nil {
 		s.now = time.Now
@@ -204,14 +214,14 @@ func (s *Scheduler) queue(r *record) error {
 // plannerJob is r as the planner sees it: its deadline one tick earlier,
 // since the tick may start it that much after its planned start.
 func (s *Scheduler) plannerJob(r *record) carbon.Job {
-	return carbon.Job{ID: r.ID, Arrival: r.Accepted, Runtime: r.Runtime, Deadline: r.Deadline.Add(-s.cfg.Tick), Regions: r.Regions}
+	return carbon.Job{ID: r.ID, App: r.App, Arrival: r.Accepted, Runtime: r.Runtime, Deadline: r.Deadline.Add(-s.cfg.Tick), Regions: r.Regions}
 }
 
 func (s *Scheduler) setPlan(r *record, a carbon.Assignment) {
 	p := &plan{Site: a.Site, Start: a.Start, Source: a.Source, Reason: a.Reason}
 	if !math.IsNaN(a.Intensity) {
-		v := a.Intensity
-		p.Intensity = &v
+		v, g, av := a.Intensity, a.Gross, a.Avoided
+		p.Intensity, p.Gross, p.Avoided = &v, &g, &av
 	}
 	r.Plan = p
 	r.Late = a.Reason == carbon.ReasonPastDeadline

@@ -1,0 +1,84 @@
+package carbon
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestSetRemote plans jobs across the local site and sites learnt from
+// heartbeats: the cleaner remote site wins when it runs the job's app and
+// its transfer still meets the deadline; heat reuse ranks by net while
+// the assignment keeps gross and avoided apart.
+func TestSetRemote(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	now := t0
+	curve := func(v ...float64) *Curve {
+		c, err := CurveFromValues(t0, time.Hour, v, Forecast, Average, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	p, err := NewPlanner(PlannerConfig{Sites: []Site{{Name: "dirty", Region: "eu"}}, Step: time.Hour, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetForecast("dirty", curve(500, 500, 500, 500), "local"); err != nil {
+		t.Fatal(err)
+	}
+	job := Job{ID: "a", App: "kv", Arrival: t0, Runtime: time.Hour, Deadline: t0.Add(4 * time.Hour)}
+	if a, _ := p.Submit(job); a.Site != "dirty" {
+		t.Fatalf("no remote sites: planned at %s", a.Site)
+	}
+	clean := RemoteSite{Site: Site{Name: "clean", Region: "eu", Transfer: time.Minute}, Forecast: curve(100, 100, 100, 100), Source: "clean:trace", Apps: []string{"kv"}}
+	if err := p.SetRemote([]RemoteSite{clean}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := p.Assignment("a")
+	if a.Site != "clean" || !a.Start.Equal(t0.Add(time.Minute)) || a.Intensity != 100 {
+		t.Fatalf("re-planned to %+v, want clean at +1m (after the transfer)", a)
+	}
+
+	// A site that lacks the app, or sits in a region the job may not use,
+	// never gets it.
+	other := Job{ID: "b", App: "other", Arrival: t0, Runtime: time.Hour, Deadline: t0.Add(4 * time.Hour)}
+	if a, _ := p.Submit(other); a.Site != "dirty" {
+		t.Fatalf("job of an app the site lacks planned at %s", a.Site)
+	}
+	regional := Job{ID: "c", App: "kv", Arrival: t0, Runtime: time.Hour, Deadline: t0.Add(4 * time.Hour), Regions: []string{"eu"}}
+	clean.Region = "us"
+	if err := p.SetRemote([]RemoteSite{clean}); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := p.Submit(regional); a.Site != "dirty" {
+		t.Fatalf("job limited to eu planned at %s in us", a.Site)
+	}
+	clean.Region = "eu"
+
+	// The transfer counts both ways against the deadline.
+	tight := Job{ID: "d", App: "kv", Arrival: t0, Runtime: time.Hour, Deadline: t0.Add(time.Hour + time.Minute)}
+	if err := p.SetRemote([]RemoteSite{clean}); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := p.Submit(tight); a.Site != "dirty" {
+		t.Fatalf("job whose deadline leaves no transfer time planned at %s", a.Site)
+	}
+
+	// Heat reuse: a warm site with a dirtier grid wins on net, and the
+	// assignment keeps gross and avoided apart.
+	warm := RemoteSite{Site: Site{Name: "warm", Region: "eu", Heat: &HeatReuse{Captured: 0.9, Demand: 1, DisplacedGCO2PerKWh: 203}}, Forecast: curve(200, 200, 200, 200), Source: "warm:trace"}
+	if err := p.SetRemote([]RemoteSite{clean, warm}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ = p.Assignment("a")
+	if a.Site != "warm" || a.Gross != 200 || a.Avoided < 182 || a.Avoided > 183 {
+		t.Fatalf("with heat reuse: %+v, want warm with gross 200 g and avoided 182.7 g apart", a)
+	}
+
+	for _, bad := range [][]RemoteSite{{{Site: Site{Name: "dirty"}}}, {clean, clean}, {{Site: Site{Name: "x", Capacity: -1}}}} {
+		if err := p.SetRemote(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("SetRemote(%v): %v, want ErrInvalid", bad, err)
+		}
+	}
+}
