@@ -83,6 +83,10 @@ type Agent struct {
 	// ledger accounts carbon on reg; jobs holds deferred requests.
 	ledger *carbon.Ledger
 	jobs   *jobs.Scheduler
+	// fleet is the other sites as their heartbeats describe them, for
+	// offloading jobs and inference (offload.go); offloadHook is for tests.
+	fleet       *fleetView
+	offloadHook hookPtr
 
 	closers []func() // undo what New started, newest last
 }
@@ -289,6 +293,9 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	}
 	g.Go(func() error { return a.jobs.Run(gctx) })
 	g.Go(func() error { return a.runGPU(gctx) })
+	for _, fn := range a.runOffload(gctx) {
+		g.Go(fn)
+	}
 	if a.hub != nil {
 		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now}
 		g.Go(func() error { return rc.Run(gctx) })

@@ -15,7 +15,9 @@ import (
 	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/carbon"
 	"github.com/tern-edge/tern/carbon/provider"
+	"github.com/tern-edge/tern/gpu"
 	"github.com/tern-edge/tern/jobs"
+	ternsync "github.com/tern-edge/tern/sync"
 )
 
 // Environment variables read for carbon provider credentials left empty
@@ -55,6 +57,17 @@ type CarbonConfig struct {
 	Horizon     artifact.Duration `toml:"horizon"`
 	Tick        artifact.Duration `toml:"tick"`
 	KeepResults artifact.Duration `toml:"keep_results"`
+	// Offload lets deferred jobs run at other sites of the fleet that
+	// run the same release where the grid is cleaner, and takes theirs;
+	// the site then advertises its grid and free capacity in its
+	// heartbeat. Default true.
+	Offload bool `toml:"offload"`
+	// OffloadTimeout is the longest a job sent to another site is waited
+	// for before it runs here instead; Transfer is the one-way time a job
+	// takes to reach another site, added before its start and before its
+	// deadline.
+	OffloadTimeout artifact.Duration `toml:"offload_timeout"`
+	Transfer       artifact.Duration `toml:"transfer"`
 
 	ElectricityMaps ElectricityMapsConfig `toml:"electricitymaps"`
 	WattTime        WattTimeConfig        `toml:"watttime"`
@@ -85,12 +98,15 @@ type UKGridConfig struct {
 
 func defaultCarbonConfig() CarbonConfig {
 	return CarbonConfig{
-		WattsPerCore: 10,
-		Step:         artifact.Duration(15 * time.Minute),
-		Refresh:      artifact.Duration(15 * time.Minute),
-		Horizon:      artifact.Duration(48 * time.Hour),
-		Tick:         artifact.Duration(5 * time.Second),
-		KeepResults:  artifact.Duration(7 * 24 * time.Hour),
+		WattsPerCore:   10,
+		Step:           artifact.Duration(15 * time.Minute),
+		Refresh:        artifact.Duration(15 * time.Minute),
+		Horizon:        artifact.Duration(48 * time.Hour),
+		Tick:           artifact.Duration(5 * time.Second),
+		KeepResults:    artifact.Duration(7 * 24 * time.Hour),
+		Offload:        true,
+		OffloadTimeout: artifact.Duration(10 * time.Minute),
+		Transfer:       artifact.Duration(time.Minute),
 	}
 }
 
@@ -119,6 +135,10 @@ func (c CarbonConfig) validate() error {
 		return fmt.Errorf("carbon.tick = %s: must lie in [100ms, 1m]", c.Tick)
 	case time.Duration(c.KeepResults) < time.Minute:
 		return fmt.Errorf("carbon.keep_results = %s: must be at least 1m", c.KeepResults)
+	case time.Duration(c.OffloadTimeout) < time.Second:
+		return fmt.Errorf("carbon.offload_timeout = %s: must be at least 1s", c.OffloadTimeout)
+	case c.Transfer < 0:
+		return fmt.Errorf("carbon.transfer = %s: must not be negative", c.Transfer)
 	}
 	return nil
 }
@@ -214,13 +234,68 @@ func (a *Agent) openJobs(ticks <-chan time.Time) error {
 	if err := a.reg.Register(a.ledger); err != nil {
 		return fmt.Errorf("carbon metrics: %w", err)
 	}
+	a.fleet = &fleetView{a: a, logger: a.logger.With("component", "offload")}
 	a.jobs, err = jobs.New(jobs.Config{
 		Store: a.store, Run: a.runJob, Site: site, Intensity: src, Ledger: a.ledger,
 		Step: time.Duration(c.Step), Horizon: time.Duration(c.Horizon), Refresh: time.Duration(c.Refresh),
 		Tick: time.Duration(c.Tick), Ticks: ticks, KeepResults: time.Duration(c.KeepResults),
 		Now: a.now, Logger: logger,
+		Offload: a.fleet, OffloadTimeout: time.Duration(c.OffloadTimeout),
 	})
 	return err
+}
+
+// carbonOffer is what the heartbeat tells other sites about this one's
+// grid and free job capacity, or nil when the site takes no jobs from
+// them: the current intensity, the forecast as hourly means (at most
+// ternsync.MaxOfferPoints), the PUE and the heat reuse of [gpu.heat].
+func (a *Agent) carbonOffer() *ternsync.CarbonOffer {
+	c := a.cfg.Carbon
+	if !c.Offload || a.jobs == nil {
+		return nil
+	}
+	st := a.jobs.Status()
+	o := &ternsync.CarbonOffer{Region: c.Region, Capacity: c.Capacity, PUE: c.PUE}
+	if c.Capacity > 0 {
+		o.Free = max(c.Capacity-st.Running, 0)
+	}
+	if st.Now != nil {
+		v := st.Now.GCO2PerKWh
+		o.Now, o.NowSource = &v, st.Now.Source
+	}
+	if len(st.Forecast) > 0 {
+		rs := make([]carbon.Reading, len(st.Forecast))
+		for i, p := range st.Forecast {
+			rs[i] = carbon.Reading{Start: p.Start, Duration: p.Duration, GCO2PerKWh: p.GCO2PerKWh, Source: p.Source}
+		}
+		o.ForecastSource, o.Marginal = st.Forecast[0].Source, st.Forecast[0].Signal == carbon.Marginal.String()
+		if curve, err := carbon.Resample(rs, time.Hour); err == nil {
+			start := a.now().Truncate(time.Hour)
+			for t := start; len(o.Forecast) < ternsync.MaxOfferPoints; t = t.Add(time.Hour) {
+				v, ok := curve.Mean(t, t.Add(time.Hour))
+				if !ok {
+					break
+				}
+				o.Forecast = append(o.Forecast, v)
+			}
+			if len(o.Forecast) > 0 {
+				o.ForecastStart, o.Step = start, time.Hour
+			}
+		}
+	}
+	if h := a.cfg.GPU.heatSite(); h.HeatCapture > 0 && h.Displaced.Kind != gpu.DisplacedNone {
+		ho := &ternsync.HeatOffer{Captured: h.HeatCapture, Demand: h.HeatDemand, SinkKW: h.HeatSinkKW}
+		switch h.Displaced.Kind {
+		case gpu.DisplacedHeatPump:
+			ho.HeatPumpCOP = h.Displaced.Efficiency
+		case gpu.DisplacedResistive:
+			ho.HeatPumpCOP = 1 // EF = grid intensity
+		default:
+			ho.DisplacedGCO2PerKWh, _ = h.Displaced.HeatEF(0)
+		}
+		o.Heat = ho
+	}
+	return o
 }
 
 // errNotInstalled is a job's error when its app is gone.
@@ -236,7 +311,7 @@ func (a *Agent) runJob(app, route string, w http.ResponseWriter, r *http.Request
 		return fmt.Errorf("run job for %s: %w", app, errNotInstalled)
 	}
 	ia.counters.count(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ia.app.Serve(w, r, route)
+		ia.serve(w, r, route)
 	})).ServeHTTP(w, r)
 	return nil
 }

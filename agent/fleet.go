@@ -106,6 +106,7 @@ func (a *Agent) heartbeat() ternsync.Heartbeat {
 		Started:  a.started,
 		Refusals: a.watcher.Refusals(),
 		GPU:      a.gpuOffer(),
+		Carbon:   a.carbonOffer(),
 	}
 	a.mu.Lock()
 	for _, ia := range a.apps {

@@ -314,7 +314,7 @@ func (a *Agent) aiFor(m artifact.Manifest) wasmhost.AI {
 	if a.gpu == nil || len(m.Capabilities.AIModels) == 0 {
 		return nil
 	}
-	return aiAdapter{a.gpu.svc}
+	return aiAdapter{svc: a.gpu.svc, remote: remoteAI{a}, fleet: a.fleet}
 }
 
 // grantAI records app's models and fair-share weight once its release is
@@ -345,14 +345,37 @@ func (a *Agent) gpuOffer() json.RawMessage {
 	return b
 }
 
-// aiAdapter serves wasmhost's tern_ai calls from the gpu service.
-type aiAdapter struct{ svc *gpu.Service }
+// aiAdapter serves wasmhost's tern_ai calls from the gpu service, and
+// from another site's (remote) when no backend here serves the model but
+// a site's heartbeat offers it.
+type aiAdapter struct {
+	svc    *gpu.Service
+	remote gpu.RemoteTransport
+	fleet  *fleetView // nil: no remote sites
+}
 
 var _ wasmhost.AI = aiAdapter{}
+
+// remoteSite returns the site to send a call that failed here with err
+// to: only a model no backend here serves goes elsewhere, after the
+// service checked the app's grant here.
+func (ad aiAdapter) remoteSite(err error, model string) (string, bool) {
+	if ad.fleet == nil || ad.remote == nil || !(errors.Is(err, gpu.ErrModelNotSupported) || errors.Is(err, gpu.ErrNoDevice)) {
+		return "", false
+	}
+	return ad.fleet.modelSite(model)
+}
 
 // Infer runs one inference for app.
 func (ad aiAdapter) Infer(ctx context.Context, app, model, prompt string, p wasmhost.InferParams) (wasmhost.InferResult, error) {
 	res, err := ad.svc.Infer(ctx, app, model, prompt, gpu.InferParams(p))
+	if site, ok := ad.remoteSite(err, model); ok {
+		ctx, cancel := withDefaultTimeout(ctx, remoteCallTimeout)
+		defer cancel()
+		var r gpu.InferResult
+		r, _, err = ad.remote.InferRemote(ctx, site, app, gpu.InferRequest{Model: model, Prompt: prompt, Params: gpu.InferParams(p)})
+		res = gpu.Result{InferResult: r}
+	}
 	if err != nil {
 		return wasmhost.InferResult{}, aiError(err)
 	}
@@ -366,10 +389,25 @@ func (ad aiAdapter) Infer(ctx context.Context, app, model, prompt string, p wasm
 // Embed computes embeddings for app.
 func (ad aiAdapter) Embed(ctx context.Context, app, model string, texts []string) (wasmhost.EmbedResult, error) {
 	res, err := ad.svc.Embed(ctx, app, model, texts)
+	if site, ok := ad.remoteSite(err, model); ok {
+		ctx, cancel := withDefaultTimeout(ctx, remoteCallTimeout)
+		defer cancel()
+		var r gpu.EmbedResult
+		r, _, err = ad.remote.EmbedRemote(ctx, site, app, gpu.EmbedRequest{Model: model, Texts: texts})
+		res = gpu.EmbedOutcome{EmbedResult: r}
+	}
 	if err != nil {
 		return wasmhost.EmbedResult{}, aiError(err)
 	}
 	return wasmhost.EmbedResult{Embeddings: res.Embeddings, PromptTokenCount: res.EmbedResult.Usage.PromptTokenCount}, nil
+}
+
+// withDefaultTimeout bounds ctx by d unless it has a deadline already.
+func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // aiError gives a gpu error the wasmhost sentinel its guest code comes
