@@ -311,7 +311,7 @@ func (a *Agent) runJob(app, route string, w http.ResponseWriter, r *http.Request
 		return fmt.Errorf("run job for %s: %w", app, errNotInstalled)
 	}
 	ia.counters.count(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ia.serve(w, r, route)
+		ia.app.Serve(w, r, route)
 	})).ServeHTTP(w, r)
 	return nil
 }
