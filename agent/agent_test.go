@@ -410,3 +410,23 @@ func TestKVCapability(t *testing.T) {
 		t.Fatalf("get after an upgrade: %q", body)
 	}
 }
+
+// TestRouteHeaders deploys an app whose route adds response headers.
+func TestRouteHeaders(t *testing.T) {
+	key := mustKey(t)
+	ta := startAgent(t, testConfig(t, t.TempDir()), key)
+	m, hello := readGuest(t, "hello")
+	m.Routes[0].Headers = map[string]string{"Strict-Transport-Security": "max-age=63072000"}
+	if _, err := deploy.Push(context.Background(), m, hello, deploy.Options{Client: hubClient(t, ta.Agent), Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	url := "https://" + strings.Replace(ta.Addr().String(), "127.0.0.1", "localhost", 1) + "/hello"
+	waitFor(t, "the header", func() bool {
+		resp, err := ta.client.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200 && resp.Header.Get("Strict-Transport-Security") == "max-age=63072000"
+	})
+}
