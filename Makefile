@@ -1,5 +1,5 @@
 # Tern's build. Everything here needs only Go; `make bench` also uses wrk
-# and nginx (installed from Debian's packages when missing).
+# nginx and caddy (installed from Debian's packages when missing).
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
@@ -27,6 +27,8 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./wasmhost/ ./cache/ ./gpu/ ./carbon/... ./server/
 	./scripts/bench-e2e.sh
 	./scripts/bench-cache.sh
+	./scripts/bench-tls.sh
+	./scripts/bench-fleet.sh
 
 ## guests: rebuild the committed guest wasm modules from their sources
 guests:
