@@ -130,6 +130,18 @@ func (a *Agent) dirAllowed(dir string) bool {
 	return false
 }
 
+// routeHeaders turns a manifest's response headers into an http.Header.
+func routeHeaders(h map[string]string) http.Header {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make(http.Header, len(h))
+	for k, v := range h {
+		out.Set(k, v)
+	}
+	return out
+}
+
 // buildTable builds the routing table of apps and the config's origin
 // routes.
 func buildTable(apps map[string]*installedApp, origins []routing.Route) (*routing.Table, error) {
@@ -141,9 +153,13 @@ func buildTable(apps map[string]*installedApp, origins []routing.Route) (*routin
 				prefix = "/"
 			}
 			routes = append(routes, routing.Route{
-				Host: r.Host,
-				Path: prefix,
-				App:  ia.rel.App,
+				Host:          r.Host,
+				Path:          prefix,
+				App:           ia.rel.App,
+				RedirectHTTPS: r.RedirectHTTPS,
+				Scheme:        r.Scheme,
+				Headers:       routeHeaders(r.Headers),
+				EarlyData:     r.EarlyData,
 				Handler: ia.counters.count(deferrable(ia.rel, prefix, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 					app.Serve(w, req, prefix)
 				}))),

@@ -60,6 +60,16 @@ type Route struct {
 	Host string `toml:"host" json:"host,omitempty"`
 	// Path is a path prefix starting with "/"; empty means "/".
 	Path string `toml:"path" json:"path,omitempty"`
+	// RedirectHTTPS answers plain-HTTP requests with a redirect to HTTPS.
+	RedirectHTTPS bool `toml:"redirect_https" json:"redirect_https,omitempty"`
+	// Scheme, when "https" or "http", refuses requests over the other one.
+	Scheme string `toml:"scheme" json:"scheme,omitempty"`
+	// Headers are added to every response of the route
+	// (e.g. Strict-Transport-Security).
+	Headers map[string]string `toml:"headers" json:"headers,omitempty"`
+	// EarlyData serves TLS 0-RTT requests on this route, for safe methods
+	// only; off by default because early data can be replayed.
+	EarlyData bool `toml:"early_data" json:"early_data,omitempty"`
 }
 
 // Limits bounds the resources of one request; zero values mean the defaults.
@@ -299,7 +309,8 @@ func (m Manifest) validateRoutes(p *problems) {
 		p.add("routes: at least one route is required")
 		return
 	}
-	seen := make(map[Route]int, len(m.Routes))
+	type place struct{ host, path string }
+	seen := make(map[place]int, len(m.Routes))
 	for i, r := range m.Routes {
 		if r.Host != "" {
 			if err := checkHost(strings.ToLower(r.Host)); err != nil {
@@ -311,9 +322,17 @@ func (m Manifest) validateRoutes(p *problems) {
 				p.add("routes[%d].path %q: %v", i, r.Path, err)
 			}
 		}
-		key := Route{Host: strings.ToLower(r.Host), Path: r.Path}
-		if key.Path == "" {
-			key.Path = "/"
+		if r.Scheme != "" && r.Scheme != "https" && r.Scheme != "http" {
+			p.add("routes[%d].scheme %q: want https or http", i, r.Scheme)
+		}
+		for name, v := range r.Headers {
+			if !validHeaderName(name) || strings.ContainsAny(v, "\r\n\x00") {
+				p.add("routes[%d].headers %q: not a valid header", i, name)
+			}
+		}
+		key := place{strings.ToLower(r.Host), r.Path}
+		if key.path == "" {
+			key.path = "/"
 		}
 		if j, dup := seen[key]; dup {
 			p.add("routes[%d]: duplicates routes[%d]", i, j)
@@ -321,6 +340,19 @@ func (m Manifest) validateRoutes(p *problems) {
 			seen[key] = i
 		}
 	}
+}
+
+// validHeaderName reports whether s is an HTTP field name (RFC 9110 token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c > 0x7e || c <= ' ' || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", c) {
+			return false
+		}
+	}
+	return true
 }
 
 func (l Limits) validate(p *problems) {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -113,7 +114,7 @@ func TestWithDefaults(t *testing.T) {
 	if d.Limits != want {
 		t.Errorf("limits = %+v, want %+v", d.Limits, want)
 	}
-	if d.Routes[0] != (Route{Host: "a.example", Path: "/"}) || d.Routes[1] != (Route{Path: "/x"}) {
+	if !reflect.DeepEqual(d.Routes[0], Route{Host: "a.example", Path: "/"}) || !reflect.DeepEqual(d.Routes[1], Route{Path: "/x"}) {
 		t.Errorf("routes = %+v", d.Routes)
 	}
 	if m.Routes[0].Path != "" || m.Routes[0].Host != "A.Example" {
