@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	gosync "sync"
 
 	"github.com/nats-io/nats.go"
 )
@@ -68,8 +69,10 @@ func (c *Client) request(ctx context.Context, subject string, in, out any) error
 }
 
 // serve answers every request on subject with handle, each in its own
-// goroutine (calls take seconds to minutes), until ctx is done. An answer
-// over the message limit is replaced by tooLarge's.
+// goroutine (calls take seconds to minutes), until ctx is done; it then
+// waits for the calls in progress, whose context has ended, so that
+// nothing runs on after the agent closes what they use. An answer over
+// the message limit is replaced by tooLarge's.
 func (c *Client) serve(ctx context.Context, subject string, logger *slog.Logger,
 	handle func(ctx context.Context, data []byte) any, tooLarge func(n, limit int64) any) error {
 	if logger == nil {
@@ -77,8 +80,21 @@ func (c *Client) serve(ctx context.Context, subject string, logger *slog.Logger,
 	}
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// mu and stopped keep wg.Add from racing the final wg.Wait.
+	var (
+		mu      gosync.Mutex
+		stopped bool
+		wg      gosync.WaitGroup
+	)
 	sub, err := c.nc.QueueSubscribe(subject, serveQueue, func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			out := handle(hctx, m.Data)
 			if hctx.Err() != nil {
 				// Stopping: the caller times out and runs the work
@@ -112,5 +128,10 @@ func (c *Client) serve(ctx context.Context, subject string, logger *slog.Logger,
 	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		logger.Debug("unsubscribe", "subject", subject, "err", err)
 	}
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
+	cancel()
+	wg.Wait()
 	return nil
 }
