@@ -93,8 +93,11 @@ type Agent struct {
 
 // installedApp is a release the agent serves.
 type installedApp struct {
-	rel      artifact.Release
+	rel artifact.Release
+	// app runs a function; origin, set instead for an origin app, fronts
+	// upstreams through the cache. ia.serve and ia.close handle both.
 	app      *wasmhost.App
+	origin   *originApp
 	counters *appCounters
 	keyID    string // the publisher key that signed rel
 }
@@ -335,7 +338,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 	a.logger.Info("listeners stopped; closing apps, hub connection and store")
 	a.mu.Lock()
 	for _, ia := range a.apps {
-		ia.app.Close(context.Background())
+		ia.close(context.Background())
 	}
 	a.mu.Unlock()
 	return err

@@ -311,7 +311,7 @@ func (a *Agent) runJob(app, route string, w http.ResponseWriter, r *http.Request
 		return fmt.Errorf("run job for %s: %w", app, errNotInstalled)
 	}
 	ia.counters.count(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ia.app.Serve(w, r, route)
+		ia.serve(w, r, route)
 	})).ServeHTTP(w, r)
 	return nil
 }

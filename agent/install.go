@@ -38,15 +38,15 @@ func (a *Agent) Installed(app string) (uint64, string) {
 	return 0, ""
 }
 
-// Install makes a verified release current: it compiles the module, checks
-// that the app's routes and capabilities fit, persists the release as last
-// known good, and swaps the routing table. Any failure leaves the previous
-// release serving.
+// Install makes a verified release current: it compiles the module (or,
+// for an origin app, builds its origin), checks that the app's routes and
+// capabilities fit, persists the release as last known good, and swaps the
+// routing table. Any failure leaves the previous release serving.
 func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error {
 	// Compiling can take long (seconds for a large module); it happens
 	// outside the lock so requests, heartbeats and the watcher's reads go
 	// on meanwhile. Installs come from the watcher alone, one at a time.
-	app, err := a.load(ctx, rel, wasm)
+	ia, err := a.loadApp(ctx, rel, envelope, wasm)
 	if err != nil {
 		return err
 	}
@@ -56,14 +56,14 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 	for name, ia := range a.apps {
 		next[name] = ia
 	}
-	next[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}, keyID: artifact.PeekKeyID(envelope)}
+	next[rel.App] = ia
 	tbl, err := buildTable(next, a.originRoutes)
 	if err != nil {
-		app.Close(ctx)
+		ia.close(ctx)
 		return &refusal{"route_conflict", err}
 	}
 	if err := a.store.PutApp(store.App{Name: rel.App, Sequence: rel.Sequence, Digest: rel.Digest, Envelope: envelope}, wasm); err != nil {
-		app.Close(ctx)
+		ia.close(ctx)
 		return &refusal{"store", err}
 	}
 	a.router.Swap(tbl)
@@ -74,9 +74,25 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 	if old != nil {
 		// Requests already inside the old version finish on it; Close
 		// waits for them.
-		go old.app.Close(context.Background())
+		go old.close(context.Background())
 	}
 	return nil
+}
+
+// loadApp prepares rel for serving: its compiled module, or for an origin
+// app (a release without a module) its origin and health checks.
+func (a *Agent) loadApp(ctx context.Context, rel artifact.Release, envelope, wasm []byte) (*installedApp, error) {
+	ia := &installedApp{rel: rel, counters: &appCounters{}, keyID: artifact.PeekKeyID(envelope)}
+	var err error
+	if rel.HasModule() {
+		ia.app, err = a.load(ctx, rel, wasm)
+	} else {
+		ia.origin, err = a.loadOrigin(rel)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ia, nil
 }
 
 // load compiles rel's module with the limits and capabilities of its
@@ -148,7 +164,7 @@ func buildTable(apps map[string]*installedApp, origins []routing.Route) (*routin
 	routes := append([]routing.Route(nil), origins...)
 	for _, ia := range apps {
 		for _, r := range ia.rel.Manifest.Routes {
-			app, prefix := ia.app, r.Path
+			prefix := r.Path
 			if prefix == "" {
 				prefix = "/"
 			}
@@ -161,7 +177,7 @@ func buildTable(apps map[string]*installedApp, origins []routing.Route) (*routin
 				Headers:       routeHeaders(r.Headers),
 				EarlyData:     r.EarlyData,
 				Handler: ia.counters.count(deferrable(ia.rel, prefix, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-					app.Serve(w, req, prefix)
+					ia.serve(w, req, prefix)
 				}))),
 			})
 		}
@@ -177,6 +193,9 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Origin apps' health checks run from here on; if New fails later,
+	// they must stop with it.
+	a.onUndo(a.closeOriginApps)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, rec := range recs {
@@ -185,7 +204,10 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 			a.logger.Warn("installed release no longer verifies; not serving it", "app", rec.Name, "err", err)
 			continue
 		}
-		wasm, err := a.store.Wasm(rec.Digest)
+		var wasm []byte
+		if rel.HasModule() {
+			wasm, err = a.store.Wasm(rec.Digest)
+		}
 		if err == nil {
 			err = rel.CheckBytes(wasm)
 		}
@@ -200,12 +222,12 @@ func (a *Agent) loadInstalled(ctx context.Context) error {
 			}
 			a.logger.Warn("serving an expired release until the hub sends a newer one", "app", rel.App, "expired", rel.Expires)
 		}
-		app, err := a.load(ctx, rel, wasm)
+		ia, err := a.loadApp(ctx, rel, rec.Envelope, wasm)
 		if err != nil {
 			a.logger.Error("installed module does not load; not serving it", "app", rec.Name, "err", err)
 			continue
 		}
-		a.apps[rel.App] = &installedApp{rel: rel, app: app, counters: &appCounters{}, keyID: artifact.PeekKeyID(rec.Envelope)}
+		a.apps[rel.App] = ia
 		a.grantAI(rel.App, rel.Manifest)
 	}
 	tbl, err := buildTable(a.apps, a.originRoutes)

@@ -143,7 +143,7 @@ func (a *Agent) unloadLocked(drop func(*installedApp) bool, why string) error {
 	a.apps = next
 	for _, ia := range gone {
 		a.logger.Warn(why, "app", ia.rel.App, "sequence", ia.rel.Sequence, "key", ia.keyID)
-		go ia.app.Close(context.Background())
+		go ia.close(context.Background())
 	}
 	a.heartbeats.Nudge()
 	return nil

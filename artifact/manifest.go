@@ -40,12 +40,19 @@ const (
 )
 
 // Manifest is an app's tern.toml: what it is called, which wasm module it
-// runs, which requests reach it, its resource limits and what it may use.
+// runs (or which upstream servers it fronts), which requests reach it, its
+// resource limits and what it may use.
 type Manifest struct {
-	Name         string       `toml:"name" json:"name"`       // ^[a-z0-9][a-z0-9-]{0,62}$
-	Version      string       `toml:"version" json:"version"` // Semantic Versioning 2.0.0
-	Wasm         string       `toml:"wasm" json:"wasm"`       // slash-separated path inside the manifest's directory
-	Routes       []Route      `toml:"routes" json:"routes"`   // at least one
+	Name    string `toml:"name" json:"name"`       // ^[a-z0-9][a-z0-9-]{0,62}$
+	Version string `toml:"version" json:"version"` // Semantic Versioning 2.0.0
+	// Wasm is a slash-separated path inside the manifest's directory. An
+	// app has either a module or an Origin, never both.
+	Wasm string `toml:"wasm" json:"wasm"`
+	// Origin, when present, makes the app a CDN origin: its routes are
+	// served by the agent's cache in front of upstream servers, and the
+	// release carries no module.
+	Origin       *Origin      `toml:"origin" json:"origin,omitempty"`
+	Routes       []Route      `toml:"routes" json:"routes"` // at least one
 	Limits       Limits       `toml:"limits" json:"limits"`
 	Capabilities Capabilities `toml:"capabilities" json:"capabilities"`
 	// Deferrable, when present, makes non-safe requests jobs that run when
@@ -229,10 +236,15 @@ func LoadManifest(path string) (m Manifest, dir string, err error) {
 	return m, filepath.Dir(path), nil
 }
 
-// WithDefaults returns a copy of m with zero limits set to their defaults,
-// empty route paths set to "/" and route hosts lower-cased. Slices and maps
-// that it changes are copied, so m is left as it was.
+// WithDefaults returns a copy of m with zero limits set to their defaults
+// (an origin app, which runs no function, keeps none), empty route paths
+// set to "/" and route hosts lower-cased. Slices and maps that it changes
+// are copied, so m is left as it was.
 func (m Manifest) WithDefaults() Manifest {
+	if m.Origin != nil {
+		m.Routes = defaultRoutes(m.Routes)
+		return m
+	}
 	if m.Limits.Memory == 0 {
 		m.Limits.Memory = DefaultMemory
 	}
@@ -245,18 +257,25 @@ func (m Manifest) WithDefaults() Manifest {
 	if m.Limits.MaxRequest == 0 {
 		m.Limits.MaxRequest = DefaultMaxRequest
 	}
-	if m.Routes != nil {
-		routes := make([]Route, len(m.Routes))
-		for i, r := range m.Routes {
-			if r.Path == "" {
-				r.Path = "/"
-			}
-			r.Host = strings.ToLower(r.Host)
-			routes[i] = r
-		}
-		m.Routes = routes
-	}
+	m.Routes = defaultRoutes(m.Routes)
 	return m
+}
+
+// defaultRoutes returns a copy of routes with empty paths set to "/" and
+// hosts lower-cased.
+func defaultRoutes(in []Route) []Route {
+	if in == nil {
+		return nil
+	}
+	routes := make([]Route, len(in))
+	for i, r := range in {
+		if r.Path == "" {
+			r.Path = "/"
+		}
+		r.Host = strings.ToLower(r.Host)
+		routes[i] = r
+	}
+	return routes
 }
 
 var (
@@ -292,15 +311,22 @@ func (m Manifest) Validate() error {
 			p.add("version %q: not a semantic version: %v", m.Version, err)
 		}
 	}
-	if m.Wasm == "" {
-		p.add("wasm: required")
-	} else if err := checkLocalPath(m.Wasm); err != nil {
-		p.add("wasm %q: %v", m.Wasm, err)
+	switch {
+	case m.Origin != nil:
+		m.Origin.validate(m, &p)
+	case m.Wasm == "":
+		p.add("wasm: required unless the app has an [origin] table")
+	default:
+		if err := checkLocalPath(m.Wasm); err != nil {
+			p.add("wasm %q: %v", m.Wasm, err)
+		}
 	}
 	m.validateRoutes(&p)
-	m.Limits.validate(&p)
-	m.Capabilities.validate(&p)
-	m.Deferrable.validate(&p)
+	if m.Origin == nil {
+		m.Limits.validate(&p)
+		m.Capabilities.validate(&p)
+		m.Deferrable.validate(&p)
+	}
 	return p.err("manifest")
 }
 

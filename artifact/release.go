@@ -27,12 +27,14 @@ const (
 )
 
 // Release is the signed statement "app App, at sequence Sequence, is the wasm
-// module with this digest and size, under this manifest".
+// module with this digest and size, under this manifest". The release of
+// an origin app (a manifest with an [origin] table) has no module: its
+// digest is empty and its size 0.
 type Release struct {
 	App      string    `json:"app"`
 	Sequence uint64    `json:"sequence"` // strictly increasing per app; at least 1
-	Digest   string    `json:"digest"`   // "sha256:<64 lower-case hex digits>"
-	Size     int64     `json:"size"`     // bytes, at most MaxArtifactSize
+	Digest   string    `json:"digest"`   // "sha256:<64 lower-case hex digits>", or "" without a module
+	Size     int64     `json:"size"`     // bytes, at most MaxArtifactSize; 0 without a module
 	Issued   time.Time `json:"issued"`
 	Expires  time.Time `json:"expires"` // agents refuse to install it afterwards
 	Manifest Manifest  `json:"manifest"`
@@ -163,9 +165,20 @@ func (r Release) CheckFresh(now time.Time, installed uint64) error {
 	return nil
 }
 
+// HasModule reports whether r carries a wasm module. An origin app's
+// release does not, so there is nothing to fetch, store or compile.
+func (r Release) HasModule() bool { return r.Manifest.Origin == nil }
+
 // CheckBytes checks that b is the module r signs for: its size ([ErrSize]),
 // then its digest ([ErrDigest]), then that it is a wasm module ([ErrNotWasm]).
+// For a release without a module, b must be empty ([ErrSize]).
 func (r Release) CheckBytes(b []byte) error {
+	if !r.HasModule() {
+		if len(b) != 0 {
+			return fmt.Errorf("release %s@%d: origin app has no module, got %d bytes: %w", r.App, r.Sequence, len(b), ErrSize)
+		}
+		return nil
+	}
 	if int64(len(b)) != r.Size || int64(len(b)) > int64(MaxArtifactSize) {
 		return fmt.Errorf("release %s@%d: artifact is %d bytes, signed size is %d: %w", r.App, r.Sequence, len(b), r.Size, ErrSize)
 	}
@@ -191,8 +204,9 @@ func CheckWasm(b []byte) error {
 }
 
 // Validate checks that r is well-formed: the app matches the manifest name,
-// the digest and size are well-formed, the release expires after it is
-// issued, and the manifest is valid. Errors wrap [ErrMalformed], or [ErrSize]
+// the digest and size are well-formed (empty and 0 exactly when the manifest
+// is an origin app's), the release expires after it is issued, and the
+// manifest is valid. Errors wrap [ErrMalformed], or [ErrSize]
 // for a size over [MaxArtifactSize].
 func (r Release) Validate() error {
 	var p problems
@@ -202,11 +216,21 @@ func (r Release) Validate() error {
 	if r.Sequence == 0 {
 		p.add("sequence: must be at least 1")
 	}
-	if hexPart, ok := strings.CutPrefix(r.Digest, digestPrefix); !ok || !isLowerHex(hexPart, 2*sha256.Size) {
-		p.add("digest %q: want \"sha256:\" and 64 lower-case hex digits", r.Digest)
-	}
-	if r.Size <= 0 {
-		p.add("size %d: must be positive", r.Size)
+	switch {
+	case !r.HasModule():
+		if r.Digest != "" {
+			p.add("digest %q: an origin app has no module; want none", r.Digest)
+		}
+		if r.Size != 0 {
+			p.add("size %d: an origin app has no module; want 0", r.Size)
+		}
+	default:
+		if hexPart, ok := strings.CutPrefix(r.Digest, digestPrefix); !ok || !isLowerHex(hexPart, 2*sha256.Size) {
+			p.add("digest %q: want \"sha256:\" and 64 lower-case hex digits", r.Digest)
+		}
+		if r.Size <= 0 {
+			p.add("size %d: must be positive", r.Size)
+		}
 	}
 	switch {
 	case r.Issued.IsZero():

@@ -57,11 +57,15 @@ type Result struct {
 	Envelope []byte
 }
 
-// Dir deploys the app whose tern.toml is in dir (or is dir).
+// Dir deploys the app whose tern.toml is in dir (or is dir). An origin
+// app has no module to read.
 func Dir(ctx context.Context, dir string, opts Options) (Result, error) {
 	m, mdir, err := artifact.LoadManifest(dir)
 	if err != nil {
 		return Result{}, err
+	}
+	if m.Origin != nil {
+		return Push(ctx, m, nil, opts)
 	}
 	wasmPath := filepath.Join(mdir, m.Wasm)
 	wasm, err := os.ReadFile(wasmPath)
@@ -74,6 +78,8 @@ func Dir(ctx context.Context, dir string, opts Options) (Result, error) {
 // Push signs and publishes m with its module bytes. The release's sequence
 // is one more than the hub's current one for the app, so agents accept it
 // as newer; a concurrent deploy of the same app makes one of the two retry.
+// An origin app (m.Origin set) has no module: wasm must be empty, nothing
+// is uploaded and the release's digest is empty.
 func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (Result, error) {
 	if opts.Client == nil || opts.Key == nil {
 		return Result{}, errors.New("deploy: a hub connection and a signing key are required")
@@ -84,8 +90,14 @@ func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (
 	// Agents see the limits the release runs under, not "the defaults of
 	// whatever agent version installs it".
 	m = m.WithDefaults()
-	if err := artifact.CheckWasm(wasm); err != nil {
-		return Result{}, fmt.Errorf("app %s: %s: %w", m.Name, m.Wasm, err)
+	origin := m.Origin != nil
+	switch {
+	case origin && len(wasm) > 0:
+		return Result{}, fmt.Errorf("app %s: an origin app has no module, got %d bytes: %w", m.Name, len(wasm), artifact.ErrSize)
+	case !origin:
+		if err := artifact.CheckWasm(wasm); err != nil {
+			return Result{}, fmt.Errorf("app %s: %s: %w", m.Name, m.Wasm, err)
+		}
 	}
 	now := time.Now
 	if opts.Now != nil {
@@ -98,14 +110,17 @@ func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (
 	if err := opts.Client.EnsureBuckets(ctx, 1); err != nil {
 		return Result{}, err
 	}
-	digest := artifact.Digest(wasm)
+	var digest string
 	size := int64(len(wasm))
-	var progress func(int64)
-	if opts.Progress != nil {
-		progress = func(sent int64) { opts.Progress(sent, size) }
-	}
-	if err := opts.Client.PutArtifact(ctx, digest, bytes.NewReader(wasm), size, progress); err != nil {
-		return Result{}, fmt.Errorf("app %s: %w", m.Name, err)
+	if !origin {
+		digest = artifact.Digest(wasm)
+		var progress func(int64)
+		if opts.Progress != nil {
+			progress = func(sent int64) { opts.Progress(sent, size) }
+		}
+		if err := opts.Client.PutArtifact(ctx, digest, bytes.NewReader(wasm), size, progress); err != nil {
+			return Result{}, fmt.Errorf("app %s: %w", m.Name, err)
+		}
 	}
 	if r, _, err := opts.Client.Rollout(ctx, m.Name); err == nil && r.State == ternsync.RolloutActive {
 		return Result{}, fmt.Errorf("app %s: a staged rollout is in progress (wave %d of %d): %w", m.Name, r.Wave+1, len(r.Waves), ErrRolloutActive)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/tern-edge/tern/artifact"
@@ -17,7 +18,8 @@ var ErrNoPrevious = errors.New("no earlier release to roll back to")
 // signed release with the next sequence number that points at the earlier
 // module and manifest, so agents, which never accept a lower sequence,
 // move back as they would move forward. to selects the sequence to return
-// to; 0 means the newest release whose module differs from the current one.
+// to; 0 means the newest release whose module (for an origin app, whose
+// origin table) differs from the current one.
 func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result, error) {
 	if opts.Client == nil || opts.Key == nil {
 		return Result{}, errors.New("rollback: a hub connection and a signing key are required")
@@ -42,7 +44,7 @@ func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result,
 		if err != nil {
 			continue
 		}
-		if (to == 0 && r.Digest != cur.Digest) || (to != 0 && r.Sequence == to) {
+		if (to == 0 && differs(r, cur)) || (to != 0 && r.Sequence == to) {
 			target = &r
 			break
 		}
@@ -73,4 +75,10 @@ func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result,
 		return Result{}, fmt.Errorf("rollback %s: %w", app, err)
 	}
 	return Result{Release: rel, Envelope: env}, nil
+}
+
+// differs reports whether a and b serve differently: another module, or,
+// for origin apps, which all have the same empty digest, another origin.
+func differs(a, b artifact.Release) bool {
+	return a.Digest != b.Digest || !reflect.DeepEqual(a.Manifest.Origin, b.Manifest.Origin)
 }

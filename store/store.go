@@ -29,7 +29,9 @@ const (
 type App struct {
 	Name     string `json:"name"`
 	Sequence uint64 `json:"sequence"`
-	Digest   string `json:"digest"`
+	// Digest names the module; it is empty for an app without one (an
+	// origin app), which has no module record.
+	Digest string `json:"digest"`
 	// Envelope is the signed release exactly as the hub served it, kept so
 	// that the agent re-verifies what it loads at start.
 	Envelope []byte `json:"envelope"`
@@ -75,10 +77,14 @@ func (s *Store) Close() error {
 // PutApp records app as installed together with its module bytes, in one
 // transaction: after a crash the store holds either the previous release or
 // this one, never a manifest without its module. Module bytes are shared by
-// digest, and those no app refers to any more are deleted.
+// digest, and those no app refers to any more are deleted. An app without
+// a module (an origin app) has an empty digest and no wasm bytes.
 func (s *Store) PutApp(app App, wasm []byte) error {
-	if app.Name == "" || app.Digest == "" {
-		return fmt.Errorf("put app %q: name and digest are required", app.Name)
+	switch {
+	case app.Name == "":
+		return fmt.Errorf("put app %q: name is required", app.Name)
+	case app.Digest == "" && len(wasm) > 0:
+		return fmt.Errorf("put app %s: %d module bytes without a digest", app.Name, len(wasm))
 	}
 	rec, err := json.Marshal(app)
 	if err != nil {
@@ -89,13 +95,15 @@ func (s *Store) PutApp(app App, wasm []byte) error {
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		wkey := []byte(wasmPrefix + app.Digest)
-		if _, err := txn.Get(wkey); errors.Is(err, badger.ErrKeyNotFound) {
-			if err := txn.Set(wkey, wasm); err != nil {
+		if app.Digest != "" {
+			wkey := []byte(wasmPrefix + app.Digest)
+			if _, err := txn.Get(wkey); errors.Is(err, badger.ErrKeyNotFound) {
+				if err := txn.Set(wkey, wasm); err != nil {
+					return err
+				}
+			} else if err != nil {
 				return err
 			}
-		} else if err != nil {
-			return err
 		}
 		if err := txn.Set([]byte(appPrefix+app.Name), rec); err != nil {
 			return err
@@ -124,6 +132,9 @@ func (s *Store) DeleteApp(name string) error {
 		}
 		if err := txn.Delete([]byte(appPrefix + name)); err != nil {
 			return err
+		}
+		if prev.Digest == "" {
+			return nil
 		}
 		return deleteUnreferenced(txn, prev.Digest)
 	})

@@ -69,3 +69,32 @@ func TestPutAppRejectsIncompleteRecord(t *testing.T) {
 		t.Fatal("PutApp without digest succeeded")
 	}
 }
+
+// TestPutAppWithoutModule stores an origin app, which has no module, and
+// then a wasm release of the same app and back: the module record comes
+// and goes with the release that refers to it.
+func TestPutAppWithoutModule(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	if err := s.PutApp(App{Name: "a", Sequence: 1, Envelope: []byte("e1")}, nil); err != nil {
+		t.Fatalf("PutApp without a module: %v", err)
+	}
+	if got, err := s.App("a"); err != nil || got.Digest != "" || got.Sequence != 1 {
+		t.Fatalf("App = %+v, %v", got, err)
+	}
+	if err := s.PutApp(App{Name: "a", Sequence: 2, Digest: "d2", Envelope: []byte("e2")}, []byte("w2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutApp(App{Name: "a", Sequence: 3, Envelope: []byte("e3")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Wasm("d2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("module of the replaced release: %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteApp("a"); err != nil {
+		t.Fatalf("DeleteApp of an app without a module: %v", err)
+	}
+	if err := s.PutApp(App{Name: ""}, nil); err == nil || err.Error() != `put app "": name is required` {
+		t.Errorf("PutApp without a name = %v", err)
+	}
+}

@@ -24,7 +24,8 @@ type Installer interface {
 	// release; sequence 0 means none.
 	Installed(app string) (sequence uint64, digest string)
 	// Install compiles, persists and routes rel; on error nothing changes
-	// and the previous release keeps serving.
+	// and the previous release keeps serving. wasm is nil for a release
+	// without a module (an origin app).
 	Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error
 }
 
@@ -356,6 +357,10 @@ func (w *Watcher) verify(ctx context.Context, obs jetstream.ObjectStore, key str
 	if w.cfg.MaxArtifactBytes > 0 && rel.Size > w.cfg.MaxArtifactBytes {
 		return rel, nil, fmt.Errorf("release %s@%d: module of %d bytes exceeds the agent's limit of %d bytes: %w",
 			rel.App, rel.Sequence, rel.Size, w.cfg.MaxArtifactBytes, artifact.ErrSize)
+	}
+	if !rel.HasModule() {
+		// An origin app: the signed release is all there is.
+		return rel, nil, nil
 	}
 	wasm, err := fetch(ctx, obs, rel)
 	if err != nil {

@@ -107,8 +107,12 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			r.App, r.Manifest.Version, r.Sequence, len(opts.Rollout.Waves))
 		return nil
 	}
-	fmt.Fprintf(stdout, "deployed %s %s (sequence %d, %s, %d bytes), signed by %s, expires %s\n",
-		r.App, r.Manifest.Version, r.Sequence, r.Digest, r.Size,
+	what := fmt.Sprintf("%s, %d bytes", r.Digest, r.Size)
+	if !r.HasModule() {
+		what = "origin"
+	}
+	fmt.Fprintf(stdout, "deployed %s %s (sequence %d, %s), signed by %s, expires %s\n",
+		r.App, r.Manifest.Version, r.Sequence, what,
 		artifact.KeyID(key.Public().(ed25519.PublicKey)), r.Expires.Format(time.RFC3339))
 	return nil
 }
@@ -234,6 +238,9 @@ func routeStrings(m artifact.Manifest) []string {
 }
 
 func shortDigest(d string) string {
+	if d == "" {
+		return "origin" // a release without a module
+	}
 	if len(d) > len("sha256:")+12 {
 		return d[:len("sha256:")+12]
 	}
@@ -282,6 +289,11 @@ func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		m, dir, err := artifact.LoadManifest(path)
 		if err != nil {
 			return err
+		}
+		if m.Origin != nil {
+			// An origin app has no module to check.
+			fmt.Fprintf(stdout, "app %s %s: ok (origin, %d upstreams)\n", m.Name, m.Version, len(m.Origin.Upstreams))
+			return nil
 		}
 		wasm, err := os.ReadFile(filepath.Join(dir, m.Wasm))
 		if err != nil {

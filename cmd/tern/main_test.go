@@ -47,6 +47,7 @@ func TestCommands(t *testing.T) {
 		{"check config with unknown key", []string{"check", badConf}, 1, `unknown key "lisen"`},
 		{"check config of another version", []string{"check", oldConf}, 1, "version = 7"},
 		{"check sample app", []string{"check", filepath.Join("..", "..", "guests", "hello")}, 0, "app hello 1.0.0: ok"},
+		{"check origin app", []string{"check", filepath.Join("..", "..", "guests", "origin")}, 0, "app origin-example 1.0.0: ok (origin, 2 upstreams)"},
 		{"check manifest with unknown key", []string{"check", badApp}, 1, `"colour"`},
 		{"check app without its module", []string{"check", filepath.Dir(noWasm)}, 1, "x.wasm"},
 		{"check app whose module is not wasm", []string{"check", filepath.Join(dir, "notwasm")}, 1, "not"},
