@@ -109,6 +109,14 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 	if len(m.Capabilities.KV) > 0 {
 		kv = appKV{a.store}
 	}
+	var hc wasmhost.Cache
+	if m.Capabilities.Cache {
+		ns, err := a.cache.Namespace(rel.App)
+		if err != nil {
+			return nil, &refusal{"capability", err}
+		}
+		hc = appCache{ns}
+	}
 	app, err := a.runtime.Load(ctx, wasmhost.AppConfig{
 		Name:   rel.App,
 		Digest: rel.Digest,
@@ -124,6 +132,7 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 		Clock:        m.Capabilities.Clock,
 		AllowedHosts: m.Capabilities.OutboundHosts,
 		KV:           kv,
+		Cache:        hc,
 		AI:           a.aiFor(m),
 	})
 	if errors.Is(err, wasmhost.ErrInvalidModule) {

@@ -110,6 +110,10 @@ type Capabilities struct {
 	// relative to other apps, between MinGPUWeight and MaxGPUWeight; zero
 	// means DefaultGPUWeight. It needs AIModels.
 	GPUWeight float64 `toml:"gpu_weight" json:"gpu_weight,omitempty"`
+	// Cache lets the app look up, store and delete responses in the
+	// agent's HTTP cache through the tern_cache host module, under keys
+	// of its own that no other app and no URL can reach.
+	Cache bool `toml:"cache" json:"cache,omitempty"`
 }
 
 // Bounds of the AI capability. Model names are what model servers call

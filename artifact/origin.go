@@ -138,5 +138,5 @@ func checkUpstream(raw string) string {
 // empty reports whether c grants nothing.
 func (c Capabilities) empty() bool {
 	return len(c.Env) == 0 && len(c.OutboundHosts) == 0 && len(c.KV) == 0 && len(c.Dirs) == 0 &&
-		!c.Clock && len(c.AIModels) == 0 && c.GPUWeight == 0
+		!c.Clock && len(c.AIModels) == 0 && c.GPUWeight == 0 && !c.Cache
 }

@@ -92,6 +92,9 @@ type AppConfig struct {
 	// AI runs the guest's tern_ai calls, as the app Name; which models
 	// it may use is the AI's decision. nil = every call is denied.
 	AI AI
+	// Cache is the app's own key space in the HTTP cache, which the guest
+	// reaches through tern_cache. nil = every call is denied.
+	Cache Cache
 }
 
 // manifestEnv checks the manifest's variables and returns them sorted.
@@ -168,6 +171,7 @@ type App struct {
 	client  *http.Client // outbound HTTP, following redirects only within allow
 	kv      KV
 	ai      AI
+	cache   Cache
 	logger  *slog.Logger
 	metrics *appMetrics
 

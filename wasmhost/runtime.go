@@ -187,6 +187,7 @@ func (r *Runtime) Load(ctx context.Context, cfg AppConfig) (*App, error) {
 		client:  newOutboundClient(allow),
 		kv:      cfg.KV,
 		ai:      cfg.AI,
+		cache:   cfg.Cache,
 		logger:  logger,
 		metrics: r.metrics.forApp(cfg.Name),
 	}, nil

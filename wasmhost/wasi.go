@@ -91,6 +91,9 @@ func instantiateHostModules(ctx context.Context, rt wazero.Runtime) error {
 	if err := instantiateKV(ctx, rt); err != nil {
 		return err
 	}
+	if err := instantiateCache(ctx, rt); err != nil {
+		return err
+	}
 	return instantiateAI(ctx, rt)
 }
 
