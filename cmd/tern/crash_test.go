@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -123,13 +124,10 @@ func TestCrashDuringDeploy(t *testing.T) {
 		return string(b)
 	}
 	waitBody := func(addr, want string) {
-		deadline := time.Now().Add(60 * time.Second)
-		for !strings.Contains(body(addr), want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s/hello never answered %q; last %q\n%s", addr, want, body(addr), agent.logs)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		poll(t, 60*time.Second, func() bool { return strings.Contains(body(addr), want) },
+			func() string {
+				return fmt.Sprintf("%s/hello never answered %q; last %q\n%s", addr, want, body(addr), agent.logs)
+			})
 	}
 
 	// Version 1: the hello guest.

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -111,17 +112,12 @@ func TestEndToEnd(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("tern deploy: exit %d\n%s", code, out.String())
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var lastCode int
+	poll(t, 60*time.Second, func() bool {
 		resp, _ := do(t, h1, "GET", url+"/echo", "")
-		if resp.StatusCode == 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("echo not served after deploy: %d\n%s", resp.StatusCode, logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		lastCode = resp.StatusCode
+		return lastCode == 200
+	}, func() string { return fmt.Sprintf("echo not served after deploy: %d\n%s", lastCode, logs) })
 
 	for _, tc := range []struct {
 		name   string
@@ -167,21 +163,14 @@ func TestEndToEnd(t *testing.T) {
 	// tern status shows this agent, fresh, serving both apps; heartbeats
 	// are periodic, so the first may predate the deploy.
 	var status string
-	deadline = time.Now().Add(30 * time.Second)
-	for {
+	poll(t, 60*time.Second, func() bool {
 		out.Reset()
 		if code := run(context.Background(), []string{"status", "--data", data}, &out, &out); code != 0 {
 			t.Fatalf("tern status: exit %d\n%s", code, out.String())
 		}
 		status = out.String()
-		if strings.Contains(status, " ok ") && strings.Contains(status, "hello@1.0.0#1") && strings.Contains(status, "echo@") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tern status never showed the agent with both apps:\n%s", status)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return strings.Contains(status, " ok ") && strings.Contains(status, "hello@1.0.0#1") && strings.Contains(status, "echo@")
+	}, func() string { return "tern status never showed the agent with both apps:\n" + status })
 
 	// A root key signs the fleet's publisher list.
 	keys := t.TempDir()
