@@ -159,6 +159,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	tuneGC(cfg)
 
 	if a.id, err = loadAgentID(cfg.Data); err != nil {
 		return nil, err

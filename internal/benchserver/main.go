@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -38,6 +39,11 @@ func run() error {
 	data := flag.String("data", "bench-data", "directory for the CA and compile cache")
 	addr := flag.String("listen", "127.0.0.1:0", "address to serve on")
 	flag.Parse()
+	// The agent's default collector target (agent.DefaultGCPercent), so
+	// both handlers are measured as the agent would run them.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
