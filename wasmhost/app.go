@@ -348,6 +348,13 @@ func (a *App) classify(ctx, reqCtx context.Context, err error, ran, overflow boo
 		return http.StatusInternalServerError, reasonOversizeResponse,
 			fmt.Errorf("app %s: response exceeds max_response %d bytes", a.name, a.limits.MaxResponseBytes)
 	}
+	// Past its deadline a request answers 504 whatever the guest did: an
+	// answer that races the deadline (say, a guest reporting that its
+	// outbound call timed out) is still a timeout.
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && reqCtx.Err() == nil {
+		return http.StatusGatewayTimeout, reasonDeadline,
+			fmt.Errorf("app %s: exceeded timeout %s", a.name, a.limits.Timeout)
+	}
 	if err == nil {
 		return 0, "", nil
 	}
