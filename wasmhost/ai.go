@@ -145,23 +145,11 @@ func (s *aiState) reset() { *s = aiState{} }
 
 // instantiateAI instantiates the tern_ai host module on rt.
 func instantiateAI(ctx context.Context, rt wazero.Runtime) error {
-	b := rt.NewHostModuleBuilder(aiModule)
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(aiInfer), i32s(8), i32s(1)).
-		WithParameterNames("model", "model_len", "prompt", "prompt_len", "params", "out", "out_cap", "res").
-		Export("infer")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(aiEmbed), i32s(7), i32s(1)).
-		WithParameterNames("model", "model_len", "texts", "texts_len", "out", "out_cap", "res").
-		Export("embed")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(aiLastError), i32s(2), i32s(1)).
-		WithParameterNames("buf", "buf_len").
-		Export("last_error")
-	if _, err := b.Instantiate(ctx); err != nil {
-		return fmt.Errorf("instantiate %s: %w", aiModule, err)
-	}
-	return nil
+	return instantiateHost(ctx, rt, aiModule,
+		hostFunc{"infer", aiInfer, []string{"model", "model_len", "prompt", "prompt_len", "params", "out", "out_cap", "res"}},
+		hostFunc{"embed", aiEmbed, []string{"model", "model_len", "texts", "texts_len", "out", "out_cap", "res"}},
+		hostFunc{"last_error", aiLastError, []string{"buf", "buf_len"}},
+	)
 }
 
 // aiCall is what every tern_ai call starts with: the request, the guest's

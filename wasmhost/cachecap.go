@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -78,23 +77,11 @@ const (
 // instantiateCache instantiates the tern_cache host module on rt. Its
 // functions act on the cache of the request's app in the call's context.
 func instantiateCache(ctx context.Context, rt wazero.Runtime) error {
-	b := rt.NewHostModuleBuilder(cacheModule)
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(cacheGet), i32s(7), i32s(1)).
-		WithParameterNames("key", "key_len", "headers", "headers_cap", "body", "body_cap", "res").
-		Export("get")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(cachePut), i32s(7), i32s(1)).
-		WithParameterNames("key", "key_len", "status", "headers", "headers_len", "body", "body_len").
-		Export("put")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(cacheDelete), i32s(2), i32s(1)).
-		WithParameterNames("key", "key_len").
-		Export("delete")
-	if _, err := b.Instantiate(ctx); err != nil {
-		return fmt.Errorf("instantiate %s: %w", cacheModule, err)
-	}
-	return nil
+	return instantiateHost(ctx, rt, cacheModule,
+		hostFunc{"get", cacheGet, []string{"key", "key_len", "headers", "headers_cap", "body", "body_cap", "res"}},
+		hostFunc{"put", cachePut, []string{"key", "key_len", "status", "headers", "headers_len", "body", "body_len"}},
+		hostFunc{"delete", cacheDelete, []string{"key", "key_len"}},
+	)
 }
 
 // cacheKey returns the request's app and the key the guest named, or the

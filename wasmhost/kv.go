@@ -60,21 +60,32 @@ const (
 // instantiateKV instantiates the tern_kv host module on rt. Its functions
 // act on the store and namespace of the request in the call's context.
 func instantiateKV(ctx context.Context, rt wazero.Runtime) error {
-	b := rt.NewHostModuleBuilder(kvModule)
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(kvGet), i32s(5), i32s(1)).
-		WithParameterNames("key", "key_len", "buf", "buf_len", "result.value_len").
-		Export("get")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(kvSet), i32s(4), i32s(1)).
-		WithParameterNames("key", "key_len", "value", "value_len").
-		Export("set")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(kvDelete), i32s(2), i32s(1)).
-		WithParameterNames("key", "key_len").
-		Export("delete")
+	return instantiateHost(ctx, rt, kvModule,
+		hostFunc{"get", kvGet, []string{"key", "key_len", "buf", "buf_len", "result.value_len"}},
+		hostFunc{"set", kvSet, []string{"key", "key_len", "value", "value_len"}},
+		hostFunc{"delete", kvDelete, []string{"key", "key_len"}},
+	)
+}
+
+// hostFunc is one function of a host module. Every parameter and the one
+// result are i32, as in all of Tern's guest ABIs.
+type hostFunc struct {
+	name   string
+	fn     api.GoModuleFunc
+	params []string
+}
+
+// instantiateHost instantiates the host module named module on rt.
+func instantiateHost(ctx context.Context, rt wazero.Runtime, module string, fns ...hostFunc) error {
+	b := rt.NewHostModuleBuilder(module)
+	for _, f := range fns {
+		b.NewFunctionBuilder().
+			WithGoModuleFunction(f.fn, i32s(len(f.params)), i32s(1)).
+			WithParameterNames(f.params...).
+			Export(f.name)
+	}
 	if _, err := b.Instantiate(ctx); err != nil {
-		return fmt.Errorf("instantiate %s: %w", kvModule, err)
+		return fmt.Errorf("instantiate %s: %w", module, err)
 	}
 	return nil
 }

@@ -49,38 +49,15 @@ const (
 // act for the request in the call's context, within its app's allowed
 // hosts, and only until the request's deadline.
 func instantiateHTTP(ctx context.Context, rt wazero.Runtime) error {
-	b := rt.NewHostModuleBuilder(httpModule)
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(httpReq), i32s(10), i32s(1)).
-		WithParameterNames("url", "url_len", "method", "method_len", "headers", "headers_len",
-			"body", "body_len", "result.status_code", "result.handle").
-		Export("req")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(httpClose), i32s(1), i32s(1)).
-		WithParameterNames("handle").
-		Export("close")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(httpHeaderGet), i32s(6), i32s(1)).
-		WithParameterNames("handle", "name", "name_len", "buf", "buf_len", "result.written").
-		Export("header_get")
-	headersGetAll := api.GoModuleFunc(httpHeadersGetAll)
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(headersGetAll, i32s(4), i32s(1)).
-		WithParameterNames("handle", "buf", "buf_len", "result.written").
-		Export("headers_get_all")
-	// The crate's guest bindings import it under this name.
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(headersGetAll, i32s(4), i32s(1)).
-		WithParameterNames("handle", "buf", "buf_len", "result.written").
-		Export("header_get_all")
-	b.NewFunctionBuilder().
-		WithGoModuleFunction(api.GoModuleFunc(httpBodyRead), i32s(4), i32s(1)).
-		WithParameterNames("handle", "buf", "buf_len", "result.written").
-		Export("body_read")
-	if _, err := b.Instantiate(ctx); err != nil {
-		return fmt.Errorf("instantiate %s: %w", httpModule, err)
-	}
-	return nil
+	return instantiateHost(ctx, rt, httpModule,
+		hostFunc{"req", httpReq, []string{"url", "url_len", "method", "method_len", "headers", "headers_len", "body", "body_len", "result.status_code", "result.handle"}},
+		hostFunc{"close", httpClose, []string{"handle"}},
+		hostFunc{"header_get", httpHeaderGet, []string{"handle", "name", "name_len", "buf", "buf_len", "result.written"}},
+		hostFunc{"headers_get_all", httpHeadersGetAll, []string{"handle", "buf", "buf_len", "result.written"}},
+		// The crate's guest bindings import headers_get_all under this name.
+		hostFunc{"header_get_all", httpHeadersGetAll, []string{"handle", "buf", "buf_len", "result.written"}},
+		hostFunc{"body_read", httpBodyRead, []string{"handle", "buf", "buf_len", "result.written"}},
+	)
 }
 
 // outResponse is an outbound response a guest holds a handle to.
