@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/tern-edge/tern/artifact"
+	ternsync "github.com/tern-edge/tern/sync"
 )
 
 // ConfigVersion is the config file format this agent reads.
@@ -90,6 +91,10 @@ type HubConfig struct {
 	LeafListen string `toml:"leaf_listen"`
 	// Creds is a NATS credentials file for the leaf connection to URL.
 	Creds string `toml:"creds"`
+	// Compression is the S2 compression of what the agent sends over its
+	// leaf link (and, running the hub itself, what the hub sends to other
+	// agents' leaf nodes): off, fast, better, best or auto. Empty: fast.
+	Compression string `toml:"compression"`
 	// PasswordFile holds the password of user "agent" on a hub that
 	// requires one (tern hub --agent-password-file).
 	PasswordFile string `toml:"password_file"`
@@ -228,6 +233,9 @@ func (c Config) Validate() error {
 		if !filepath.IsAbs(d) {
 			return fmt.Errorf("allowed_dirs: %q is not an absolute path", d)
 		}
+	}
+	if err := ternsync.CheckCompression(c.Hub.Compression); err != nil {
+		return fmt.Errorf("hub.compression: %w", err)
 	}
 	if c.Hub.URL == "" && c.Hub.Creds != "" {
 		return errors.New("hub.creds needs hub.url")

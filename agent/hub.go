@@ -27,6 +27,8 @@ func (a *Agent) connectHub(ctx context.Context) error {
 			LeafListen: cfg.Hub.LeafListen,
 			Domain:     ternsync.HubDomain,
 			Logger:     a.logger.With("component", "hub"),
+
+			LeafCompression: cfg.Hub.Compression,
 		})
 		if err != nil {
 			return err
@@ -60,6 +62,8 @@ func (a *Agent) connectHub(ctx context.Context) error {
 		Domain:   "tern-" + a.id,
 		Upstream: &ternsync.Upstream{URL: upstream, Creds: cfg.Hub.Creds},
 		Logger:   a.logger.With("component", "leaf"),
+
+		LeafCompression: cfg.Hub.Compression,
 	})
 	if err != nil {
 		return err
@@ -102,7 +106,10 @@ type HubOptions struct {
 	// "publisher".
 	AgentPassword     string
 	PublisherPassword string
-	Logger            *slog.Logger
+	// LeafCompression is the S2 compression of what the hub sends to
+	// agents' leaf nodes: off, fast, better, best or auto; empty: fast.
+	LeafCompression string
+	Logger          *slog.Logger
 }
 
 // RunHub runs a hub with no agent until ctx is done: the NATS server with
@@ -121,6 +128,8 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 		LeafListen: o.LeafListen,
 		Domain:     ternsync.HubDomain,
 		Logger:     logger.With("component", "hub"),
+
+		LeafCompression: o.LeafCompression,
 
 		AgentPassword:     o.AgentPassword,
 		PublisherPassword: o.PublisherPassword,

@@ -40,8 +40,8 @@ func (a *Agent) Installed(app string) (uint64, string) {
 
 // Install makes a verified release current: it compiles the module (or,
 // for an origin app, builds its origin), checks that the app's routes and
-// capabilities fit, persists the release as last known good, and swaps the
-// routing table. Any failure leaves the previous release serving.
+// capabilities fit, swaps the routing table, and persists the release as
+// last known good. Any failure leaves the previous release serving.
 func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error {
 	// Compiling can take long (seconds for a large module); it happens
 	// outside the lock so requests, heartbeats and the watcher's reads go
@@ -62,11 +62,18 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 		ia.close(ctx)
 		return &refusal{"route_conflict", err}
 	}
+	// The new release serves from here on; writing it to the store (a
+	// synced commit, milliseconds to tens of milliseconds on a busy disk)
+	// follows instead of delaying it. A crash in between loses only this
+	// install: the store still holds the previous release, which a restart
+	// serves until the watcher installs this one again. A failed write
+	// puts the previous table back, so what serves is what is stored.
+	prev := a.router.Swap(tbl)
 	if err := a.store.PutApp(store.App{Name: rel.App, Sequence: rel.Sequence, Digest: rel.Digest, Envelope: envelope}, wasm); err != nil {
+		a.router.Swap(prev)
 		ia.close(ctx)
 		return &refusal{"store", err}
 	}
-	a.router.Swap(tbl)
 	a.grantAI(rel.App, rel.Manifest)
 	a.heartbeats.Nudge()
 	old := a.apps[rel.App]

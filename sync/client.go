@@ -64,7 +64,7 @@ type ConnConfig struct {
 type Client struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream // releases and modules
-	fleetJS jetstream.JetStream // heartbeats
+	fleetJS jetstream.JetStream // the hub's domain: heartbeats and modules
 	logger  *slog.Logger
 }
 
@@ -209,9 +209,10 @@ func (c *Client) EnsureBuckets(ctx context.Context, replicas int) error {
 	return nil
 }
 
-// EnsureMirrors makes the buckets of this (leaf) server read-only mirrors
-// of the hub's, so the agent's site keeps the releases and modules while
-// cut off from the hub, and catches up by itself when the link returns.
+// EnsureMirrors makes the release, rollout and trust buckets of this
+// (leaf) server read-only mirrors of the hub's, so the agent's site keeps
+// them while cut off from the hub, and catches up by itself when the link
+// returns.
 func (c *Client) EnsureMirrors(ctx context.Context) error {
 	if _, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      AppsBucket,
@@ -237,19 +238,33 @@ func (c *Client) EnsureMirrors(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("mirror bucket %s: %w", TrustBucket, err)
 	}
+	// Modules are not mirrored: a site downloads from the hub only the
+	// modules of the releases it installs, and keeps them in its own
+	// store. Mirroring every module to every site cost each site a copy of
+	// every version of every app, and the hub a send of each to every leaf.
+	// Leaf nodes set up by earlier versions drop that mirror.
 	stream := "OBJ_" + ArtifactsBucket
-	if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:         stream,
-		Description:  "mirror of the hub's wasm modules",
-		Mirror:       &jetstream.StreamSource{Name: stream, Domain: HubDomain},
-		AllowDirect:  true,
-		MirrorDirect: true,
-		AllowRollup:  true,
-		Discard:      jetstream.DiscardNew,
-	}); err != nil {
-		return fmt.Errorf("mirror bucket %s: %w", ArtifactsBucket, err)
+	if s, err := c.js.Stream(ctx, stream); err == nil {
+		if s.CachedInfo().Config.Mirror != nil {
+			if err := c.js.DeleteStream(ctx, stream); err != nil {
+				return fmt.Errorf("remove module mirror %s: %w", stream, err)
+			}
+			c.logger.Info("removed the module mirror; modules are now downloaded on demand", "stream", stream)
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s: %w", stream, err)
 	}
 	return nil
+}
+
+// modules returns the object store modules are downloaded from: the hub's,
+// through the leaf link when the client is an agent's leaf node.
+func (c *Client) modules(ctx context.Context) (jetstream.ObjectStore, error) {
+	obs, err := c.fleetJS.ObjectStore(ctx, ArtifactsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s on the hub: %w", ArtifactsBucket, err)
+	}
+	return obs, nil
 }
 
 // PutArtifact uploads size bytes from r under digest, unless the hub

@@ -37,6 +37,11 @@ type HubConfig struct {
 	Domain string
 	// Upstream, when set, makes this server a leaf node of that hub.
 	Upstream *Upstream
+	// LeafCompression is the S2 compression of what this server sends over
+	// leaf-node links, both those it accepts and its upstream: "off",
+	// "fast", "better", "best", or "auto" (chosen by round-trip time).
+	// Empty means "fast". See CheckCompression.
+	LeafCompression string
 	// Cluster, when set, makes this server one node of a clustered hub.
 	Cluster *Cluster
 	// AgentPassword, when set, makes leaf-node connections authenticate as
@@ -142,6 +147,11 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
+	compression, err := leafCompression(cfg.LeafCompression)
+	if err != nil {
+		return nil, err
+	}
+	opts.LeafNode.Compression.Mode = compression
 	if cfg.LeafListen != "" {
 		host, port, err := splitHostPort(cfg.LeafListen)
 		if err != nil {
@@ -190,7 +200,8 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 			}
 			urls = append(urls, u)
 		}
-		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: urls, Credentials: up.Creds}}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: urls, Credentials: up.Creds,
+			Compression: server.CompressionOpts{Mode: compression}}}
 		// Reconnect quickly: a gateway whose uplink returns should
 		// converge within seconds.
 		opts.LeafNode.ReconnectInterval = time.Second
@@ -262,3 +273,38 @@ func (n natsLogger) Fatalf(f string, a ...any)  { n.l.Error(fmt.Sprintf(f, a...)
 func (n natsLogger) Errorf(f string, a ...any)  { n.l.Error(fmt.Sprintf(f, a...)) }
 func (n natsLogger) Debugf(f string, a ...any)  { n.l.Debug(fmt.Sprintf(f, a...)) }
 func (n natsLogger) Tracef(f string, a ...any)  {}
+
+// Leaf-link compression modes a configuration may name.
+var compressionModes = map[string]string{
+	"off":    server.CompressionOff,
+	"fast":   server.CompressionS2Fast,
+	"better": server.CompressionS2Better,
+	"best":   server.CompressionS2Best,
+	"auto":   server.CompressionS2Auto,
+}
+
+// CheckCompression reports whether mode names a leaf-link compression
+// mode: off, fast, better, best or auto (empty means fast).
+func CheckCompression(mode string) error {
+	_, err := leafCompression(mode)
+	return err
+}
+
+// leafCompression maps a configured compression mode to nats-server's.
+//
+// Tern's default is "fast" rather than nats-server's "auto": auto picks the
+// level from the link's round-trip time, and a saturated link or a busy
+// gateway has a long one, so auto escalates to the most expensive level
+// exactly when the machine can least afford it. Fast compresses wasm
+// modules about as well for a fraction of the CPU, and passes
+// incompressible data through almost for free.
+func leafCompression(mode string) (string, error) {
+	if mode == "" {
+		mode = "fast"
+	}
+	m, ok := compressionModes[mode]
+	if !ok {
+		return "", fmt.Errorf("leaf compression %q: want off, fast, better, best or auto", mode)
+	}
+	return m, nil
+}

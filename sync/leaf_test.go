@@ -3,13 +3,17 @@ package sync
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
-// TestLeafMirrors runs a hub and a leaf node: the leaf's buckets mirror
-// the hub's, and stay readable once the hub is gone.
+// TestLeafMirrors runs a hub and a leaf node: the leaf's release bucket
+// mirrors the hub's and stays readable once the hub is gone; modules come
+// from the hub through the leaf link, on demand.
 func TestLeafMirrors(t *testing.T) {
 	ctx := context.Background()
 	hub, err := StartHub(HubConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:0", Domain: HubDomain})
@@ -45,8 +49,21 @@ func TestLeafMirrors(t *testing.T) {
 	}
 	defer lc.Close()
 	waitUntil(t, "leaf link", leaf.LeafConnected)
+
+	// A leaf set up by an earlier version mirrored every module; ensuring
+	// the mirrors removes that one.
+	oldMirror := "OBJ_" + ArtifactsBucket
+	if _, err := lc.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:   oldMirror,
+		Mirror: &jetstream.StreamSource{Name: oldMirror, Domain: HubDomain},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := lc.EnsureMirrors(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := lc.js.Stream(ctx, oldMirror); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("module mirror after EnsureMirrors: %v, want it removed", err)
 	}
 
 	module := bytes.Repeat([]byte("wasm"), 100_000)
@@ -65,33 +82,36 @@ func TestLeafMirrors(t *testing.T) {
 		t.Fatalf("fleet on hub = %+v, %v", fleet, err)
 	}
 
-	readLocal := func() (string, []byte, error) {
-		env, _, err := lc.Release(ctx, "app")
+	readModule := func() ([]byte, error) {
+		obs, err := lc.modules(ctx)
 		if err != nil {
-			return "", nil, err
-		}
-		obs, err := lc.js.ObjectStore(ctx, ArtifactsBucket)
-		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		r, err := obs.Get(ctx, "sha256:m")
 		if err != nil {
-			return "", nil, err
+			return nil, err
 		}
 		defer r.Close()
-		b, err := io.ReadAll(r)
-		return string(env), b, err
+		return io.ReadAll(r)
 	}
-	waitUntil(t, "mirrors to catch up", func() bool {
-		env, b, err := readLocal()
-		return err == nil && env == "release-1" && bytes.Equal(b, module)
+	waitUntil(t, "the release mirror to catch up", func() bool {
+		env, _, err := lc.Release(ctx, "app")
+		return err == nil && string(env) == "release-1"
 	})
+	if b, err := readModule(); err != nil || !bytes.Equal(b, module) {
+		t.Fatalf("module through the leaf: %d bytes, %v", len(b), err)
+	}
 
 	hub.Shutdown()
 	hubStopped = true
-	env, b, err := readLocal()
-	if err != nil || env != "release-1" || !bytes.Equal(b, module) {
-		t.Fatalf("leaf without hub: %q, %d bytes, %v", env, len(b), err)
+	env, _, err := lc.Release(ctx, "app")
+	if err != nil || string(env) != "release-1" {
+		t.Fatalf("leaf without hub: release %q, %v", env, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := lc.modules(short); err == nil {
+		t.Fatal("module store reachable with the hub down")
 	}
 }
 

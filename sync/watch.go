@@ -145,10 +145,6 @@ func (w *Watcher) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", AppsBucket, err)
 	}
-	obs, err := w.cfg.Client.js.ObjectStore(ctx, ArtifactsBucket)
-	if err != nil {
-		return fmt.Errorf("bucket %s: %w", ArtifactsBucket, err)
-	}
 	// Staged rollouts decide, per app, whether this agent runs the
 	// rollout's release or the app's current one. Their current state is
 	// read before the releases, so the first decision is already right.
@@ -178,19 +174,22 @@ func (w *Watcher) watch(ctx context.Context) error {
 	}
 	defer kw.Stop()
 	current := map[string][]byte{} // the hub's current release per app
-	// Releases whose module has not arrived yet (a leaf's module mirror
-	// can lag its release mirror by milliseconds or, cut off, by hours)
-	// wait here and are tried again, soon at first and then less and less
-	// often; a newer release of the same app replaces its waiting one.
+	// Releases whose module cannot be downloaded yet (a site cut off from
+	// the hub, for seconds or for hours) wait here and are tried again,
+	// soon at first and then less and less often; a newer release of the
+	// same app replaces its waiting one.
 	type pending struct {
 		env   []byte
 		next  time.Time
 		delay time.Duration
 	}
 	waiting := map[string]*pending{}
+	// The hub's module store, looked up when first needed: a site that
+	// starts cut off still installs nothing new, but follows its mirrors.
+	var obs jetstream.ObjectStore
 	try := func(app string, env []byte, delay time.Duration) {
 		delete(waiting, app)
-		if w.handle(ctx, obs, app, env) {
+		if w.handle(ctx, &obs, app, env, delay == retryMin) {
 			waiting[app] = &pending{env: env, next: time.Now().Add(delay), delay: min(2*delay, retryMax)}
 		}
 	}
@@ -199,9 +198,21 @@ func (w *Watcher) watch(ctx context.Context) error {
 			try(app, env, retryMin)
 		}
 	}
-	retry := time.NewTicker(retryMin)
+	// The retry timer runs only while some release waits, so an idle
+	// agent does not wake up for nothing.
+	retry := time.NewTimer(retryMax)
+	retry.Stop()
 	defer retry.Stop()
 	for {
+		if len(waiting) > 0 {
+			var next time.Time
+			for _, p := range waiting {
+				if next.IsZero() || p.next.Before(next) {
+					next = p.next
+				}
+			}
+			retry.Reset(time.Until(next))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -295,14 +306,21 @@ const (
 
 // handle verifies one release and installs it, or refuses it with a
 // reason. It reports whether the release should be tried again later
-// because its module is not available yet.
-func (w *Watcher) handle(ctx context.Context, obs jetstream.ObjectStore, key string, envelope []byte) (again bool) {
+// because its module cannot be downloaded now; first says whether this is
+// the release's first try, so that waiting is logged once.
+func (w *Watcher) handle(ctx context.Context, obs *jetstream.ObjectStore, key string, envelope []byte, first bool) (again bool) {
+	start := time.Now()
 	rel, wasm, err := w.verify(ctx, obs, key, envelope)
+	verified := time.Now()
 	if errors.Is(err, errSame) {
 		return false
 	}
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		w.logger.Debug("module not here yet; will retry", "app", key, "sequence", rel.Sequence, "digest", rel.Digest)
+	if errors.Is(err, errUnavailable) {
+		log := w.logger.Debug
+		if first {
+			log = w.logger.Info
+		}
+		log("module not available yet; will retry", "app", key, "sequence", rel.Sequence, "digest", rel.Digest, "err", err)
 		return true
 	}
 	if err == nil {
@@ -321,7 +339,8 @@ func (w *Watcher) handle(ctx context.Context, obs jetstream.ObjectStore, key str
 		return
 	}
 	w.accepted.Inc()
-	w.logger.Info("release installed", "app", rel.App, "version", rel.Manifest.Version, "sequence", rel.Sequence, "digest", rel.Digest)
+	w.logger.Info("release installed", "app", rel.App, "version", rel.Manifest.Version, "sequence", rel.Sequence, "digest", rel.Digest,
+		"verify", verified.Sub(start).Round(time.Microsecond), "install", time.Since(verified).Round(time.Microsecond))
 	return false
 }
 
@@ -330,7 +349,7 @@ func (w *Watcher) handle(ctx context.Context, obs jetstream.ObjectStore, key str
 // refusal.
 var errSame = errors.New("already installed")
 
-func (w *Watcher) verify(ctx context.Context, obs jetstream.ObjectStore, key string, envelope []byte) (artifact.Release, []byte, error) {
+func (w *Watcher) verify(ctx context.Context, obs *jetstream.ObjectStore, key string, envelope []byte) (artifact.Release, []byte, error) {
 	trusted, err := w.cfg.Trusted()
 	if err != nil {
 		return artifact.Release{}, nil, fmt.Errorf("release %s: %w", key, err)
@@ -362,7 +381,14 @@ func (w *Watcher) verify(ctx context.Context, obs jetstream.ObjectStore, key str
 		// An origin app: the signed release is all there is.
 		return rel, nil, nil
 	}
-	wasm, err := fetch(ctx, obs, rel)
+	if *obs == nil {
+		store, err := w.cfg.Client.modules(ctx)
+		if err != nil {
+			return rel, nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
+		}
+		*obs = store
+	}
+	wasm, err := fetch(ctx, *obs, rel)
 	if err != nil {
 		return rel, nil, err
 	}
@@ -372,12 +398,17 @@ func (w *Watcher) verify(ctx context.Context, obs jetstream.ObjectStore, key str
 	return rel, wasm, nil
 }
 
-// fetch downloads rel's module, reading at most one byte more than the
-// signed size so an oversized object cannot exhaust memory.
+// errUnavailable marks a module that could not be downloaded now (the hub
+// unreachable, the object not there yet, a transfer cut short): the
+// release is tried again later rather than refused.
+var errUnavailable = errors.New("module unavailable")
+
+// fetch downloads rel's module from the hub, reading at most one byte more
+// than the signed size so an oversized object cannot exhaust memory.
 func fetch(ctx context.Context, obs jetstream.ObjectStore, rel artifact.Release) ([]byte, error) {
 	info, err := obs.GetInfo(ctx, rel.Digest)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s for %s@%d: %w", rel.Digest, rel.App, rel.Sequence, err)
+		return nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
 	}
 	if int64(info.Size) != rel.Size {
 		return nil, fmt.Errorf("fetch %s for %s@%d: object has %d bytes, release says %d: %w",
@@ -385,13 +416,18 @@ func fetch(ctx context.Context, obs jetstream.ObjectStore, rel artifact.Release)
 	}
 	obj, err := obs.Get(ctx, rel.Digest)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s for %s@%d: %w", rel.Digest, rel.App, rel.Sequence, err)
+		return nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
 	}
 	defer obj.Close()
 	var buf bytes.Buffer
 	buf.Grow(int(rel.Size))
 	if _, err := io.Copy(&buf, io.LimitReader(obj, rel.Size+1)); err != nil {
-		return nil, fmt.Errorf("fetch %s for %s@%d: %w", rel.Digest, rel.App, rel.Sequence, err)
+		if errors.Is(err, jetstream.ErrDigestMismatch) {
+			// The hub holds other bytes under this name: a refusal, not
+			// a wait.
+			return nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, artifact.ErrDigest, err)
+		}
+		return nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
 	}
 	return buf.Bytes(), nil
 }

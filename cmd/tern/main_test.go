@@ -29,6 +29,7 @@ func TestCommands(t *testing.T) {
 	goodConf := write("good.conf", "version = 1\nlisten = \"127.0.0.1:8443\"\n")
 	badConf := write("bad.conf", "version = 1\nlisen = \":1\"\n")
 	oldConf := write("old.conf", "version = 7\n")
+	badCompression := write("compression.conf", "version = 1\n[hub]\ncompression = \"gzip\"\n")
 	badApp := write("badapp/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\ncolour = \"red\"\n[[routes]]\npath = \"/x\"\n")
 	noWasm := write("nowasm/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\n[[routes]]\npath = \"/x\"\n")
 	write("notwasm/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\n[[routes]]\npath = \"/x\"\n")
@@ -46,6 +47,8 @@ func TestCommands(t *testing.T) {
 		{"check good config", []string{"check", goodConf}, 0, "ok"},
 		{"check config with unknown key", []string{"check", badConf}, 1, `unknown key "lisen"`},
 		{"check config of another version", []string{"check", oldConf}, 1, "version = 7"},
+		{"check config with unknown compression", []string{"check", badCompression}, 1, `hub.compression: leaf compression "gzip": want off, fast, better, best or auto`},
+		{"hub with unknown compression", []string{"hub", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--leaf-compression", "zip"}, 1, `leaf compression "zip"`},
 		{"check sample app", []string{"check", filepath.Join("..", "..", "guests", "hello")}, 0, "app hello 1.0.0: ok"},
 		{"check origin app", []string{"check", filepath.Join("..", "..", "guests", "origin")}, 0, "app origin-example 1.0.0: ok (origin, 2 upstreams)"},
 		{"check manifest with unknown key", []string{"check", badApp}, 1, `"colour"`},
