@@ -234,7 +234,7 @@ func (a *Agent) openJobs(ticks <-chan time.Time) error {
 	if err := a.reg.Register(a.ledger); err != nil {
 		return fmt.Errorf("carbon metrics: %w", err)
 	}
-	a.fleet = &fleetView{a: a, logger: a.logger.With("component", "offload")}
+	a.fleet = &fleetView{a: a, logger: a.logger.With("component", "offload"), wake: make(chan struct{}, 1)}
 	a.jobs, err = jobs.New(jobs.Config{
 		Store: a.store, Run: a.runJob, Site: site, Intensity: src, Ledger: a.ledger,
 		Step: time.Duration(c.Step), Horizon: time.Duration(c.Horizon), Refresh: time.Duration(c.Refresh),

@@ -329,6 +329,10 @@ func (a *Agent) grantAI(app string, m artifact.Manifest) {
 		return
 	}
 	a.gpu.svc.SetApp(app, gpu.AppPolicy{Models: m.Capabilities.AIModels, Weight: m.Capabilities.GPUWeight})
+	if a.fleet != nil {
+		// Models missing here may be offered elsewhere.
+		a.fleet.nudge()
+	}
 }
 
 // gpuOffer is the site's GPU offer for the heartbeat, or nil without an

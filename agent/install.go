@@ -76,6 +76,9 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 	}
 	a.grantAI(rel.App, rel.Manifest)
 	a.heartbeats.Nudge()
+	if a.fleet != nil && deferrableOffload(rel.Manifest, a.cfg.Carbon.Offload) {
+		a.fleet.nudge()
+	}
 	old := a.apps[rel.App]
 	a.apps[rel.App] = next[rel.App]
 	if old != nil {

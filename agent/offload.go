@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/carbon"
 	"github.com/tern-edge/tern/gpu"
 	"github.com/tern-edge/tern/jobs"
@@ -27,6 +28,8 @@ type fleetView struct {
 	a      *Agent
 	logger *slog.Logger
 
+	wake chan struct{} // asks for a read now: an app that needs the view was installed
+
 	mu      gosync.Mutex
 	beats   []ternsync.Heartbeat // other sites' fresh heartbeats, one per site
 	sites   []carbon.RemoteSite
@@ -38,7 +41,13 @@ type fleetView struct {
 // arrives, before it runs.
 type offloadHook = func(jobID string)
 
-// run reads the fleet every heartbeat interval until ctx is done.
+// run reads the fleet every heartbeat interval until ctx is done, while
+// some installed app needs it.
+//
+// Reading is skipped otherwise because it is not free at fleet scale:
+// every agent reading every other's heartbeat every interval is N² work
+// for the hub and the leaf links, most of an idle fleet's cost when no
+// app defers work or calls models elsewhere.
 func (v *fleetView) run(ctx context.Context) error {
 	iv := time.Duration(v.a.cfg.Heartbeat)
 	if iv <= 0 {
@@ -47,12 +56,46 @@ func (v *fleetView) run(ctx context.Context) error {
 	t := time.NewTicker(iv)
 	defer t.Stop()
 	for {
-		v.refresh(ctx, iv)
+		if v.needed() {
+			v.refresh(ctx, iv)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-v.wake:
 		}
+	}
+}
+
+// needed reports whether an installed app can use other sites: a
+// deferrable one (with offload on), or one granted models, which may be
+// served elsewhere.
+func (v *fleetView) needed() bool {
+	if v.a.gpu != nil && v.a.gpu.svc.Granted() {
+		return true
+	}
+	v.a.mu.Lock()
+	defer v.a.mu.Unlock()
+	for _, ia := range v.a.apps {
+		if deferrableOffload(ia.rel.Manifest, v.a.cfg.Carbon.Offload) {
+			return true
+		}
+	}
+	return false
+}
+
+// deferrableOffload reports whether jobs of an app with manifest m may run
+// at other sites.
+func deferrableOffload(m artifact.Manifest, offload bool) bool {
+	return m.Deferrable != nil && offload
+}
+
+// nudge asks for a read now, without waiting for it.
+func (v *fleetView) nudge() {
+	select {
+	case v.wake <- struct{}{}:
+	default:
 	}
 }
 

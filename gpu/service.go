@@ -165,6 +165,13 @@ func (s *Service) SetApp(app string, p AppPolicy) {
 	s.sched.SetWeight(app, w)
 }
 
+// Granted reports whether any app is granted a model.
+func (s *Service) Granted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.policies) > 0
+}
+
 // RemoveApp revokes every grant of app.
 func (s *Service) RemoveApp(app string) {
 	s.mu.Lock()

@@ -49,6 +49,7 @@ type Telemetry struct {
 	cfg     TelemetryConfig
 	logger  *slog.Logger
 	metrics *deviceMetrics
+	changed chan struct{} // signalled by SetSources
 
 	mu      sync.Mutex
 	sources []Source
@@ -76,7 +77,7 @@ func NewTelemetry(cfg TelemetryConfig, sources []Source) (*Telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Telemetry{cfg: cfg, logger: logger, metrics: m, latest: map[string]Sample{}, lost: map[string]bool{}}
+	t := &Telemetry{cfg: cfg, logger: logger, metrics: m, changed: make(chan struct{}, 1), latest: map[string]Sample{}, lost: map[string]bool{}}
 	t.SetSources(sources)
 	return t, nil
 }
@@ -98,18 +99,51 @@ func (t *Telemetry) SetSources(sources []Source) {
 	t.sources = keep
 	t.lost = map[string]bool{}
 	t.mu.Unlock()
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+}
+
+// hasSources reports whether there is a device to sample.
+func (t *Telemetry) hasSources() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.sources) > 0
 }
 
 // Run samples every Interval until ctx is done; it returns nil then.
+// Without devices (a site with no GPU) it sleeps until SetSources gives
+// it some, rather than waking every Interval for nothing.
 func (t *Telemetry) Run(ctx context.Context) error {
+	for {
+		for !t.hasSources() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.changed:
+			}
+		}
+		if !t.sample(ctx) {
+			return nil
+		}
+	}
+}
+
+// sample samples every Interval until the devices are gone (true) or ctx
+// is done (false).
+func (t *Telemetry) sample(ctx context.Context) bool {
 	ticks, stop := t.cfg.NewTicker(t.cfg.Interval)
 	defer stop()
 	t.SampleOnce()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-ticks:
+			if !t.hasSources() {
+				return true
+			}
 			t.SampleOnce()
 		}
 	}

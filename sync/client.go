@@ -257,14 +257,25 @@ func (c *Client) EnsureMirrors(ctx context.Context) error {
 	return nil
 }
 
-// modules returns the object store modules are downloaded from: the hub's,
+// moduleStore is the hub's module bucket, seen two ways: as an object
+// store for objects' metadata, and as the stream under it for chunks.
+type moduleStore struct {
+	obs    jetstream.ObjectStore
+	stream jetstream.Stream
+}
+
+// modules returns the store modules are downloaded from: the hub's,
 // through the leaf link when the client is an agent's leaf node.
-func (c *Client) modules(ctx context.Context) (jetstream.ObjectStore, error) {
+func (c *Client) modules(ctx context.Context) (moduleStore, error) {
 	obs, err := c.fleetJS.ObjectStore(ctx, ArtifactsBucket)
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s on the hub: %w", ArtifactsBucket, err)
+		return moduleStore{}, fmt.Errorf("bucket %s on the hub: %w", ArtifactsBucket, err)
 	}
-	return obs, nil
+	stream, err := c.fleetJS.Stream(ctx, "OBJ_"+ArtifactsBucket)
+	if err != nil {
+		return moduleStore{}, fmt.Errorf("bucket %s on the hub: %w", ArtifactsBucket, err)
+	}
+	return moduleStore{obs: obs, stream: stream}, nil
 }
 
 // PutArtifact uploads size bytes from r under digest, unless the hub

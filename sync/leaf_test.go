@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tern-edge/tern/artifact"
 )
 
 // TestLeafMirrors runs a hub and a leaf node: the leaf's release bucket
@@ -83,16 +84,11 @@ func TestLeafMirrors(t *testing.T) {
 	}
 
 	readModule := func() ([]byte, error) {
-		obs, err := lc.modules(ctx)
+		ms, err := lc.modules(ctx)
 		if err != nil {
 			return nil, err
 		}
-		r, err := obs.Get(ctx, "sha256:m")
-		if err != nil {
-			return nil, err
-		}
-		defer r.Close()
-		return io.ReadAll(r)
+		return fetch(ctx, &ms, artifact.Release{App: "app", Sequence: 1, Digest: "sha256:m", Size: int64(len(module))})
 	}
 	waitUntil(t, "the release mirror to catch up", func() bool {
 		env, _, err := lc.Release(ctx, "app")
@@ -124,5 +120,52 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFetch: a module comes back whole across chunks; a size other than
+// the signed one is refused before any chunk is read; a missing object is
+// a wait, not a refusal.
+func TestFetch(t *testing.T) {
+	ctx := context.Background()
+	hub, err := StartHub(HubConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", Domain: HubDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Shutdown()
+	c, err := Connect(ConnConfig{Server: hub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.EnsureBuckets(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Three and a bit chunks of the object store's 128 KiB, and another
+	// object in between so chunk sequences are not contiguous.
+	module := bytes.Repeat([]byte("0123456789abcdef"), 3*8192+5)
+	if err := c.PutArtifact(ctx, "sha256:a", bytes.NewReader(module), int64(len(module)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutArtifact(ctx, "sha256:b", bytes.NewReader([]byte("other")), 5, nil); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := c.modules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := artifact.Release{App: "app", Sequence: 1, Digest: "sha256:a", Size: int64(len(module))}
+	if got, err := fetch(ctx, &ms, rel); err != nil || !bytes.Equal(got, module) {
+		t.Fatalf("fetch = %d bytes, %v; want the %d bytes put", len(got), err, len(module))
+	}
+	short := rel
+	short.Size--
+	if _, err := fetch(ctx, &ms, short); !errors.Is(err, artifact.ErrSize) || errors.Is(err, errUnavailable) {
+		t.Errorf("fetch with a smaller signed size = %v, want a size refusal", err)
+	}
+	missing := rel
+	missing.Digest = "sha256:none"
+	if _, err := fetch(ctx, &ms, missing); !errors.Is(err, errUnavailable) {
+		t.Errorf("fetch of a missing object = %v, want unavailable", err)
 	}
 }

@@ -1,12 +1,10 @@
 package sync
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	gosync "sync"
 	"time"
@@ -186,7 +184,7 @@ func (w *Watcher) watch(ctx context.Context) error {
 	waiting := map[string]*pending{}
 	// The hub's module store, looked up when first needed: a site that
 	// starts cut off still installs nothing new, but follows its mirrors.
-	var obs jetstream.ObjectStore
+	var obs *moduleStore
 	try := func(app string, env []byte, delay time.Duration) {
 		delete(waiting, app)
 		if w.handle(ctx, &obs, app, env, delay == retryMin) {
@@ -308,7 +306,7 @@ const (
 // reason. It reports whether the release should be tried again later
 // because its module cannot be downloaded now; first says whether this is
 // the release's first try, so that waiting is logged once.
-func (w *Watcher) handle(ctx context.Context, obs *jetstream.ObjectStore, key string, envelope []byte, first bool) (again bool) {
+func (w *Watcher) handle(ctx context.Context, obs **moduleStore, key string, envelope []byte, first bool) (again bool) {
 	start := time.Now()
 	rel, wasm, err := w.verify(ctx, obs, key, envelope)
 	verified := time.Now()
@@ -349,7 +347,7 @@ func (w *Watcher) handle(ctx context.Context, obs *jetstream.ObjectStore, key st
 // refusal.
 var errSame = errors.New("already installed")
 
-func (w *Watcher) verify(ctx context.Context, obs *jetstream.ObjectStore, key string, envelope []byte) (artifact.Release, []byte, error) {
+func (w *Watcher) verify(ctx context.Context, obs **moduleStore, key string, envelope []byte) (artifact.Release, []byte, error) {
 	trusted, err := w.cfg.Trusted()
 	if err != nil {
 		return artifact.Release{}, nil, fmt.Errorf("release %s: %w", key, err)
@@ -386,7 +384,7 @@ func (w *Watcher) verify(ctx context.Context, obs *jetstream.ObjectStore, key st
 		if err != nil {
 			return rel, nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
 		}
-		*obs = store
+		*obs = &store
 	}
 	wasm, err := fetch(ctx, *obs, rel)
 	if err != nil {
@@ -403,33 +401,45 @@ func (w *Watcher) verify(ctx context.Context, obs *jetstream.ObjectStore, key st
 // release is tried again later rather than refused.
 var errUnavailable = errors.New("module unavailable")
 
-// fetch downloads rel's module from the hub, reading at most one byte more
-// than the signed size so an oversized object cannot exhaust memory.
-func fetch(ctx context.Context, obs jetstream.ObjectStore, rel artifact.Release) ([]byte, error) {
-	info, err := obs.GetInfo(ctx, rel.Digest)
+// fetch downloads rel's module from the hub, refusing before any chunk
+// is read an object whose size differs from the signed one.
+//
+// Chunks are read one by one with direct gets, request and reply on the
+// connection's shared reply subscription, rather than through an object
+// store reader. A reader creates a consumer and a new reply subscription
+// per download, and in a leaf-node topology the hub announces every new
+// subscription to every other leaf: a deploy to N sites would cost the hub
+// N² subscription messages. Direct gets cost N downloads and nothing else.
+func fetch(ctx context.Context, ms *moduleStore, rel artifact.Release) ([]byte, error) {
+	fail := func(kind, err error) error {
+		return fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, kind, err)
+	}
+	info, err := ms.obs.GetInfo(ctx, rel.Digest)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
+		return nil, fail(errUnavailable, err)
 	}
 	if int64(info.Size) != rel.Size {
 		return nil, fmt.Errorf("fetch %s for %s@%d: object has %d bytes, release says %d: %w",
 			rel.Digest, rel.App, rel.Sequence, info.Size, rel.Size, artifact.ErrSize)
 	}
-	obj, err := obs.Get(ctx, rel.Digest)
-	if err != nil {
-		return nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
-	}
-	defer obj.Close()
-	var buf bytes.Buffer
-	buf.Grow(int(rel.Size))
-	if _, err := io.Copy(&buf, io.LimitReader(obj, rel.Size+1)); err != nil {
-		if errors.Is(err, jetstream.ErrDigestMismatch) {
-			// The hub holds other bytes under this name: a refusal, not
-			// a wait.
-			return nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, artifact.ErrDigest, err)
+	subject := "$O." + ArtifactsBucket + ".C." + info.NUID
+	buf := make([]byte, 0, rel.Size)
+	var seq uint64
+	for range info.Chunks {
+		msg, err := ms.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if err != nil {
+			return nil, fail(errUnavailable, err)
 		}
-		return nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
+		if int64(len(buf)+len(msg.Data)) > rel.Size {
+			return nil, fail(artifact.ErrSize, fmt.Errorf("object holds more than its %d bytes", rel.Size))
+		}
+		buf = append(buf, msg.Data...)
+		seq = msg.Sequence + 1
 	}
-	return buf.Bytes(), nil
+	if int64(len(buf)) != rel.Size {
+		return nil, fail(errUnavailable, fmt.Errorf("object gave %d of its %d bytes", len(buf), rel.Size))
+	}
+	return buf, nil
 }
 
 // refusalReason is the metrics label for why a release was refused.

@@ -170,10 +170,12 @@ func (f *fleet) startAgents(ctx context.Context, data string, rep *report) error
 		return err
 	}
 	args := agentArgs{
-		bin:     f.o.tern,
-		config:  cfg,
-		leafURL: f.hub.leafURL,
-		trust:   artifact.FormatPublicKey(f.key.Public().(ed25519.PublicKey)),
+		bin:       f.o.tern,
+		config:    cfg,
+		leafURL:   f.hub.leafURL,
+		trust:     artifact.FormatPublicKey(f.key.Public().(ed25519.PublicKey)),
+		heartbeat: f.o.heartbeat,
+		inproc:    f.o.inproc,
 	}
 	f.agents = make([]*agentProc, f.o.agents)
 	var mu gosync.Mutex
@@ -254,10 +256,7 @@ func (f *fleet) measureHubWithAgents(ctx context.Context, rep *report) error {
 	rep.hubRSSAgents = samples[1]
 	f.logf("hub with %d agents: RSS %s; CPU over %s…", len(f.agents), mib(rep.hubRSSAgents), f.o.cpuWindow)
 
-	pids := []int{f.hub.pid()}
-	for _, ap := range f.agents {
-		pids = append(pids, ap.pid())
-	}
+	pids := append([]int{f.hub.pid()}, f.agentPIDs()...)
 	before, err := f.ticks(pids)
 	if err != nil {
 		return err
@@ -328,11 +327,7 @@ func (f *fleet) deployRound(ctx context.Context, v int) (round, error) {
 	n := len(f.agents)
 	r := round{size: len(wasm), installed: make([]time.Duration, n), served: make([]time.Duration, n)}
 
-	pids := make([]int, n)
-	for i, ap := range f.agents {
-		pids[i] = ap.pid()
-	}
-	pids = append(pids, f.hub.pid())
+	pids := append(f.agentPIDs(), f.hub.pid())
 	before, err := f.ticks(pids)
 	if err != nil {
 		return r, err
@@ -401,11 +396,12 @@ func (f *fleet) deployRound(ctx context.Context, v int) (round, error) {
 		return r, err
 	}
 	var fleetTicks int64
-	for i := range n {
+	hub := len(pids) - 1
+	for i := range hub {
 		fleetTicks += after[i] - before[i]
 	}
 	r.fleetCPU = f.tickDur(fleetTicks)
-	r.hubCPU = f.tickDur(after[n] - before[n])
+	r.hubCPU = f.tickDur(after[hub] - before[hub])
 	r.wall = t0.Sub(start) + slices.Max(r.served)
 	return r, nil
 }
@@ -474,6 +470,17 @@ func (f *fleet) purge(ctx context.Context, rep *report) error {
 	rep.purges = summarize(ds)
 	f.logf("purge: p50 %s p99 %s (%d of %d without every ack)", ms(rep.purges.p50), ms(rep.purges.p99), rep.purgeShort, f.o.purges)
 	return nil
+}
+
+// agentPIDs lists the agents' processes, each once: with -inproc that is
+// the benchmark's own, whose CPU then includes its HTTPS client.
+func (f *fleet) agentPIDs() []int {
+	var pids []int
+	for _, ap := range f.agents {
+		pids = append(pids, ap.pid())
+	}
+	slices.Sort(pids)
+	return slices.Compact(pids)
 }
 
 // stopAgents stops every agent at once and waits for them.

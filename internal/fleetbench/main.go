@@ -2,13 +2,14 @@
 // every agent, how fast a purge is acknowledged by every agent, and what
 // idle agents cost the hub in memory and CPU.
 //
-// It runs the real binaries: one `tern hub` and N `tern agent` processes,
-// each agent a leaf node of the hub with its own NATS server, connection,
-// badger store and local CA in a data directory of its own, all on
-// loopback with ephemeral ports. Separate processes rather than N agents
-// in this one are deliberate: the hub's memory and CPU are read from
-// /proc for its process alone, and only cmd/tern may import the agent
-// package (internal/archtest enforces that).
+// It runs one `tern hub` process and N agents, each a leaf node of the hub
+// with its own NATS server, connection, badger store and local CA in a
+// data directory of its own, all on loopback with ephemeral ports. By
+// default each agent is a `tern agent` process; with -inproc the agents run
+// inside this process (configured as `tern agent` would configure them),
+// so that N agents on a small machine share one Go runtime instead of
+// paying N runtimes' idle cost. The hub is always a process of its own, so
+// its memory and CPU are read from /proc for it alone.
 //
 // Convergence is timed from deploy.Push returning to the moment each
 // agent serves the new version: the agent logs "release installed" (read

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -86,23 +87,39 @@ func TestParseLogLine(t *testing.T) {
 }
 
 // TestSmoke runs the whole benchmark with three agents and one deploy: a
-// hub and three agent processes of a freshly built tern binary.
+// hub process of a freshly built tern binary and three agents, as
+// processes and inside the test's own process.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cmd/tern and starts four processes; skipped with -short")
 	}
-	var out, log bytes.Buffer
-	code := run(context.Background(), []string{
-		"-agents", "3", "-rounds", "1", "-purges", "3", "-module-size", "64KiB",
-		"-idle-window", "500ms", "-cpu-window", "1s", "-settle", "200ms",
-		"-guest", filepath.Join("..", "..", "guests", "hello"), "-data", t.TempDir(),
-	}, &out, &log)
-	if code != 0 {
-		t.Fatalf("exit %d\n%s\n%s", code, log.String(), out.String())
+	tern := filepath.Join(t.TempDir(), "tern")
+	if out, err := exec.Command("go", "build", "-o", tern, "github.com/tern-edge/tern/cmd/tern").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	for _, want := range []string{"every agent serves", "acknowledgement by all 3 agents", "per agent", "3/3 heartbeats fresh"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("report lacks %q:\n%s", want, out.String())
-		}
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		where string
+	}{
+		{"processes", nil, "one `tern agent` process each"},
+		{"inproc", []string{"-inproc"}, "all in one process"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, log bytes.Buffer
+			code := run(context.Background(), append([]string{
+				"-tern", tern, "-agents", "3", "-rounds", "1", "-purges", "3", "-module-size", "64KiB",
+				"-idle-window", "500ms", "-cpu-window", "1s", "-settle", "200ms",
+				"-guest", filepath.Join("..", "..", "guests", "hello"), "-data", t.TempDir(),
+			}, tc.flags...), &out, &log)
+			if code != 0 {
+				t.Fatalf("exit %d\n%s\n%s", code, log.String(), out.String())
+			}
+			for _, want := range []string{tc.where, "every agent serves", "acknowledgement by all 3 agents", "per agent", "3/3 heartbeats fresh"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("report lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
 	}
 }

@@ -26,6 +26,7 @@ type options struct {
 	guest      string
 	data       string
 	clkTck     int
+	inproc     bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -36,6 +37,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 10, "measured deploys (after one warm-up deploy)")
 	fs.IntVar(&o.purges, "purges", 50, "measured purges (after warm-up)")
 	fs.IntVar(&o.parallel, "parallel", 8, "agents started at a time")
+	fs.BoolVar(&o.inproc, "inproc", false, "run the agents inside this process (each still with its own leaf node, store, CA and listeners) instead of one `tern agent` process each")
 	fs.TextVar(&o.moduleSize, "module-size", artifact.Size(1<<20), "size of the deployed module, e.g. 1MiB")
 	fs.DurationVar(&o.heartbeat, "heartbeat", 5*time.Second, "agents' heartbeat interval")
 	fs.DurationVar(&o.idleWindow, "idle-window", 10*time.Second, "how long the hub's CPU is measured before any agent connects")

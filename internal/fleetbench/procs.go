@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,16 +15,22 @@ import (
 	gosync "sync"
 	"syscall"
 	"time"
+
+	"github.com/tern-edge/tern/agent"
+	"github.com/tern-edge/tern/artifact"
 )
 
-// child is a tern process the benchmark started: the hub or one agent.
-// Its stderr (the slog text log) is read line by line as it comes, which
-// is how the benchmark learns, without polling, that an agent is ready or
-// has installed a release.
+// child is a tern process the benchmark started (the hub or one agent),
+// or with -inproc an agent running inside the benchmark's own process. Its
+// slog text log is read line by line as it comes, which is how the
+// benchmark learns, without polling, that an agent is ready or has
+// installed a release.
 type child struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
+	name   string
+	cmd    *exec.Cmd          // nil for an agent in this process
+	cancel context.CancelFunc // stops an agent in this process
+	done   chan struct{}      // closed when the process (or agent) has exited
+	onLine func(line string)
 
 	mu   gosync.Mutex
 	tail []string // the last lines of its log, for error messages
@@ -32,8 +39,30 @@ type child struct {
 // tailLines is how much of a child's log an error shows.
 const tailLines = 8
 
+// addLine records one line of the child's log and hands it on.
+func (c *child) addLine(line string) {
+	c.mu.Lock()
+	c.tail = append(c.tail, line)
+	if len(c.tail) > tailLines {
+		c.tail = c.tail[len(c.tail)-tailLines:]
+	}
+	c.mu.Unlock()
+	if c.onLine != nil {
+		c.onLine(line)
+	}
+}
+
+// Write takes whole log lines, as slog's text handler writes them (one
+// record per call), so an in-process agent's log is read like a child's.
+func (c *child) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		c.addLine(line)
+	}
+	return len(p), nil
+}
+
 func startChild(name, bin string, args []string, stdout io.Writer, onLine func(line string)) (*child, error) {
-	c := &child{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	c := &child{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{}), onLine: onLine}
 	c.cmd.Stdout = stdout
 	dieWithParent(c.cmd)
 	stderr, err := c.cmd.StderrPipe()
@@ -47,16 +76,7 @@ func startChild(name, bin string, args []string, stdout io.Writer, onLine func(l
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			line := sc.Text()
-			c.mu.Lock()
-			c.tail = append(c.tail, line)
-			if len(c.tail) > tailLines {
-				c.tail = c.tail[len(c.tail)-tailLines:]
-			}
-			c.mu.Unlock()
-			if onLine != nil {
-				onLine(line)
-			}
+			c.addLine(sc.Text())
 		}
 		// Keep draining whatever the scanner refused (an overlong line),
 		// so the child never blocks on a full pipe.
@@ -67,8 +87,14 @@ func startChild(name, bin string, args []string, stdout io.Writer, onLine func(l
 	return c, nil
 }
 
-// pid is the child's process ID.
-func (c *child) pid() int { return c.cmd.Process.Pid }
+// pid is the child's process ID: the benchmark's own for an agent in this
+// process.
+func (c *child) pid() int {
+	if c.cmd == nil {
+		return os.Getpid()
+	}
+	return c.cmd.Process.Pid
+}
 
 // logTail returns the last lines the child logged.
 func (c *child) logTail() string {
@@ -83,6 +109,14 @@ func (c *child) stop(grace time.Duration) {
 	case <-c.done:
 		return
 	default:
+	}
+	if c.cmd == nil {
+		c.cancel()
+		select {
+		case <-c.done:
+		case <-time.After(grace):
+		}
+		return
 	}
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -166,6 +200,8 @@ type agentProc struct {
 // agentArgs are what every agent runs with besides its own directory.
 type agentArgs struct {
 	bin, config, leafURL, trust string
+	heartbeat                   time.Duration
+	inproc                      bool // run in this process, not as `tern agent`
 }
 
 func startAgent(ctx context.Context, a agentArgs, dir string, i int) (*agentProc, error) {
@@ -176,11 +212,7 @@ func startAgent(ctx context.Context, a agentArgs, dir string, i int) (*agentProc
 		installed: make(chan struct{}, 1),
 	}
 	var once gosync.Once
-	c, err := startChild(fmt.Sprintf("agent %d", i), a.bin, []string{
-		"agent", "--config", a.config, "--data", dir, "--hub", a.leafURL, "--trust", a.trust,
-		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--site", fmt.Sprintf("site-%03d", i),
-		"--log-level", "info",
-	}, nil, func(line string) {
+	onLine := func(line string) {
 		if !strings.Contains(line, "msg=") {
 			return
 		}
@@ -205,7 +237,18 @@ func startAgent(ctx context.Context, a agentArgs, dir string, i int) (*agentProc
 			default:
 			}
 		}
-	})
+	}
+	var c *child
+	var err error
+	if a.inproc {
+		c, err = startInprocAgent(a, dir, i, onLine)
+	} else {
+		c, err = startChild(fmt.Sprintf("agent %d", i), a.bin, []string{
+			"agent", "--config", a.config, "--data", dir, "--hub", a.leafURL, "--trust", a.trust,
+			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--site", fmt.Sprintf("site-%03d", i),
+			"--log-level", "info",
+		}, nil, onLine)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -297,4 +340,38 @@ func (ap *agentProc) caPEM(file string) ([]byte, error) {
 		return nil, errors.New(ap.name + ": empty CA file")
 	}
 	return b, nil
+}
+
+// startInprocAgent runs agent i inside this process, configured as
+// `tern agent` would be with the flags startAgent gives the process: its
+// own leaf node, badger store, local CA and listeners, sharing only the Go
+// runtime with the others.
+func startInprocAgent(a agentArgs, dir string, i int, onLine func(string)) (*child, error) {
+	cfg := agent.DefaultConfig()
+	cfg.Data = dir
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Admin = "127.0.0.1:0"
+	cfg.Site = fmt.Sprintf("site-%03d", i)
+	cfg.Hub.URL = a.leafURL
+	cfg.Trust.Publishers = []string{a.trust}
+	cfg.Heartbeat = artifact.Duration(a.heartbeat)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent %d: %w", i, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &child{name: fmt.Sprintf("agent %d", i), cancel: cancel, done: make(chan struct{}), onLine: onLine}
+	logger := slog.New(slog.NewTextHandler(c, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ag, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Version: "fleetbench"})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("agent %d: %w", i, err)
+	}
+	go func() {
+		defer close(c.done)
+		err := ag.Run(ctx, func() { logger.Info("agent ready", "listen", ag.Addr().String()) })
+		if err != nil {
+			logger.Error("agent stopped", "err", err)
+		}
+	}()
+	return c, nil
 }

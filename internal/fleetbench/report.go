@@ -89,7 +89,11 @@ func pct(cpu, wall time.Duration) string {
 func (r *report) write(w io.Writer) {
 	o := r.o
 	n := o.agents
-	fmt.Fprintf(w, "## Fleet benchmark: %d agents, %s module\n\n", n, o.moduleSize)
+	where := "one `tern agent` process each"
+	if o.inproc {
+		where = "all in one process, each with its own leaf node, store and listeners"
+	}
+	fmt.Fprintf(w, "## Fleet benchmark: %d agents (%s), %s module\n\n", n, where, o.moduleSize)
 	fmt.Fprintf(w, "- machine: %s\n", r.machine)
 	if len(r.loads) > 0 {
 		fmt.Fprintf(w, "- load average (1, 5, 15 min) after each phase: %s\n", strings.Join(r.loads, "; "))
@@ -160,7 +164,7 @@ func (r *report) write(w io.Writer) {
 			fmt.Fprintf(w, "- CPU with %d agents heartbeating every %s: **%s of one core** over %s (%.0f µs per heartbeat, idle share included); %d/%d heartbeats fresh at the end\n",
 				n, o.heartbeat, pct(r.hubCPUAgents, r.cpuWindow), r.cpuWindow.Round(time.Second),
 				float64(r.hubCPUAgents.Microseconds())/beats, r.freshHeartbeats, n)
-			fmt.Fprintf(w, "- the %d idle agent processes together over the same window: %s of one core (%s each)\n",
+			fmt.Fprintf(w, "- the %d idle agents together over the same window: %s of one core (%s each)\n",
 				n, pct(r.agentsCPUIdle, r.cpuWindow), pct(r.agentsCPUIdle/time.Duration(n), r.cpuWindow))
 		}
 	}
