@@ -13,12 +13,34 @@ var benchForecasters = []carbon.Forecaster{
 	carbon.SeasonalNaive{},
 	carbon.SeasonalNaive{Days: 7},
 	carbon.SeasonalNaive{Days: 3, Level: 1, Decay: 6 * time.Hour},
+	carbon.SeasonalBlend{},
+}
+
+// heldOut splits the benchmark year: SeasonalBlend's defaults were chosen
+// on jobs arriving before it and are judged on the jobs from it on.
+var heldOut = time.Date(2020, 7, 1, 0, 0, 0, 0, time.UTC)
+
+// shareSince returns Tern's share of the oracle's saving over the jobs
+// arriving in [from, to): placements are in job order in every outcome.
+func shareSince(rep Report, jobs []carbon.Job, from, to time.Time) float64 {
+	var now, oracle, tern float64
+	for i, j := range jobs {
+		if j.Arrival.Before(from) || !j.Arrival.Before(to) {
+			continue
+		}
+		now += rep.RunNow.Placements[i].Grams
+		oracle += rep.Oracle.Placements[i].Grams
+		tern += rep.Tern.Placements[i].Grams
+	}
+	return 100 * (now - tern) / (now - oracle)
 }
 
 // BenchmarkForecastShare measures, per shared trace and window, Tern's
 // saving against run-now and its share of the oracle's saving, with the
 // forecast built from history (not perfect knowledge). The numbers are
-// reported as metrics: saved_% and oracle_share_%.
+// reported as metrics: saved_% and oracle_share_% over the year, and
+// h1_share_% and h2_share_% over the jobs arriving before and after
+// heldOut (the same run, split afterwards).
 func BenchmarkForecastShare(b *testing.B) {
 	for _, tf := range traceFiles {
 		rs := loadShared(b, tf.file)
@@ -38,6 +60,8 @@ func BenchmarkForecastShare(b *testing.B) {
 					b.ReportMetric(rep.SavedPct(rep.Oracle), "oracle_saved_%")
 					b.ReportMetric(rep.ShareOfOracle(), "oracle_share_%")
 					b.ReportMetric(float64(rep.Tern.Misses), "misses")
+					b.ReportMetric(shareSince(rep, jobs, time.Time{}, heldOut), "h1_share_%")
+					b.ReportMetric(shareSince(rep, jobs, heldOut, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)), "h2_share_%")
 				})
 			}
 		}

@@ -41,8 +41,8 @@ type Config struct {
 	// Arrivals are seen at the first decision at or after them.
 	Step time.Duration
 	// Forecaster forecasts each site from its own history at every decision;
-	// nil means carbon.SeasonalNaive{Days: 7}, the best of the simple
-	// forecasters on the shared traces (docs/CARBON.md).
+	// nil means carbon.SeasonalBlend{}, the best of Tern's forecasters on
+	// the shared traces (docs/CARBON.md).
 	Forecaster carbon.Forecaster
 	// Perfect gives Tern's planner the actual future instead of a forecast,
 	// so that Tern and the oracle coincide (a check of the engine).
@@ -115,7 +115,7 @@ func Run(cfg Config) (Report, error) {
 		cfg.Step = time.Hour
 	}
 	if cfg.Forecaster == nil {
-		cfg.Forecaster = carbon.SeasonalNaive{Days: 7}
+		cfg.Forecaster = carbon.SeasonalBlend{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
