@@ -201,7 +201,7 @@ func (v *fleetView) Offload(ctx context.Context, site string, job jobs.OffloadJo
 	res, err := v.a.client.OffloadJob(ctx, site, ternsync.OffloadJob{
 		ID: job.ID, Origin: v.a.site, App: job.App, Digest: digest, Route: job.Route,
 		Method: job.Method, Target: job.Target, Host: job.Host, RemoteAddr: job.RemoteAddr, TLS: job.TLS,
-		Header: job.Header, Body: job.Body, Deadline: job.Deadline, RunNow: job.RunNow,
+		Header: job.Header, Body: job.Body, Deadline: job.Deadline, RunNow: job.RunNow, Regions: job.Regions,
 	})
 	if err != nil {
 		return jobs.OffloadResult{}, err
@@ -235,10 +235,11 @@ func (js jobServer) RunOffloaded(ctx context.Context, job ternsync.OffloadJob) t
 	res, err := a.jobs.RunOffloaded(ctx, jobs.OffloadJob{
 		ID: job.ID, App: job.App, Route: job.Route, Method: job.Method, Target: job.Target, Host: job.Host,
 		RemoteAddr: job.RemoteAddr, TLS: job.TLS, Header: job.Header, Body: job.Body, Deadline: job.Deadline, RunNow: job.RunNow,
+		Regions: job.Regions,
 	})
 	if err != nil {
 		a.logger.Warn("job from another site failed", "job", job.ID, "origin", job.Origin, "err", err)
-		return ternsync.OffloadResult{Refused: errors.Is(err, errNotInstalled), Error: err.Error()}
+		return ternsync.OffloadResult{Refused: errors.Is(err, errNotInstalled) || errors.Is(err, jobs.ErrRegion), Error: err.Error()}
 	}
 	a.logger.Info("ran a job for another site", "job", job.ID, "origin", job.Origin, "app", job.App, "status", res.Status)
 	return ternsync.OffloadResult{Status: res.Status, Header: res.Header, Body: res.Body, Grams: res.Grams, RunNowGrams: res.RunNowGrams}

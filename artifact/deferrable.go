@@ -27,7 +27,8 @@ type Deferrable struct {
 	// planner uses to average the forecast over the run.
 	ExpectedRuntime Duration `toml:"expected_runtime" json:"expected_runtime"`
 	// Regions lists the grid regions where the app's data may be
-	// processed; empty means any.
+	// processed; empty means any. A site in another region accepts the
+	// app's jobs only for a site of the fleet in one of these regions.
 	Regions []string `toml:"regions" json:"regions,omitempty"`
 }
 

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -40,7 +41,7 @@ var (
 	// ErrDeadline means a request's deadline is invalid or already past.
 	ErrDeadline = errors.New("invalid deadline")
 	// ErrRegion means the app's data may not be processed in this site's
-	// region.
+	// region and no other site in an allowed region can take the job.
 	ErrRegion = errors.New("region not allowed")
 )
 
@@ -51,6 +52,9 @@ const (
 	StateDone      = "done"      // ran; its response is stored
 	StateCanceled  = "canceled"  // cancelled before it finished
 	StateExpired   = "expired"   // its deadline passed before it could start
+	// StateFailed: the job could not run anywhere it is allowed to (see
+	// its error), and is never run elsewhere.
+	StateFailed = "failed"
 )
 
 // DeadlineHeader is the request header that sets a job's deadline: an RFC
@@ -142,7 +146,13 @@ type result struct {
 }
 
 func (r *record) terminal() bool {
-	return r.State == StateDone || r.State == StateCanceled || r.State == StateExpired
+	return r.State == StateDone || r.State == StateCanceled || r.State == StateExpired || r.State == StateFailed
+}
+
+// regionAllowed reports whether a job limited to regions may run in
+// region (no limit allows any).
+func regionAllowed(regions []string, region string) bool {
+	return len(regions) == 0 || slices.Contains(regions, region)
 }
 
 // View is a job's state as GET /_tern/jobs/<id> shows it.

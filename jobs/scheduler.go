@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -236,6 +237,25 @@ func (s *Scheduler) persist(r *record, blobs map[string][]byte) error {
 	return s.cfg.Store.PutJob(r.ID, b, blobs)
 }
 
+// elsewhere checks that a job of spec, which may not run in this site's
+// region, can be accepted for another site: offload is on and some fresh
+// site in an allowed region runs the app's release. It also hands the
+// planner the latest sites, so the job is planned among them.
+func (s *Scheduler) elsewhere(spec Spec) error {
+	here := fmt.Sprintf("app %s may run only in regions %s; site %s is in region %q", spec.App, strings.Join(spec.Regions, ", "), s.cfg.Site.Name, s.cfg.Site.Region)
+	if s.cfg.Offload == nil {
+		return fmt.Errorf("%s and offload is off: %w", here, ErrRegion)
+	}
+	s.syncRemote()
+	sites, _ := s.cfg.Offload.Sites()
+	for _, rs := range sites {
+		if regionAllowed(spec.Regions, rs.Region) && (rs.Apps == nil || slices.Contains(rs.Apps, spec.App)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s, and no site of the fleet in those regions runs this release of %s now: %w", here, spec.App, ErrRegion)
+}
+
 // request is what Submit needs of an accepted request.
 type request struct {
 	Method, Target, Host, RemoteAddr string
@@ -247,8 +267,10 @@ type request struct {
 
 // submit stores and plans a new job for spec.
 func (s *Scheduler) submit(spec Spec, req request) (View, error) {
-	if len(spec.Regions) > 0 && !slices.Contains(spec.Regions, s.cfg.Site.Region) {
-		return View{}, fmt.Errorf("app %s may run in %v; site %s is in region %q: %w", spec.App, spec.Regions, s.cfg.Site.Name, s.cfg.Site.Region, ErrRegion)
+	if !regionAllowed(spec.Regions, s.cfg.Site.Region) {
+		if err := s.elsewhere(spec); err != nil {
+			return View{}, err
+		}
 	}
 	now := s.now()
 	dl, err := deadline(req.Deadline, now, spec.MaxDelay)
