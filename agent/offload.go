@@ -29,6 +29,7 @@ type fleetView struct {
 
 	mu      gosync.Mutex
 	beats   []ternsync.Heartbeat // other sites' fresh heartbeats, one per site
+	peers   []ternsync.Heartbeat // the other agents of this site
 	sites   []carbon.RemoteSite
 	key     string // what sites was built from, to bump version on change
 	version uint64
@@ -72,7 +73,11 @@ func (v *fleetView) refresh(ctx context.Context, iv time.Duration) {
 	// judged on the wall clock, not the agent's injected one.
 	now := time.Now()
 	bySite := map[string]ternsync.Heartbeat{}
+	var peers []ternsync.Heartbeat
 	for _, hb := range fleet {
+		if hb.Agent != v.a.id && hb.Site == v.a.site {
+			peers = append(peers, hb)
+		}
 		if hb.Agent == v.a.id || hb.Site == v.a.site || hb.Stale(now) {
 			continue
 		}
@@ -87,7 +92,7 @@ func (v *fleetView) refresh(ctx context.Context, iv time.Duration) {
 	slices.SortFunc(beats, func(x, y ternsync.Heartbeat) int { return cmp.Compare(x.Site, y.Site) })
 	sites, key := v.remoteSites(beats)
 	v.mu.Lock()
-	v.beats = beats
+	v.beats, v.peers = beats, peers
 	if key != v.key {
 		v.sites, v.key = sites, key
 		v.version++

@@ -110,6 +110,11 @@ type record struct {
 	RunNow       *float64 `json:"run_now_gco2_per_kwh,omitempty"`
 	RunNowSource string   `json:"run_now_source,omitempty"`
 
+	// Schedule and Occurrence name the schedule and the occurrence a
+	// scheduled job was made for.
+	Schedule   string     `json:"schedule,omitempty"`
+	Occurrence *time.Time `json:"occurrence,omitempty"`
+
 	Attempts int        `json:"attempts,omitempty"`
 	Started  *time.Time `json:"started,omitempty"`
 	Finished *time.Time `json:"finished,omitempty"`
@@ -175,12 +180,16 @@ type View struct {
 	ExpectedGross   *float64 `json:"expected_gross_grams,omitempty"`
 	ExpectedAvoided *float64 `json:"expected_avoided_grams,omitempty"`
 	// OffloadError says why a job planned at another site ran here.
-	OffloadError string     `json:"offload_error,omitempty"`
-	Late         bool       `json:"late,omitempty"`
-	Attempts     int        `json:"attempts,omitempty"`
-	Started      *time.Time `json:"started,omitempty"`
-	Done         *time.Time `json:"done,omitempty"`
-	Error        string     `json:"error,omitempty"`
+	OffloadError string `json:"offload_error,omitempty"`
+	// Schedule and Occurrence are set for a job made by an app's
+	// schedule: which one, and the occurrence it is for.
+	Schedule   string     `json:"schedule,omitempty"`
+	Occurrence *time.Time `json:"occurrence,omitempty"`
+	Late       bool       `json:"late,omitempty"`
+	Attempts   int        `json:"attempts,omitempty"`
+	Started    *time.Time `json:"started,omitempty"`
+	Done       *time.Time `json:"done,omitempty"`
+	Error      string     `json:"error,omitempty"`
 	// Result is the stored response's status and headers; its body is at
 	// ResultURL.
 	Result    *ResultView `json:"result,omitempty"`
@@ -200,7 +209,7 @@ type ResultView struct {
 
 func (r *record) view() View {
 	v := View{ID: r.ID, App: r.App, State: r.State, Accepted: r.Accepted, Deadline: r.Deadline,
-		Late: r.Late, Attempts: r.Attempts, Started: r.Started, Error: r.Error}
+		Late: r.Late, Attempts: r.Attempts, Started: r.Started, Error: r.Error, Schedule: r.Schedule, Occurrence: r.Occurrence}
 	if p := r.Plan; p != nil {
 		start := p.Start
 		v.ScheduledAt, v.Site, v.ExpectedIntensity, v.Source, v.Reason = &start, p.Site, p.Intensity, p.Source, p.Reason

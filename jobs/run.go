@@ -53,6 +53,7 @@ func (s *Scheduler) step(ctx context.Context) {
 		s.gc(now)
 	}
 	s.syncRemote()
+	s.createScheduled(now)
 	s.startDue(ctx)
 }
 

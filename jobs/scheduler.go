@@ -18,10 +18,14 @@ import (
 )
 
 // Store keeps jobs durably; *store.Store implements it. Methods are safe
-// for concurrent use; JobBlob reports an absent blob with an error
-// wrapping store.ErrNotFound.
+// for concurrent use; JobBlob and JobMark report an absent blob or mark
+// with an error wrapping store.ErrNotFound.
 type Store interface {
 	PutJob(id string, rec []byte, blobs map[string][]byte) error
+	// PutJobMark stores a named mark and, unless id is empty, a job with
+	// it, in one transaction; JobMark reads a mark back.
+	PutJobMark(id string, rec []byte, blobs map[string][]byte, mark string, value []byte) error
+	JobMark(mark string) ([]byte, error)
 	JobBlob(id, name string) ([]byte, error)
 	Jobs(fn func(id string, rec []byte) error) error
 	DeleteJob(id string) error
@@ -82,6 +86,13 @@ type Config struct {
 	// before it runs here instead; 0 means 10 minutes. The wait also ends
 	// in time to run the job here before its deadline.
 	OffloadTimeout time.Duration
+	// Schedules, when set, returns the apps' schedules; every tick makes
+	// a job of each occurrence that has come (see schedule.go).
+	Schedules func() []Scheduled
+	// Leader, when set, says whether this agent makes its site's
+	// scheduled jobs and, when another agent does, up to when that one is
+	// known to have made them; nil means this agent does.
+	Leader func() (lead bool, covered time.Time)
 }
 
 // MaxBody caps a stored request body whatever the app's max_request: the
@@ -230,11 +241,19 @@ func (s *Scheduler) setPlan(r *record, a carbon.Assignment) {
 
 // persist writes r (and blobs) to the store. Called with mu held.
 func (s *Scheduler) persist(r *record, blobs map[string][]byte) error {
-	b, err := json.Marshal(r)
+	b, err := encode(r)
 	if err != nil {
-		return fmt.Errorf("encode job %s: %w", r.ID, err)
+		return err
 	}
 	return s.cfg.Store.PutJob(r.ID, b, blobs)
+}
+
+func encode(r *record) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode job %s: %w", r.ID, err)
+	}
+	return b, nil
 }
 
 // elsewhere checks that a job of spec, which may not run in this site's
