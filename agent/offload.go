@@ -30,6 +30,7 @@ type fleetView struct {
 	mu      gosync.Mutex
 	beats   []ternsync.Heartbeat // other sites' fresh heartbeats, one per site
 	peers   []ternsync.Heartbeat // the other agents of this site
+	scanned bool                 // the site's jobs on the hub were read once
 	sites   []carbon.RemoteSite
 	key     string // what sites was built from, to bump version on change
 	version uint64
@@ -49,6 +50,7 @@ func (v *fleetView) run(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		v.refresh(ctx, iv)
+		v.adoptOrphans(ctx, iv)
 		select {
 		case <-ctx.Done():
 			return nil

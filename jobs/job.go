@@ -115,6 +115,10 @@ type record struct {
 	Schedule   string     `json:"schedule,omitempty"`
 	Occurrence *time.Time `json:"occurrence,omitempty"`
 
+	// QueueRef is the reference of the job's copy on the hub (see
+	// Queue); 0 when it has none.
+	QueueRef uint64 `json:"queue_ref,omitempty"`
+
 	Attempts int        `json:"attempts,omitempty"`
 	Started  *time.Time `json:"started,omitempty"`
 	Finished *time.Time `json:"finished,omitempty"`

@@ -55,6 +55,7 @@ func (s *Scheduler) step(ctx context.Context) {
 	s.syncRemote()
 	s.createScheduled(now)
 	s.startDue(ctx)
+	s.syncQueue(ctx)
 }
 
 // refresh reads the current intensity and the forecast and, when the

@@ -93,6 +93,9 @@ type Config struct {
 	// scheduled jobs and, when another agent does, up to when that one is
 	// known to have made them; nil means this agent does.
 	Leader func() (lead bool, covered time.Time)
+	// Queue, when set, keeps a copy of every unfinished job on the hub
+	// (see queue.go); nil keeps jobs in the store only.
+	Queue Queue
 }
 
 // MaxBody caps a stored request body whatever the app's max_request: the
@@ -331,7 +334,17 @@ func (s *Scheduler) submit(spec Spec, req request) (View, error) {
 		s.log.Warn("store job plan", "job", r.ID, "err", err)
 	}
 	s.log.Info("job accepted", "job", r.ID, "app", r.App, "start", a.Start, "deadline", dl, "reason", a.Reason)
-	return r.view(), nil
+	v := r.view()
+	if s.cfg.Queue != nil {
+		// Copied to the hub before the answer, when it is reachable;
+		// otherwise kept here and copied by a later tick.
+		s.mu.Unlock()
+		if err := s.putQueued(context.Background(), r.ID, req.Body); err != nil {
+			s.log.Warn("job kept here only until the hub is reachable", "job", r.ID, "err", err)
+		}
+		s.mu.Lock()
+	}
+	return v, nil
 }
 
 // Get returns job id's state, or an error wrapping ErrNotFound.

@@ -6,15 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // JobQueueStream is the hub's work-queue stream of accepted deferred jobs,
-// one subject per site (JobQueueSubjectPrefix.<site>). A job is published
+// one subject per job (JobQueueSubjectPrefix.<site>.<job id>). A job is published
 // there, with its request, before its site answers 202 Accepted, and
-// deleted when it ends, so the hub holds every unfinished job of the fleet:
+// removed when it ends (acknowledged through a consumer of its own subject,
+// which a work queue's retention turns into removal, so agents need no
+// right to delete messages), so the hub holds every unfinished job of the fleet:
 // a job survives the loss of the accepting agent's disk, and another agent
 // of the same site adopts it.
 const JobQueueStream = "tern-jobs"
@@ -50,8 +54,14 @@ type QueuedJob struct {
 	Occurrence *time.Time `json:"occurrence,omitempty"`
 }
 
-// jobQueue returns the hub's job stream, creating it when absent.
+// jobQueue returns the hub's job stream, creating it when absent (a hub
+// whose agents authenticate creates it in EnsureBuckets, since agents may
+// not create streams there).
 func (c *Client) jobQueue(ctx context.Context) (jetstream.Stream, error) {
+	return c.ensureJobQueue(ctx, 1)
+}
+
+func (c *Client) ensureJobQueue(ctx context.Context, replicas int) (jetstream.Stream, error) {
 	s, err := c.fleetJS.Stream(ctx, JobQueueStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = c.fleetJS.CreateStream(ctx, jetstream.StreamConfig{
@@ -60,8 +70,9 @@ func (c *Client) jobQueue(ctx context.Context) (jetstream.Stream, error) {
 			Subjects:    []string{JobQueueSubjectPrefix + ".>"},
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     jetstream.FileStorage,
-			// Deadlines are at most a week away, plus results kept.
-			MaxAge: 8 * 24 * time.Hour,
+			// Deadlines are at most a week away.
+			MaxAge:   8 * 24 * time.Hour,
+			Replicas: max(replicas, 1),
 		})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = c.fleetJS.Stream(ctx, JobQueueStream)
@@ -73,13 +84,25 @@ func (c *Client) jobQueue(ctx context.Context) (jetstream.Stream, error) {
 	return s, nil
 }
 
+// jobSubject returns the subject of a job of site.
+func jobSubject(site, id string) (string, error) {
+	prefix, err := siteSubject(JobQueueSubjectPrefix, site)
+	if err != nil {
+		return "", err
+	}
+	if id == "" || strings.ContainsAny(id, ".*> \t\r\n") {
+		return "", fmt.Errorf("job id %q: not usable in a subject", id)
+	}
+	return prefix + "." + id, nil
+}
+
 // QueueJob stores job on the hub under its site and returns its sequence
-// once the hub has acknowledged it. The job id is the message id, so a
-// publish repeated within the stream's duplicate window is stored once.
-// It returns an error wrapping ErrTooLarge when the job does not fit in a
-// message.
+// once the hub has acknowledged it. The job id and owner are the message
+// id, so a publish repeated within the stream's duplicate window is
+// stored once. It returns an error wrapping ErrTooLarge when the job does
+// not fit in a message.
 func (c *Client) QueueJob(ctx context.Context, job QueuedJob) (uint64, error) {
-	subject, err := siteSubject(JobQueueSubjectPrefix, job.Site)
+	subject, err := jobSubject(job.Site, job.ID)
 	if err != nil {
 		return 0, fmt.Errorf("queue job %s: %w", job.ID, err)
 	}
@@ -100,23 +123,57 @@ func (c *Client) QueueJob(ctx context.Context, job QueuedJob) (uint64, error) {
 	return ack.Sequence, nil
 }
 
-// DoneJob removes the job stored at seq from the hub; one already gone
-// is not an error.
-func (c *Client) DoneJob(ctx context.Context, seq uint64) error {
+// DoneJob removes job id of site, stored at seq, from the hub: a consumer
+// of the job's subject takes its copies and acknowledges the one at seq,
+// which removes it from the work queue; others stay. A job already gone is not an
+// error.
+func (c *Client) DoneJob(ctx context.Context, site, id string, seq uint64) error {
+	subject, err := jobSubject(site, id)
+	if err != nil {
+		return fmt.Errorf("remove job %s: %w", id, err)
+	}
 	s, err := c.jobQueue(ctx)
 	if err != nil {
-		return fmt.Errorf("remove job %d: %w", seq, err)
+		return fmt.Errorf("remove job %s: %w", id, err)
 	}
-	err = s.DeleteMsg(ctx, seq)
-	if errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) {
-		// The server reports an absent message only in the text of a
-		// failed deletion: ask whether it is still there.
-		if _, gerr := s.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
-			return nil
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     subject,
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("remove job %s: consumer: %w", id, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := s.DeleteConsumer(dctx, cons.CachedInfo().Name); err != nil {
+			c.logger.Debug("job consumer not deleted; it expires by itself", "job", id, "err", err)
+		}
+	}()
+	wait := time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, max(time.Until(dl), 100*time.Millisecond))
+	}
+	// A job has one copy, or two while it passes to another agent.
+	batch, err := cons.Fetch(4, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return fmt.Errorf("remove job %s: fetch: %w", id, err)
+	}
+	for m := range batch.Messages() {
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("remove job %s: %w", id, err)
+		}
+		if meta.Sequence.Stream != seq {
+			continue // another copy: left unacknowledged, so it stays
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			return fmt.Errorf("remove job %s: ack: %w", id, err)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("remove job %d: %w", seq, err)
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return fmt.Errorf("remove job %s: fetch: %w", id, err)
 	}
 	return nil
 }
@@ -125,10 +182,11 @@ func (c *Client) DoneJob(ctx context.Context, seq uint64) error {
 // with its sequence and when it was stored, until fn returns an error,
 // which QueuedJobs returns.
 func (c *Client) QueuedJobs(ctx context.Context, site string, fn func(seq uint64, stored time.Time, job QueuedJob) error) error {
-	subject, err := siteSubject(JobQueueSubjectPrefix, site)
+	prefix, err := siteSubject(JobQueueSubjectPrefix, site)
 	if err != nil {
 		return fmt.Errorf("list queued jobs: %w", err)
 	}
+	subject := prefix + ".>"
 	s, err := c.jobQueue(ctx)
 	if err != nil {
 		return fmt.Errorf("list queued jobs of %s: %w", site, err)
@@ -151,4 +209,11 @@ func (c *Client) QueuedJobs(ctx context.Context, site string, fn func(seq uint64
 			return err
 		}
 	}
+}
+
+// QueueSubject returns the subject prefix of site's jobs in
+// JobQueueStream (each job is one token below it), or an error wrapping
+// ErrInvalidSite when the name cannot be a subject token.
+func QueueSubject(site string) (string, error) {
+	return siteSubject(JobQueueSubjectPrefix, site)
 }

@@ -48,10 +48,10 @@ func TestJobQueue(t *testing.T) {
 	if ids := list(); !slices.Equal(ids, []string{"j1", "j3"}) {
 		t.Fatalf("pop's jobs: %v", ids)
 	}
-	if err := hub.DoneJob(ctx, seqs[0]); err != nil {
+	if err := hub.DoneJob(ctx, "pop", "j1", seqs[0]); err != nil {
 		t.Fatal(err)
 	}
-	if err := hub.DoneJob(ctx, seqs[0]); err != nil {
+	if err := hub.DoneJob(ctx, "pop", "j1", seqs[0]); err != nil {
 		t.Fatalf("removing a removed job: %v", err)
 	}
 	if ids := list(); !slices.Equal(ids, []string{"j3"}) {
