@@ -116,6 +116,9 @@ func TestOffloadDeferredJobs(t *testing.T) {
 	if _, body := dirty.do(t, http.MethodGet, "/kv?get&colour", ""); !strings.HasPrefix(body, "error=") {
 		t.Fatalf("dirty's kv after the offloaded job: %q, want it did not run here", body)
 	}
+	if o := carbonStatusOf(t, dirty).Offloaded; len(o) != 1 || o[0].App != "kv" || o[0].Site != "clean" || o[0].Runs != 1 {
+		t.Fatalf("dirty's status of offloaded runs: %+v", o)
+	}
 
 	// Clean loses its uplink mid-job: the answer never comes, and the
 	// job runs at dirty after the offload timeout.
