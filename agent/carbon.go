@@ -241,6 +241,7 @@ func (a *Agent) openJobs(ticks <-chan time.Time) error {
 		Tick: time.Duration(c.Tick), Ticks: ticks, KeepResults: time.Duration(c.KeepResults),
 		Now: a.now, Logger: logger,
 		Offload: a.fleet, OffloadTimeout: time.Duration(c.OffloadTimeout),
+		Schedules: a.schedules, Leader: a.fleet.scheduleLeader, Queue: a.jobQueue(),
 	})
 	return err
 }

@@ -212,3 +212,69 @@ func TestCarbonConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestScheduledRuns deploys an app whose tern.toml schedules a nightly
+// write with a 6-hour window: the occurrence becomes a job planned into
+// the clean hour of its window, runs there once, and a restart neither
+// loses nor repeats it.
+func TestScheduledRuns(t *testing.T) {
+	key := mustKey(t)
+	data := t.TempDir()
+	h0 := time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour) // a midnight ahead
+	clk := &testClock{t: h0.Add(-50 * time.Minute)}
+	ta, ticks := carbonAgent(t, data, key, clk, h0)
+
+	wasm, err := os.ReadFile(filepath.Join("..", "guests", "caps", "kv.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := artifact.ParseManifest([]byte("name = \"kv\"\nversion = \"1.0.0\"\nwasm = \"kv.wasm\"\n[[routes]]\npath = \"/kv\"\n" +
+		"[capabilities]\nkv = [\"default\"]\n[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1h\"\n" +
+		"[[deferrable.schedules]]\ncron = \"0 0 * * *\"\nwindow = \"6h\"\npath = \"/kv?set&colour&night\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := deploy.Push(context.Background(), m, wasm, deploy.Options{Client: hubClient(t, ta.Agent), Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "install", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
+	ticks <- time.Time{} // the schedule is seen: from now on
+	ticks <- time.Time{}
+	if st := ta.jobs.Status(); st.Queued != 0 {
+		t.Fatalf("before midnight: %d jobs queued", st.Queued)
+	}
+
+	// Midnight: the occurrence is a job, planned at 02:00 (the clean
+	// hour), deadline 06:00.
+	clk.Set(h0)
+	ticks <- time.Time{}
+	ticks <- time.Time{}
+	st := ta.jobs.Status()
+	if st.Queued != 1 || len(st.Next) != 1 {
+		t.Fatalf("after midnight: %+v", st)
+	}
+	v := st.Next[0]
+	if v.Occurrence == nil || !v.Occurrence.Equal(h0) || !v.Deadline.Equal(h0.Add(6*time.Hour)) || !v.ScheduledAt.Equal(h0.Add(2*time.Hour)) || v.Schedule == "" {
+		t.Fatalf("scheduled job: %+v", v)
+	}
+
+	// Restart: still one job, none added.
+	ta.stop()
+	ta, ticks = carbonAgent(t, data, key, clk, h0)
+	waitFor(t, "reinstall", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
+	ticks <- time.Time{}
+	if st := ta.jobs.Status(); st.Queued != 1 || st.Next[0].ID != v.ID {
+		t.Fatalf("after restart: %+v", st)
+	}
+	clk.Set(h0.Add(2 * time.Hour))
+	ticks <- time.Time{}
+	waitFor(t, "scheduled job done", func() bool { g, err := ta.jobs.Get(v.ID); return err == nil && g.State == jobs.StateDone })
+	if _, body := ta.do(t, http.MethodGet, "/kv?get&colour", ""); body != "value=night\n" {
+		t.Fatalf("kv after the scheduled run: %q", body)
+	}
+	ticks <- time.Time{}
+	if st := ta.jobs.Status(); st.Queued != 0 || st.Running != 0 {
+		t.Fatalf("after the run: %+v", st)
+	}
+}

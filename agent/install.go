@@ -76,7 +76,7 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 	}
 	a.grantAI(rel.App, rel.Manifest)
 	a.heartbeats.Nudge()
-	if a.fleet != nil && deferrableOffload(rel.Manifest, a.cfg.Carbon.Offload) {
+	if a.fleet != nil && rel.Manifest.Deferrable != nil {
 		a.fleet.nudge()
 	}
 	old := a.apps[rel.App]

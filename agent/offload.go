@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/carbon"
 	"github.com/tern-edge/tern/gpu"
 	"github.com/tern-edge/tern/jobs"
@@ -32,6 +31,8 @@ type fleetView struct {
 
 	mu      gosync.Mutex
 	beats   []ternsync.Heartbeat // other sites' fresh heartbeats, one per site
+	peers   []ternsync.Heartbeat // the other agents of this site
+	scanned bool                 // the site's jobs on the hub were read once
 	sites   []carbon.RemoteSite
 	key     string // what sites was built from, to bump version on change
 	version uint64
@@ -42,7 +43,7 @@ type fleetView struct {
 type offloadHook = func(jobID string)
 
 // run reads the fleet every heartbeat interval until ctx is done, while
-// some installed app needs it.
+// some installed app needs it, and adopts the site's orphaned jobs.
 //
 // Reading is skipped otherwise because it is not free at fleet scale:
 // every agent reading every other's heartbeat every interval is N² work
@@ -58,6 +59,7 @@ func (v *fleetView) run(ctx context.Context) error {
 	for {
 		if v.needed() {
 			v.refresh(ctx, iv)
+			v.adoptOrphans(ctx, iv)
 		}
 		select {
 		case <-ctx.Done():
@@ -68,9 +70,10 @@ func (v *fleetView) run(ctx context.Context) error {
 	}
 }
 
-// needed reports whether an installed app can use other sites: a
-// deferrable one (with offload on), or one granted models, which may be
-// served elsewhere.
+// needed reports whether an installed app uses the fleet: a deferrable
+// one (its jobs may go to other sites, other agents of this site may adopt
+// them, and one of them makes its scheduled runs), or one granted models,
+// which may be served elsewhere.
 func (v *fleetView) needed() bool {
 	if v.a.gpu != nil && v.a.gpu.svc.Granted() {
 		return true
@@ -78,17 +81,11 @@ func (v *fleetView) needed() bool {
 	v.a.mu.Lock()
 	defer v.a.mu.Unlock()
 	for _, ia := range v.a.apps {
-		if deferrableOffload(ia.rel.Manifest, v.a.cfg.Carbon.Offload) {
+		if ia.rel.Manifest.Deferrable != nil {
 			return true
 		}
 	}
 	return false
-}
-
-// deferrableOffload reports whether jobs of an app with manifest m may run
-// at other sites.
-func deferrableOffload(m artifact.Manifest, offload bool) bool {
-	return m.Deferrable != nil && offload
 }
 
 // nudge asks for a read now, without waiting for it.
@@ -115,7 +112,11 @@ func (v *fleetView) refresh(ctx context.Context, iv time.Duration) {
 	// judged on the wall clock, not the agent's injected one.
 	now := time.Now()
 	bySite := map[string]ternsync.Heartbeat{}
+	var peers []ternsync.Heartbeat
 	for _, hb := range fleet {
+		if hb.Agent != v.a.id && hb.Site == v.a.site {
+			peers = append(peers, hb)
+		}
 		if hb.Agent == v.a.id || hb.Site == v.a.site || hb.Stale(now) {
 			continue
 		}
@@ -130,7 +131,7 @@ func (v *fleetView) refresh(ctx context.Context, iv time.Duration) {
 	slices.SortFunc(beats, func(x, y ternsync.Heartbeat) int { return cmp.Compare(x.Site, y.Site) })
 	sites, key := v.remoteSites(beats)
 	v.mu.Lock()
-	v.beats = beats
+	v.beats, v.peers = beats, peers
 	if key != v.key {
 		v.sites, v.key = sites, key
 		v.version++
@@ -244,7 +245,7 @@ func (v *fleetView) Offload(ctx context.Context, site string, job jobs.OffloadJo
 	res, err := v.a.client.OffloadJob(ctx, site, ternsync.OffloadJob{
 		ID: job.ID, Origin: v.a.site, App: job.App, Digest: digest, Route: job.Route,
 		Method: job.Method, Target: job.Target, Host: job.Host, RemoteAddr: job.RemoteAddr, TLS: job.TLS,
-		Header: job.Header, Body: job.Body, Deadline: job.Deadline, RunNow: job.RunNow,
+		Header: job.Header, Body: job.Body, Deadline: job.Deadline, RunNow: job.RunNow, Regions: job.Regions,
 	})
 	if err != nil {
 		return jobs.OffloadResult{}, err
@@ -278,10 +279,11 @@ func (js jobServer) RunOffloaded(ctx context.Context, job ternsync.OffloadJob) t
 	res, err := a.jobs.RunOffloaded(ctx, jobs.OffloadJob{
 		ID: job.ID, App: job.App, Route: job.Route, Method: job.Method, Target: job.Target, Host: job.Host,
 		RemoteAddr: job.RemoteAddr, TLS: job.TLS, Header: job.Header, Body: job.Body, Deadline: job.Deadline, RunNow: job.RunNow,
+		Regions: job.Regions,
 	})
 	if err != nil {
 		a.logger.Warn("job from another site failed", "job", job.ID, "origin", job.Origin, "err", err)
-		return ternsync.OffloadResult{Refused: errors.Is(err, errNotInstalled), Error: err.Error()}
+		return ternsync.OffloadResult{Refused: errors.Is(err, errNotInstalled) || errors.Is(err, jobs.ErrRegion), Error: err.Error()}
 	}
 	a.logger.Info("ran a job for another site", "job", job.ID, "origin", job.Origin, "app", job.App, "status", res.Status)
 	return ternsync.OffloadResult{Status: res.Status, Header: res.Header, Body: res.Body, Grams: res.Grams, RunNowGrams: res.RunNowGrams}

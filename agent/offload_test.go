@@ -116,6 +116,9 @@ func TestOffloadDeferredJobs(t *testing.T) {
 	if _, body := dirty.do(t, http.MethodGet, "/kv?get&colour", ""); !strings.HasPrefix(body, "error=") {
 		t.Fatalf("dirty's kv after the offloaded job: %q, want it did not run here", body)
 	}
+	if o := carbonStatusOf(t, dirty).Offloaded; len(o) != 1 || o[0].App != "kv" || o[0].Site != "clean" || o[0].Runs != 1 {
+		t.Fatalf("dirty's status of offloaded runs: %+v", o)
+	}
 
 	// Clean loses its uplink mid-job: the answer never comes, and the
 	// job runs at dirty after the offload timeout.
@@ -199,5 +202,102 @@ func TestRemoteInference(t *testing.T) {
 	// No site offers the model: the local answer stands.
 	if _, err := ai.Infer(ctx, "ai", "det-huge", "hi", wasmhost.InferParams{}); !errors.Is(err, wasmhost.ErrAIModelNotSupported) {
 		t.Fatalf("a model nobody serves: %v, want not supported", err)
+	}
+}
+
+// TestOffloadOutsideRegion runs two sites on one hub: "paris" (region eu)
+// and "oregon" (region us, behind a cuttable link). A job of an app that
+// may run only in us is accepted at paris because oregon runs the app,
+// runs at oregon and never at paris; when oregon is cut off mid-job the
+// job fails rather than run at paris; once oregon has stopped and its
+// heartbeat is stale, paris refuses such jobs with 421.
+func TestOffloadOutsideRegion(t *testing.T) {
+	key := mustKey(t)
+	clk := &testClock{t: time.Now().UTC()}
+	ticks := make(chan time.Time)
+	var proxy *linkProxy
+	hub, leaves := offloadFleet(t, key, func(i int, cfg *Config) Options {
+		if i == 0 {
+			cfg.Site, cfg.Carbon.Region, cfg.Carbon.Constant = "paris", "eu", 50
+			cfg.Carbon.OffloadTimeout = artifact.Duration(2 * time.Second)
+			return Options{Now: clk.Now, CarbonTicks: ticks}
+		}
+		cfg.Site, cfg.Carbon.Region, cfg.Carbon.Constant = "oregon", "us", 300
+		proxy = newLinkProxy(t, strings.TrimPrefix(cfg.Hub.URL, "nats-leaf://"))
+		cfg.Hub.URL = "nats-leaf://" + proxy.addr
+		return Options{}
+	})
+	paris, oregon := leaves[0], leaves[1]
+	ticks <- time.Time{}
+
+	wasm, err := os.ReadFile(filepath.Join("..", "guests", "caps", "kv.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := artifact.ParseManifest([]byte("name = \"kv\"\nversion = \"1.0.0\"\nwasm = \"kv.wasm\"\n[[routes]]\npath = \"/kv\"\n" +
+		"[capabilities]\nkv = [\"default\"]\n[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1m\"\nregions = [\"us\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := deploy.Push(context.Background(), m, wasm, deploy.Options{Client: hubClient(t, hub.Agent), Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ta := range leaves {
+		waitFor(t, "install", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
+	}
+	waitFor(t, "paris to learn that oregon runs kv", func() bool {
+		sites, _ := paris.fleet.Sites()
+		return len(sites) == 1 && sites[0].Name == "oregon" && slices.Contains(sites[0].Apps, "kv")
+	})
+
+	// Accepted at paris although paris may not run it; planned at
+	// oregon, though its grid is dirtier; run there.
+	resp, body := paris.do(t, http.MethodPost, "/kv?set&colour&green", "")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %d %s", resp.StatusCode, body)
+	}
+	loc := resp.Header.Get("Location")
+	v := paris.job(t, loc)
+	if v.Site != "oregon" {
+		t.Fatalf("planned %+v, want oregon", v)
+	}
+	clk.Set(*v.ScheduledAt)
+	ticks <- time.Time{}
+	waitFor(t, "job done at oregon", func() bool { return paris.job(t, loc).State == jobs.StateDone })
+	if v = paris.job(t, loc); v.Result == nil || v.Result.Site != "oregon" || v.Result.Status != http.StatusOK {
+		t.Fatalf("job: %+v", v)
+	}
+	if _, body := oregon.do(t, http.MethodGet, "/kv?get&colour", ""); body != "value=green\n" {
+		t.Fatalf("oregon's kv: %q, want the job ran there", body)
+	}
+
+	// Oregon is cut off mid-job: no allowed site is left, so the job
+	// fails, and paris's kv never sees it.
+	var once gosync.Once
+	hook := offloadHook(func(string) { once.Do(proxy.cut) })
+	oregon.offloadHook.Store(&hook)
+	resp, _ = paris.do(t, http.MethodPost, "/kv?set&colour&red", "")
+	loc = resp.Header.Get("Location")
+	v = paris.job(t, loc)
+	clk.Set(*v.ScheduledAt)
+	ticks <- time.Time{}
+	waitFor(t, "job failed", func() bool { return paris.job(t, loc).State == jobs.StateFailed })
+	v = paris.job(t, loc)
+	if !strings.Contains(v.Error, "site oregon did not answer within 2s") || !strings.Contains(v.Error, `may not run at paris (region "eu")`) || v.Result != nil {
+		t.Fatalf("failed job: %+v", v)
+	}
+	if _, body := paris.do(t, http.MethodGet, "/kv?get&colour", ""); !strings.HasPrefix(body, "error=") {
+		t.Fatalf("paris's kv: %q, want the job never ran here", body)
+	}
+
+	// Oregon stops, and once its heartbeat is stale paris refuses the
+	// next job. (A cut uplink is not enough: the leaf reconnects to the
+	// hub's advertised address.)
+	oregon.stop()
+	waitFor(t, "oregon to drop out of paris's view", func() bool { sites, _ := paris.fleet.Sites(); return len(sites) == 0 })
+	resp, body = paris.do(t, http.MethodPost, "/kv?set&colour&blue", "")
+	if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(body, "may run only in regions us") || !strings.Contains(body, "no site of the fleet") {
+		t.Fatalf("POST with no allowed site: %d %q", resp.StatusCode, body)
 	}
 }

@@ -329,7 +329,7 @@ func (m Manifest) Validate() error {
 	if m.Origin == nil {
 		m.Limits.validate(&p)
 		m.Capabilities.validate(&p)
-		m.Deferrable.validate(&p)
+		m.Deferrable.validate(m, &p)
 	}
 	return p.err("manifest")
 }

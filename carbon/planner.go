@@ -50,12 +50,19 @@ const (
 	// ReasonPastDeadline: the job cannot finish by its deadline even if started
 	// now; it runs now.
 	ReasonPastDeadline = "past deadline"
+	// ReasonNoSite: no site the planner knows is in one of the job's allowed
+	// regions (or runs its app). The assignment has no Site and starts at
+	// the job's latest start, so that it waits for such a site to appear
+	// (any change of sites re-plans it); the caller must not run it
+	// anywhere when it comes due.
+	ReasonNoSite = "no allowed site"
 )
 
 // Assignment is where and when a job is planned to run, with what the
 // planner expected it to emit there.
 type Assignment struct {
 	JobID string
+	// Site is where the job runs; empty only with ReasonNoSite.
 	Site  string
 	Start time.Time
 	// Intensity is the expected mean intensity over the runtime (NaN when
@@ -100,7 +107,9 @@ type PlannerConfig struct {
 // the earlier site. Jobs are placed in order of latest start (tightest
 // first). A job with nothing feasible runs as soon as possible (see the
 // Reason constants), so no job is ever planned after its deadline when
-// meeting it was possible at all.
+// meeting it was possible at all. A job that no known site may take (its
+// regions or app) is never placed at the local site regardless: it waits
+// with ReasonNoSite.
 //
 // It is safe for concurrent use. Every method reads the injected clock once.
 type Planner struct {
@@ -368,6 +377,9 @@ func (p *Planner) place(q *queuedJob, now time.Time) {
 		best, bestSite = p.fallback(j, earliest0, feasible)
 	}
 	q.a, q.site = best, bestSite
+	if bestSite < 0 {
+		return // no allowed site: nothing to hold
+	}
 	s := p.sites[bestSite]
 	q.slotA, q.slB = p.span(best.Start, best.Start.Add(j.Runtime))
 	s.occ.add(q.slotA, q.slB, 1)
@@ -376,7 +388,16 @@ func (p *Planner) place(q *queuedJob, now time.Time) {
 
 // fallback runs a job as soon as possible: at the first allowed site (the
 // local one when allowed) with capacity, before the deadline when it can.
+// With no allowed site at all it returns site index -1 and an assignment
+// with ReasonNoSite at the job's latest start.
 func (p *Planner) fallback(j Job, earliest0 time.Time, feasible bool) (Assignment, int) {
+	if !slices.ContainsFunc(p.sites, func(s *siteState) bool { return p.allowed(s, j) }) {
+		start := j.Deadline.Add(-j.Runtime)
+		if start.Before(earliest0) {
+			start = earliest0
+		}
+		return Assignment{JobID: j.ID, Start: start, Intensity: math.NaN(), Gross: math.NaN(), Reason: ReasonNoSite}, -1
+	}
 	reason := ReasonPastDeadline
 	if feasible {
 		reason = ReasonNoForecast
@@ -403,13 +424,7 @@ func (p *Planner) fallback(j Job, earliest0 time.Time, feasible bool) (Assignmen
 		}
 		reason = ReasonNoCapacity
 	}
-	si := 0
-	for i, s := range p.sites {
-		if p.allowed(s, j) {
-			si = i
-			break
-		}
-	}
+	si := slices.IndexFunc(p.sites, func(s *siteState) bool { return p.allowed(s, j) })
 	return p.assign(j, si, earliest0.Add(p.sites[si].Transfer), reason), si
 }
 

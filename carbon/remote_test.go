@@ -82,3 +82,54 @@ func TestSetRemote(t *testing.T) {
 		}
 	}
 }
+
+// TestNoAllowedSite: a job whose regions exclude every known site is never
+// placed at the local site; it waits at its latest start with no site and
+// moves to an allowed site as soon as one appears.
+func TestNoAllowedSite(t *testing.T) {
+	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
+	now := t0
+	curve := func(v ...float64) *Curve {
+		c, err := CurveFromValues(t0, time.Hour, v, Forecast, Average, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	p, err := NewPlanner(PlannerConfig{Sites: []Site{{Name: "here", Region: "eu"}}, Step: time.Hour, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetForecast("here", curve(100, 100, 100, 100), "local"); err != nil {
+		t.Fatal(err)
+	}
+	job := Job{ID: "us-only", App: "kv", Arrival: t0, Runtime: time.Hour, Deadline: t0.Add(4 * time.Hour), Regions: []string{"us"}}
+	a, err := p.Submit(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Site != "" || a.Reason != ReasonNoSite || !a.Start.Equal(t0.Add(3*time.Hour)) {
+		t.Fatalf("no allowed site: %+v, want no site, %q, at the latest start", a, ReasonNoSite)
+	}
+	west := RemoteSite{Site: Site{Name: "west", Region: "us", Transfer: time.Minute}, Forecast: curve(300, 200, 300, 300), Source: "west:trace", Apps: []string{"kv"}}
+	if err := p.SetRemote([]RemoteSite{west}); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := p.Assignment("us-only"); a.Site != "west" || !a.Start.Equal(t0.Add(time.Hour)) || a.Reason != "" {
+		t.Fatalf("with an allowed site: %+v, want west at +1h", a)
+	}
+	// A site that lacks the app does not count; without west the job
+	// waits again, holding no capacity anywhere.
+	west.Apps = []string{"other"}
+	if err := p.SetRemote([]RemoteSite{west}); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := p.Assignment("us-only"); a.Site != "" || a.Reason != ReasonNoSite {
+		t.Fatalf("allowed site without the app: %+v, want no site", a)
+	}
+	now = t0.Add(3 * time.Hour)
+	due := p.Due()
+	if len(due) != 1 || due[0].Site != "" || due[0].Reason != ReasonNoSite {
+		t.Fatalf("due: %+v", due)
+	}
+}

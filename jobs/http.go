@@ -176,6 +176,22 @@ type Status struct {
 	Running  int     `json:"running"`
 	// Next lists the queued jobs that start soonest (at most 20).
 	Next []View `json:"next,omitempty"`
+	// Offloaded totals, per app and site, the runs of this site's jobs
+	// that other sites ran, with the grams those sites accounted, over
+	// the jobs still kept (keep_results).
+	Offloaded []OffloadedTotals `json:"offloaded,omitempty"`
+}
+
+// OffloadedTotals are the runs of one app's jobs at one other site.
+type OffloadedTotals struct {
+	App  string `json:"app"`
+	Site string `json:"site"`
+	Runs int    `json:"runs"`
+	// Accounted counts the runs the site reported grams for; Grams and
+	// RunNowGrams sum them.
+	Accounted   int     `json:"accounted"`
+	Grams       float64 `json:"grams"`
+	RunNowGrams float64 `json:"run_now_grams"`
 }
 
 // Point is one intensity value with its labels.

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -40,7 +41,7 @@ var (
 	// ErrDeadline means a request's deadline is invalid or already past.
 	ErrDeadline = errors.New("invalid deadline")
 	// ErrRegion means the app's data may not be processed in this site's
-	// region.
+	// region and no other site in an allowed region can take the job.
 	ErrRegion = errors.New("region not allowed")
 )
 
@@ -51,6 +52,9 @@ const (
 	StateDone      = "done"      // ran; its response is stored
 	StateCanceled  = "canceled"  // cancelled before it finished
 	StateExpired   = "expired"   // its deadline passed before it could start
+	// StateFailed: the job could not run anywhere it is allowed to (see
+	// its error), and is never run elsewhere.
+	StateFailed = "failed"
 )
 
 // DeadlineHeader is the request header that sets a job's deadline: an RFC
@@ -106,6 +110,15 @@ type record struct {
 	RunNow       *float64 `json:"run_now_gco2_per_kwh,omitempty"`
 	RunNowSource string   `json:"run_now_source,omitempty"`
 
+	// Schedule and Occurrence name the schedule and the occurrence a
+	// scheduled job was made for.
+	Schedule   string     `json:"schedule,omitempty"`
+	Occurrence *time.Time `json:"occurrence,omitempty"`
+
+	// QueueRef is the reference of the job's copy on the hub (see
+	// Queue); 0 when it has none.
+	QueueRef uint64 `json:"queue_ref,omitempty"`
+
 	Attempts int        `json:"attempts,omitempty"`
 	Started  *time.Time `json:"started,omitempty"`
 	Finished *time.Time `json:"finished,omitempty"`
@@ -142,7 +155,13 @@ type result struct {
 }
 
 func (r *record) terminal() bool {
-	return r.State == StateDone || r.State == StateCanceled || r.State == StateExpired
+	return r.State == StateDone || r.State == StateCanceled || r.State == StateExpired || r.State == StateFailed
+}
+
+// regionAllowed reports whether a job limited to regions may run in
+// region (no limit allows any).
+func regionAllowed(regions []string, region string) bool {
+	return len(regions) == 0 || slices.Contains(regions, region)
 }
 
 // View is a job's state as GET /_tern/jobs/<id> shows it.
@@ -165,12 +184,16 @@ type View struct {
 	ExpectedGross   *float64 `json:"expected_gross_grams,omitempty"`
 	ExpectedAvoided *float64 `json:"expected_avoided_grams,omitempty"`
 	// OffloadError says why a job planned at another site ran here.
-	OffloadError string     `json:"offload_error,omitempty"`
-	Late         bool       `json:"late,omitempty"`
-	Attempts     int        `json:"attempts,omitempty"`
-	Started      *time.Time `json:"started,omitempty"`
-	Done         *time.Time `json:"done,omitempty"`
-	Error        string     `json:"error,omitempty"`
+	OffloadError string `json:"offload_error,omitempty"`
+	// Schedule and Occurrence are set for a job made by an app's
+	// schedule: which one, and the occurrence it is for.
+	Schedule   string     `json:"schedule,omitempty"`
+	Occurrence *time.Time `json:"occurrence,omitempty"`
+	Late       bool       `json:"late,omitempty"`
+	Attempts   int        `json:"attempts,omitempty"`
+	Started    *time.Time `json:"started,omitempty"`
+	Done       *time.Time `json:"done,omitempty"`
+	Error      string     `json:"error,omitempty"`
 	// Result is the stored response's status and headers; its body is at
 	// ResultURL.
 	Result    *ResultView `json:"result,omitempty"`
@@ -190,7 +213,7 @@ type ResultView struct {
 
 func (r *record) view() View {
 	v := View{ID: r.ID, App: r.App, State: r.State, Accepted: r.Accepted, Deadline: r.Deadline,
-		Late: r.Late, Attempts: r.Attempts, Started: r.Started, Error: r.Error}
+		Late: r.Late, Attempts: r.Attempts, Started: r.Started, Error: r.Error, Schedule: r.Schedule, Occurrence: r.Occurrence}
 	if p := r.Plan; p != nil {
 		start := p.Start
 		v.ScheduledAt, v.Site, v.ExpectedIntensity, v.Source, v.Reason = &start, p.Site, p.Intensity, p.Source, p.Reason

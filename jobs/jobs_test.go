@@ -133,19 +133,27 @@ var spec = Spec{App: "reports", Route: "/reports", MaxDelay: 12 * time.Hour, Run
 
 func (f *fixture) post(h http.Header, body string) (int, View, http.Header) {
 	f.t.Helper()
+	code, v, hdr, _ := f.postSpec(spec, h, body)
+	return code, v, hdr
+}
+
+// postSpec posts to an app of sp and returns the status, the job (on
+// 202), the headers and the body.
+func (f *fixture) postSpec(sp Spec, h http.Header, body string) (int, View, http.Header, string) {
+	f.t.Helper()
 	req := httptest.NewRequest(http.MethodPost, "https://pop.example/reports/rebuild?full=1", strings.NewReader(body))
 	for k, v := range h {
 		req.Header[k] = v
 	}
 	w := httptest.NewRecorder()
-	f.s.Defer(spec, http.NotFoundHandler()).ServeHTTP(w, req)
+	f.s.Defer(sp, http.NotFoundHandler()).ServeHTTP(w, req)
 	var v View
 	if w.Code == http.StatusAccepted {
 		if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
 			f.t.Fatalf("202 body: %v: %s", err, w.Body)
 		}
 	}
-	return w.Code, v, w.Header()
+	return w.Code, v, w.Header(), w.Body.String()
 }
 
 func (f *fixture) do(method, path string) *httptest.ResponseRecorder {

@@ -96,6 +96,9 @@ func TestOffloadOutcomes(t *testing.T) {
 				if j := off.sent[0]; j.App != "reports" || j.Method != http.MethodPost || j.Host != "pop.example" || string(j.Body) != "payload" || !j.Deadline.Equal(v.Deadline) {
 					t.Fatalf("sent %+v", j)
 				}
+				if o := f.s.Status().Offloaded; len(o) != 1 || o[0].App != "reports" || o[0].Site != "clean" || o[0].Runs != 1 || o[0].Accounted != 0 {
+					t.Fatalf("status of offloaded runs: %+v (the site reported grams without run-now grams: not accounted)", o)
+				}
 			case tc.offErr != "":
 				if got.Site != "pop1" || !strings.Contains(got.OffloadError, tc.offErr) || got.Result.Site != "" {
 					t.Fatalf("fallback: site %q, offload error %q, want pop1 and %q", got.Site, got.OffloadError, tc.offErr)

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tern-edge/tern/carbon"
@@ -52,7 +53,9 @@ func (s *Scheduler) step(ctx context.Context) {
 		s.gc(now)
 	}
 	s.syncRemote()
+	s.createScheduled(now)
 	s.startDue(ctx)
+	s.syncQueue(ctx)
 }
 
 // refresh reads the current intensity and the forecast and, when the
@@ -139,6 +142,12 @@ func (s *Scheduler) startDue(ctx context.Context) {
 			continue
 		}
 		s.setPlan(r, a)
+		if a.Site == "" || (a.Site == s.cfg.Site.Name && !regionAllowed(r.Regions, s.cfg.Site.Region)) {
+			// Never here in a region the app excludes.
+			s.failLocked(r, fmt.Sprintf("no site in regions %s could take the job before its latest start; it may not run at %s (region %q)",
+				strings.Join(r.Regions, ", "), s.cfg.Site.Name, s.cfg.Site.Region))
+			continue
+		}
 		if !now.Before(r.Deadline) {
 			r.State, r.Finished, r.Error = StateExpired, &now, "deadline passed before the job could start"
 			s.log.Warn("job expired before it could start", "job", r.ID, "app", r.App, "deadline", r.Deadline)
@@ -213,6 +222,18 @@ func (s *Scheduler) execute(ctx context.Context, r *record) {
 		}
 	}
 	s.finish(r.ID, w, r.RunNow, err, u)
+}
+
+// failLocked ends a job that could not run anywhere allowed, saying why.
+// Called with mu held.
+func (s *Scheduler) failLocked(r *record, reason string) {
+	now := s.now()
+	delete(s.running, r.ID)
+	r.State, r.Finished, r.Error = StateFailed, &now, reason
+	s.log.Warn("job failed", "job", r.ID, "app", r.App, "reason", reason)
+	if err := s.persist(r, nil); err != nil {
+		s.log.Error("store job", "job", r.ID, "err", err)
+	}
 }
 
 // interrupted handles a run stopped before it finished: by its deadline

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -17,10 +18,14 @@ import (
 )
 
 // Store keeps jobs durably; *store.Store implements it. Methods are safe
-// for concurrent use; JobBlob reports an absent blob with an error
-// wrapping store.ErrNotFound.
+// for concurrent use; JobBlob and JobMark report an absent blob or mark
+// with an error wrapping store.ErrNotFound.
 type Store interface {
 	PutJob(id string, rec []byte, blobs map[string][]byte) error
+	// PutJobMark stores a named mark and, unless id is empty, a job with
+	// it, in one transaction; JobMark reads a mark back.
+	PutJobMark(id string, rec []byte, blobs map[string][]byte, mark string, value []byte) error
+	JobMark(mark string) ([]byte, error)
 	JobBlob(id, name string) ([]byte, error)
 	Jobs(fn func(id string, rec []byte) error) error
 	DeleteJob(id string) error
@@ -81,6 +86,16 @@ type Config struct {
 	// before it runs here instead; 0 means 10 minutes. The wait also ends
 	// in time to run the job here before its deadline.
 	OffloadTimeout time.Duration
+	// Schedules, when set, returns the apps' schedules; every tick makes
+	// a job of each occurrence that has come (see schedule.go).
+	Schedules func() []Scheduled
+	// Leader, when set, says whether this agent makes its site's
+	// scheduled jobs and, when another agent does, up to when that one is
+	// known to have made them; nil means this agent does.
+	Leader func() (lead bool, covered time.Time)
+	// Queue, when set, keeps a copy of every unfinished job on the hub
+	// (see queue.go); nil keeps jobs in the store only.
+	Queue Queue
 }
 
 // MaxBody caps a stored request body whatever the app's max_request: the
@@ -229,11 +244,38 @@ func (s *Scheduler) setPlan(r *record, a carbon.Assignment) {
 
 // persist writes r (and blobs) to the store. Called with mu held.
 func (s *Scheduler) persist(r *record, blobs map[string][]byte) error {
-	b, err := json.Marshal(r)
+	b, err := encode(r)
 	if err != nil {
-		return fmt.Errorf("encode job %s: %w", r.ID, err)
+		return err
 	}
 	return s.cfg.Store.PutJob(r.ID, b, blobs)
+}
+
+func encode(r *record) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode job %s: %w", r.ID, err)
+	}
+	return b, nil
+}
+
+// elsewhere checks that a job of spec, which may not run in this site's
+// region, can be accepted for another site: offload is on and some fresh
+// site in an allowed region runs the app's release. It also hands the
+// planner the latest sites, so the job is planned among them.
+func (s *Scheduler) elsewhere(spec Spec) error {
+	here := fmt.Sprintf("app %s may run only in regions %s; site %s is in region %q", spec.App, strings.Join(spec.Regions, ", "), s.cfg.Site.Name, s.cfg.Site.Region)
+	if s.cfg.Offload == nil {
+		return fmt.Errorf("%s and offload is off: %w", here, ErrRegion)
+	}
+	s.syncRemote()
+	sites, _ := s.cfg.Offload.Sites()
+	for _, rs := range sites {
+		if regionAllowed(spec.Regions, rs.Region) && (rs.Apps == nil || slices.Contains(rs.Apps, spec.App)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s, and no site of the fleet in those regions runs this release of %s now: %w", here, spec.App, ErrRegion)
 }
 
 // request is what Submit needs of an accepted request.
@@ -247,8 +289,10 @@ type request struct {
 
 // submit stores and plans a new job for spec.
 func (s *Scheduler) submit(spec Spec, req request) (View, error) {
-	if len(spec.Regions) > 0 && !slices.Contains(spec.Regions, s.cfg.Site.Region) {
-		return View{}, fmt.Errorf("app %s may run in %v; site %s is in region %q: %w", spec.App, spec.Regions, s.cfg.Site.Name, s.cfg.Site.Region, ErrRegion)
+	if !regionAllowed(spec.Regions, s.cfg.Site.Region) {
+		if err := s.elsewhere(spec); err != nil {
+			return View{}, err
+		}
 	}
 	now := s.now()
 	dl, err := deadline(req.Deadline, now, spec.MaxDelay)
@@ -290,7 +334,17 @@ func (s *Scheduler) submit(spec Spec, req request) (View, error) {
 		s.log.Warn("store job plan", "job", r.ID, "err", err)
 	}
 	s.log.Info("job accepted", "job", r.ID, "app", r.App, "start", a.Start, "deadline", dl, "reason", a.Reason)
-	return r.view(), nil
+	v := r.view()
+	if s.cfg.Queue != nil {
+		// Copied to the hub before the answer, when it is reachable;
+		// otherwise kept here and copied by a later tick.
+		s.mu.Unlock()
+		if err := s.putQueued(context.Background(), r.ID, req.Body); err != nil {
+			s.log.Warn("job kept here only until the hub is reachable", "job", r.ID, "err", err)
+		}
+		s.mu.Lock()
+	}
+	return v, nil
 }
 
 // Get returns job id's state, or an error wrapping ErrNotFound.

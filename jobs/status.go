@@ -29,7 +29,22 @@ func (s *Scheduler) Status() Status {
 		}
 	}
 	var queued []*record
+	off := map[[2]string]*OffloadedTotals{}
 	for _, r := range s.jobs {
+		if res := r.Result; res != nil && res.Site != "" {
+			k := [2]string{r.App, res.Site}
+			t := off[k]
+			if t == nil {
+				t = &OffloadedTotals{App: r.App, Site: res.Site}
+				off[k] = t
+			}
+			t.Runs++
+			if res.Grams != nil && res.RunNowGrams != nil {
+				t.Accounted++
+				t.Grams += *res.Grams
+				t.RunNowGrams += *res.RunNowGrams
+			}
+		}
 		switch r.State {
 		case StateScheduled:
 			st.Queued++
@@ -44,6 +59,10 @@ func (s *Scheduler) Status() Status {
 	for _, r := range queued[:min(len(queued), 20)] {
 		st.Next = append(st.Next, r.view())
 	}
+	for _, t := range off {
+		st.Offloaded = append(st.Offloaded, *t)
+	}
+	slices.SortFunc(st.Offloaded, func(a, b OffloadedTotals) int { return cmp.Or(cmp.Compare(a.App, b.App), cmp.Compare(a.Site, b.Site)) })
 	return st
 }
 

@@ -117,3 +117,61 @@ func (s *Store) DeleteJob(id string) error {
 	}
 	return nil
 }
+
+// jobMarkPrefix keys small named values the job scheduler keeps beside
+// the jobs, such as the last occurrence created for each schedule:
+//
+//	jobmark/<name> -> value (opaque to the store)
+const jobMarkPrefix = "jobmark/"
+
+// PutJobMark stores mark's value and, when id is not empty, a job's
+// record and blobs, in one synced transaction: a job created for a
+// schedule's occurrence and the record that the occurrence was handled
+// survive a crash together or not at all.
+func (s *Store) PutJobMark(id string, rec []byte, blobs map[string][]byte, mark string, value []byte) error {
+	if mark == "" {
+		return errors.New("put job mark: empty name")
+	}
+	if id != "" {
+		if err := checkJobID(id); err != nil {
+			return fmt.Errorf("put job: %w", err)
+		}
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if id != "" {
+			for name, b := range blobs {
+				if err := txn.Set(jobBlobKey(id, name), b); err != nil {
+					return fmt.Errorf("blob %s of %d bytes: %w", name, len(b), err)
+				}
+			}
+			if err := txn.Set([]byte(jobPrefix+id), rec); err != nil {
+				return err
+			}
+		}
+		return txn.Set([]byte(jobMarkPrefix+mark), value)
+	})
+	if err != nil {
+		return fmt.Errorf("put job mark %s: %w", mark, err)
+	}
+	return nil
+}
+
+// JobMark returns mark's value, or an error wrapping ErrNotFound.
+func (s *Store) JobMark(mark string) ([]byte, error) {
+	var b []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(jobMarkPrefix + mark))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		b, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("job mark %s: %w", mark, err)
+	}
+	return b, nil
+}

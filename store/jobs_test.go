@@ -58,3 +58,38 @@ func TestJobsSurviveReopen(t *testing.T) {
 		t.Fatal("id with a slash accepted")
 	}
 }
+
+// TestJobMarks: a mark is written with its job in one transaction, or
+// alone, survives a reopen, and is not listed as a job.
+func TestJobMarks(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	if _, err := s.JobMark("sched"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("absent mark: %v", err)
+	}
+	if err := s.PutJobMark("j1", []byte(`{}`), map[string][]byte{"request": []byte("r")}, "sched", []byte("t1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutJobMark("", nil, nil, "sched", []byte("t2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutJobMark("", nil, nil, "", []byte("x")); err == nil {
+		t.Fatal("empty mark name accepted")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir)
+	defer s.Close()
+	if b, err := s.JobMark("sched"); err != nil || string(b) != "t2" {
+		t.Fatalf("mark after reopen: %q, %v", b, err)
+	}
+	var ids []string
+	_ = s.Jobs(func(id string, _ []byte) error { ids = append(ids, id); return nil })
+	if len(ids) != 1 || ids[0] != "j1" {
+		t.Fatalf("jobs: %v", ids)
+	}
+	if b, err := s.JobBlob("j1", "request"); err != nil || string(b) != "r" {
+		t.Fatalf("blob: %q, %v", b, err)
+	}
+}

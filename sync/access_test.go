@@ -64,6 +64,24 @@ func TestAgentPermissions(t *testing.T) {
 		t.Fatalf("heartbeat from an agent: %v", err)
 	}
 
+	// An agent keeps its site's jobs on the hub's work queue and removes
+	// them, without the right to delete messages.
+	seq, err := lc.QueueJob(ctx, QueuedJob{ID: "j1", Site: "s", Owner: "a1", App: "kv", Deadline: time.Now().Add(time.Hour), Runtime: time.Minute})
+	if err != nil {
+		t.Fatalf("queue a job from an agent: %v", err)
+	}
+	n := 0
+	if err := lc.QueuedJobs(ctx, "s", func(uint64, time.Time, QueuedJob) error { n++; return nil }); err != nil || n != 1 {
+		t.Fatalf("list queued jobs from an agent: %d, %v", n, err)
+	}
+	if err := lc.DoneJob(ctx, "s", "j1", seq); err != nil {
+		t.Fatalf("remove a job from an agent: %v", err)
+	}
+	n = 0
+	if err := lc.QueuedJobs(ctx, "s", func(uint64, time.Time, QueuedJob) error { n++; return nil }); err != nil || n != 0 {
+		t.Fatalf("queued jobs after removal: %d, %v", n, err)
+	}
+
 	// Every write an agent might attempt against the hub's buckets fails.
 	hubJS, err := jetstream.NewWithDomain(lc.nc, HubDomain)
 	if err != nil {

@@ -206,6 +206,9 @@ func (c *Client) EnsureBuckets(ctx context.Context, replicas int) error {
 	} else if err != nil {
 		return err
 	}
+	if _, err := c.ensureJobQueue(ctx, replicas); err != nil {
+		return err
+	}
 	return nil
 }
 

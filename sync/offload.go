@@ -43,6 +43,9 @@ type OffloadJob struct {
 	// acceptance, the counterfactual the remote site accounts against;
 	// nil when unknown.
 	RunNow *float64 `json:"run_now_gco2_per_kwh,omitempty"`
+	// Regions are the grid regions the job's data may be processed in
+	// (empty: any); a site outside them refuses the job.
+	Regions []string `json:"regions,omitempty"`
 }
 
 // OffloadResult is a remote site's answer: the app's response, or why it

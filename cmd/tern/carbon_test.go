@@ -74,8 +74,9 @@ func TestCarbonStatus(t *testing.T) {
 				{Start: h0.Add(30 * time.Minute), Duration: 30 * time.Minute, GCO2PerKWh: 600, Source: "electricitymaps"},
 				{Start: h0.Add(time.Hour), Duration: 2 * time.Hour, GCO2PerKWh: 100, Source: "electricitymaps"},
 			},
-			Queued: 1,
-			Next:   []jobs.View{{ID: "0123456789abcdef0123456789abcdef", App: "reports", ScheduledAt: &start, Deadline: h0.Add(12 * time.Hour), ExpectedIntensity: &exp}},
+			Queued:    1,
+			Next:      []jobs.View{{ID: "0123456789abcdef0123456789abcdef", App: "reports", ScheduledAt: &start, Deadline: h0.Add(12 * time.Hour), ExpectedIntensity: &exp}},
+			Offloaded: []jobs.OffloadedTotals{{App: "reports", Site: "clean", Runs: 2, Accounted: 2, Grams: 0.5, RunNowGrams: 2}},
 		},
 		Apps: []agent.CarbonTotals{{App: "reports", Site: "pop1", Invocations: 3, EnergyJ: 7200, Grams: 0.2, RunNowGrams: 1, SavedGrams: 0.8}},
 	}
@@ -99,6 +100,8 @@ func TestCarbonStatus(t *testing.T) {
 		"jobs: 1 queued, 0 running",
 		"0123456789ab  reports",
 		"80.0 %",
+		"runs offloaded to other sites",
+		"reports  clean     2     0.500      2.000    1.500  75.0 %",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())

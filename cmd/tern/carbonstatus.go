@@ -104,6 +104,15 @@ func printCarbonStatus(w io.Writer, st agent.CarbonStatus, hours int) {
 		}
 		tw.Flush()
 	}
+	if len(st.Offloaded) > 0 {
+		fmt.Fprintln(w, "\nruns offloaded to other sites (as those sites accounted them):")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "APP\tSITE\tRUNS\tACTUAL g\tRUN-NOW g\tSAVED g\tSAVED\t")
+		for _, o := range st.Offloaded {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.3f\t%.3f\t%.3f\t%s\t\n", o.App, o.Site, o.Runs, o.Grams, o.RunNowGrams, o.RunNowGrams-o.Grams, percent(o.RunNowGrams-o.Grams, o.RunNowGrams))
+		}
+		tw.Flush()
+	}
 	fmt.Fprintln(w, "\naccounted runs (actual beside running at once):")
 	if len(st.Apps) == 0 {
 		fmt.Fprintln(w, "  none yet")

@@ -34,6 +34,8 @@ func TestCommands(t *testing.T) {
 	noWasm := write("nowasm/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\n[[routes]]\npath = \"/x\"\n")
 	write("notwasm/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\n[[routes]]\npath = \"/x\"\n")
 	write("notwasm/x.wasm", "MZ not a module")
+	badCron := write("badcron/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\n[[routes]]\npath = \"/x\"\n"+
+		"[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1m\"\n[[deferrable.schedules]]\ncron = \"0 2 * * mon-fry\"\nwindow = \"6h\"\npath = \"/x\"\n")
 
 	tests := []struct {
 		name     string
@@ -52,6 +54,7 @@ func TestCommands(t *testing.T) {
 		{"check sample app", []string{"check", filepath.Join("..", "..", "guests", "hello")}, 0, "app hello 1.0.0: ok"},
 		{"check origin app", []string{"check", filepath.Join("..", "..", "guests", "origin")}, 0, "app origin-example 1.0.0: ok (origin, 2 upstreams)"},
 		{"check manifest with unknown key", []string{"check", badApp}, 1, `"colour"`},
+		{"check manifest with a bad cron", []string{"check", badCron}, 1, `deferrable.schedules[0].cron: cron "0 2 * * mon-fry": day-of-week field "mon-fry": value "fry"`},
 		{"check app without its module", []string{"check", filepath.Dir(noWasm)}, 1, "x.wasm"},
 		{"check app whose module is not wasm", []string{"check", filepath.Join(dir, "notwasm")}, 1, "not"},
 		{"keys gen needs --out", []string{"keys", "gen"}, 2, "--out is required"},
