@@ -147,7 +147,12 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 			h.pass(w, r, fwd+"; detail=vary-mismatch")
 			return
 		}
-		h.serveFill(w, r, fl, status+"; stored")
+		part, ok := partOfFill(r, fl)
+		if !ok {
+			h.pass(w, r, fwd+"; detail=range-during-fill")
+			return
+		}
+		h.serveFill(w, r, fl, part, status+"; stored")
 	case outUpdated:
 		now := c.now()
 		h.serveEntry(w, r, f.item, f.meta, nil, now, fmt.Sprintf("%s; ttl=%d", status, ttl(f.meta, now)))
@@ -464,25 +469,44 @@ func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m
 	}
 }
 
-// serveFill streams a body while it is being stored. Ranges are ignored
-// (RFC 9110 lets a server do so) until the entry is committed.
-func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, status string) {
+// serveFill streams a body, or the part of it asked for, while it is
+// being stored; a range waits for its chunks to land.
+func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, part fillPart, status string) {
 	hdr := w.Header()
 	for k, v := range fl.meta.Header {
 		hdr[k] = v
 	}
 	hdr.Set("Age", strconv.FormatInt(int64(fl.meta.age(h.c.now())/time.Second), 10))
 	hdr.Set("Cache-Status", h.c.cfg.Name+"; "+status)
-	if fl.length >= 0 {
-		hdr.Set("Content-Length", strconv.FormatInt(fl.length, 10))
+	if part.unsatisfiable {
+		hdr.Set("Content-Range", "bytes */"+strconv.FormatInt(fl.length, 10))
+		http.Error(w, "range not satisfiable", http.StatusRequestedRangeNotSatisfiable)
+		return
 	}
-	w.WriteHeader(fl.meta.Status)
+	code, start, n := fl.meta.Status, int64(0), fl.length
+	if !part.whole {
+		code, start, n = http.StatusPartialContent, part.start, part.end-part.start+1
+		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", part.start, part.end, fl.length))
+	}
+	if n >= 0 {
+		hdr.Set("Content-Length", strconv.FormatInt(n, 10))
+	}
+	w.WriteHeader(code)
 	if r.Method == http.MethodHead {
 		return
 	}
-	rd := &fillReader{ctx: r.Context(), f: fl}
+	rd := &fillReader{ctx: r.Context(), f: fl, off: start}
 	defer rd.Close()
-	if _, err := io.Copy(w, rd); err != nil && r.Context().Err() == nil {
+	var err error
+	if part.whole {
+		_, err = io.Copy(w, rd)
+	} else {
+		// The range may lie in chunks not stored yet: send the headers now
+		// so the client knows its answer is on the way.
+		_ = http.NewResponseController(w).Flush()
+		_, err = io.CopyN(w, rd, n)
+	}
+	if err != nil && r.Context().Err() == nil {
 		// The fill failed midway: cut the connection so the client sees
 		// a truncated body rather than a complete-looking short one.
 		panic(http.ErrAbortHandler)
