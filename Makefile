@@ -1,5 +1,7 @@
-# Tern's build. Everything here needs only Go; `make bench` also uses wrk
-# nginx and caddy (installed from Debian's packages when missing).
+# Tern's build. Everything here needs only Go; `make bench` also uses wrk,
+# caddy (installed from Debian's packages when missing), and nginx, varnish
+# and hitch for the cache comparison (apt-get install -y nginx-light varnish
+# hitch; each one missing is reported and its comparison skipped).
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)

@@ -2,14 +2,19 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/deploy"
+
+	ternsync "github.com/tern-edge/tern/sync"
 )
 
 // countingUpstream is an origin server that counts page requests and
@@ -120,4 +125,148 @@ func TestOriginAppDeploy(t *testing.T) {
 	if code, body := ta2.get(t, "/shop/y"); code != 200 || body != "B /shop/y" {
 		t.Fatalf("restarted without hub: /shop/y = %d %q", code, body)
 	}
+}
+
+// healthChecksStopped reports whether an installed origin app's health
+// checks have ended.
+func healthChecksStopped(ia *installedApp) bool {
+	select {
+	case <-ia.origin.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestOriginAppStagedRollout rolls an origin app that switches upstreams
+// out in two waves, then rolls it back: origin apps follow rollouts like
+// function apps. Each site has a cache of its own, so every check asks
+// for a URL that site has not seen, which shows the upstream in use.
+func TestOriginAppStagedRollout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for heartbeats; skipped with -short")
+	}
+	ctx := context.Background()
+	key := mustKey(t)
+	a, b := newCountingUpstream(t, "A"), newCountingUpstream(t, "B")
+	hubCfg := testConfig(t, t.TempDir())
+	hubCfg.Hub.LeafListen = "127.0.0.1:0"
+	hub := startAgent(t, hubCfg, key)
+	pub := hubClient(t, hub.Agent)
+	agents := map[string]*testAgent{}
+	for _, site := range []string{"a", "b"} {
+		cfg := testConfig(t, t.TempDir())
+		cfg.Site = site
+		cfg.Hub.URL = hub.hub.LeafURL()
+		cfg.Heartbeat = artifact.Duration(time.Second)
+		agents[site] = startAgent(t, cfg, key)
+	}
+	seqAt := func(site string) uint64 { seq, _ := agents[site].Installed("shop"); return seq }
+	all := func(seq uint64) func() bool {
+		return func() bool { return seqAt("a") == seq && seqAt("b") == seq }
+	}
+	n := 0
+	upstreamAt := func(site string) string {
+		t.Helper()
+		n++
+		path := fmt.Sprintf("/shop/%s/%d", site, n)
+		code, body := agents[site].get(t, path)
+		if code != 200 {
+			t.Fatalf("site %s %s: %d %q", site, path, code, body)
+		}
+		up, _, _ := strings.Cut(body, " ")
+		return up
+	}
+	opts := deploy.Options{Client: pub, Key: key}
+
+	if _, err := deploy.Push(ctx, originManifest("1.0.0", a.URL), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "v1 everywhere", all(1))
+
+	waves, err := ternsync.ParseWaves("site=a; *")
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := opts
+	staged.Rollout = &deploy.RolloutPlan{Waves: waves, Wait: 2 * time.Second, MaxErrorRate: 0.1, Timeout: time.Minute}
+	if _, err := deploy.Push(ctx, originManifest("2.0.0", b.URL), nil, staged); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "wave 1 (site a) to get v2", func() bool { return seqAt("a") == 2 })
+	if seqAt("b") != 1 {
+		t.Fatalf("wave 2 moved before wave 1 was judged: b=%d", seqAt("b"))
+	}
+	if got := upstreamAt("a"); got != "B" {
+		t.Errorf("site a on v2 fetched from %s, want B", got)
+	}
+	if got := upstreamAt("b"); got != "A" {
+		t.Errorf("site b on v1 fetched from %s, want A", got)
+	}
+	waitFor(t, "v2 everywhere", all(2))
+	waitFor(t, "rollout done", func() bool {
+		r, _, err := pub.Rollout(ctx, "shop")
+		return err == nil && r.State == ternsync.RolloutDone
+	})
+	if got := upstreamAt("b"); got != "B" {
+		t.Errorf("site b on v2 fetched from %s, want B", got)
+	}
+
+	res, err := deploy.Rollback(ctx, "shop", 0, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Release.Manifest.Version != "1.0.0" || res.Release.HasModule() {
+		t.Fatalf("rollback release = %s, module %v", res.Release.Manifest.Version, res.Release.HasModule())
+	}
+	waitFor(t, "the rollback everywhere", all(res.Release.Sequence))
+	for _, site := range []string{"a", "b"} {
+		if got := upstreamAt(site); got != "A" {
+			t.Errorf("site %s after rollback fetched from %s, want A", site, got)
+		}
+	}
+}
+
+// TestOriginAppRevocation deploys an origin app signed by a publisher
+// key that the root then revokes: the agent stops serving the app and its
+// health checks, as it does for a function app.
+func TestOriginAppRevocation(t *testing.T) {
+	ctx := context.Background()
+	hubKey, root, p1 := mustKey(t), mustKey(t), mustKey(t)
+	pubOf := func(k ed25519.PrivateKey) ed25519.PublicKey { return k.Public().(ed25519.PublicKey) }
+	up := newCountingUpstream(t, "A")
+	hubCfg := testConfig(t, t.TempDir())
+	hubCfg.Hub.LeafListen = "127.0.0.1:0"
+	hub := startAgent(t, hubCfg, hubKey)
+	pub := hubClient(t, hub.Agent)
+	cfg := testConfig(t, t.TempDir())
+	cfg.Hub.URL = hub.hub.LeafURL()
+	cfg.Trust.Roots = []string{artifact.FormatPublicKey(pubOf(root))}
+	leaf := startAgentWith(t, cfg, Options{})
+	setList := func(ch deploy.TrustChange) {
+		t.Helper()
+		if _, err := deploy.SetPublishers(ctx, pub, root, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	setList(deploy.TrustChange{Add: []ed25519.PublicKey{pubOf(p1)}})
+	if _, err := deploy.Push(ctx, originManifest("1.0.0", up.URL), nil, deploy.Options{Client: pub, Key: p1}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the origin app of p1", func() bool { seq, _ := leaf.Installed("shop"); return seq > 0 })
+	if code, body := leaf.get(t, "/shop/x"); code != 200 || body != "A /shop/x" {
+		t.Fatalf("/shop/x = %d %q", code, body)
+	}
+	waitFor(t, "a health probe", func() bool { return up.probes.Load() > 0 })
+	leaf.mu.Lock()
+	installed := leaf.apps["shop"]
+	leaf.mu.Unlock()
+
+	setList(deploy.TrustChange{Revoke: []ed25519.PublicKey{pubOf(p1)}})
+	waitFor(t, "the origin app of revoked p1 to stop", func() bool { seq, _ := leaf.Installed("shop"); return seq == 0 })
+	if code, _ := leaf.get(t, "/shop/x"); code != 404 {
+		t.Fatalf("revoked origin app still served (from the cache or the upstream): %d", code)
+	}
+	waitFor(t, "its health checks to stop", func() bool { return healthChecksStopped(installed) })
 }

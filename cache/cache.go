@@ -237,9 +237,18 @@ func (c *Cache) release(body string) {
 
 // commit stores the entry of a finished fill and indexes it, evicting
 // what the budget requires. Variants of the same primary key stored under
-// a different Vary are obsolete and go too.
-func (c *Cache) commit(key, body string, size int64, m *meta, small []byte) error {
-	if err := c.st.Commit(Entry{Key: key, Body: body, Size: size, Meta: m.encode()}); err != nil {
+// a different Vary are obsolete and go too. small is the whole body when
+// it fits one chunk; with inline, it is not in storage yet and goes there
+// with the entry (the storage is a smallCommitter).
+func (c *Cache) commit(key, body string, size int64, m *meta, small []byte, inline bool) error {
+	e := Entry{Key: key, Body: body, Size: size, Meta: m.encode()}
+	var err error
+	if inline {
+		err = c.st.(smallCommitter).CommitSmall(e, small)
+	} else {
+		err = c.st.Commit(e)
+	}
+	if err != nil {
 		return fmt.Errorf("commit %q: %w", m.Primary, err)
 	}
 	it := &item{key: key, body: body, size: size, meta: m}

@@ -438,3 +438,62 @@ func TestMemoryTier(t *testing.T) {
 		t.Fatal("memory object bytes above the chunk size accepted")
 	}
 }
+
+// TestWholeBodyHits checks the headers and bodies of hits served whole
+// (no range, no precondition): from the RAM tier, from storage (one chunk
+// and several), for GET and HEAD, and that a purge reaches the RAM tier.
+func TestWholeBodyHits(t *testing.T) {
+	clk := newClock()
+	sizes := map[string]int{"/small": 1000, "/big": 2*cache.ChunkSize + 123}
+	o := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		if r.URL.Query().Get("typed") != "" {
+			w.Header().Set("Content-Type", "text/plain")
+		} else {
+			w.Header()["Content-Type"] = nil // sent without one
+		}
+		size := sizes[r.URL.Path]
+		w.Header().Set("Content-Length", fmt.Sprint(size))
+		w.Write(bytes.Repeat([]byte{'<'}, size)) // would sniff as text/html
+	})
+	for _, memory := range []int64{0, -1} {
+		t.Run(fmt.Sprintf("memory=%d", memory), func(t *testing.T) {
+			c, _ := newCache(t, clk, cache.Config{MemoryBytes: memory})
+			h := c.Handler(o)
+			for _, target := range []string{"/small", "/big", "/small?typed=1"} {
+				request(h, "GET", "http://example.com"+target, nil) // fill
+				path, _, _ := strings.Cut(target, "?")
+				wantLen := fmt.Sprint(sizes[path])
+				wantType := ""
+				if strings.Contains(target, "typed") {
+					wantType = "text/plain"
+				}
+				for _, method := range []string{"GET", "HEAD", "GET"} {
+					w := request(h, method, "http://example.com"+target, nil)
+					if w.Code != 200 || !strings.HasPrefix(w.Header().Get("Cache-Status"), "tern; hit") {
+						t.Fatalf("%s %s: %d %q", method, target, w.Code, w.Header().Get("Cache-Status"))
+					}
+					for k, v := range map[string]string{"Content-Length": wantLen, "Accept-Ranges": "bytes", "Content-Type": wantType} {
+						if got := w.Header().Get(k); got != v {
+							t.Errorf("%s %s: %s %q, want %q", method, target, k, got, v)
+						}
+					}
+					wantBody := sizes[path]
+					if method == "HEAD" {
+						wantBody = 0
+					}
+					if b := body(w); len(b) != wantBody || strings.Trim(b, "<") != "" {
+						t.Errorf("%s %s: body of %d bytes, want %d", method, target, len(b), wantBody)
+					}
+				}
+			}
+			before := o.hits.Load()
+			if _, err := c.Purge(cache.PurgeRequest{URLs: []string{"example.com/small"}}); err != nil {
+				t.Fatal(err)
+			}
+			if w := request(h, "GET", "http://example.com/small", nil); !strings.Contains(w.Header().Get("Cache-Status"), "fwd=uri-miss") || o.hits.Load() != before+1 {
+				t.Errorf("after purge: %q, %d origin requests, want a miss", w.Header().Get("Cache-Status"), o.hits.Load()-before)
+			}
+		})
+	}
+}

@@ -27,6 +27,9 @@ type directives struct {
 // (with a field list) are taken as their unqualified, stricter forms.
 func parseCacheControl(h http.Header) directives {
 	d := directives{maxAge: -1, sMaxAge: -1, staleWhileRevalidate: -1, staleIfErr: -1, maxStale: -1, minFresh: -1}
+	if len(h["Cache-Control"]) == 0 { // Values does the same lookup: the key is canonical
+		return d // most requests: no directives, nothing to allocate
+	}
 	seen := map[string]bool{}
 	for _, line := range h.Values("Cache-Control") {
 		for len(line) > 0 {

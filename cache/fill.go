@@ -55,8 +55,14 @@ func (f *fill) run(src io.ReadCloser) {
 	buf := *bp
 	var size int64
 	var small []byte // the whole body, when it fits one chunk
+	_, inline := f.c.st.(smallCommitter)
 	for idx := 0; ; idx++ {
 		n, rerr := readChunk(src, buf)
+		if idx == 0 && rerr == io.EOF && inline {
+			// The whole body is in buf: stored with the entry, in one write.
+			size, small = int64(n), buf[:n]
+			break
+		}
 		if n > 0 {
 			if err := f.c.st.WriteChunk(f.body, idx, buf[:n]); err != nil {
 				f.abort(fmt.Errorf("fill %s: %w", f.meta.Primary, err))
@@ -80,7 +86,7 @@ func (f *fill) run(src io.ReadCloser) {
 		f.abort(fmt.Errorf("fill %s: origin sent %d bytes of %d", f.meta.Primary, size, f.length))
 		return
 	}
-	if err := f.c.commit(f.key, f.body, size, f.meta, small); err != nil {
+	if err := f.c.commit(f.key, f.body, size, f.meta, small, inline && small != nil); err != nil {
 		f.c.logger.Warn("cache commit failed", "url", f.meta.Primary, "err", err)
 		// Readers may still finish from the written chunks, which are
 		// then collected.

@@ -84,6 +84,16 @@ func newIndex(max, memMax, memObjMax int64) *index {
 func (x *index) match(primary string, h http.Header) (*item, *meta) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	best := x.matchLocked(primary, h)
+	if best == nil {
+		return nil, nil
+	}
+	x.inUse[best.body]++
+	return best, best.meta
+}
+
+// matchLocked returns the variant of primary that matches h, or nil.
+func (x *index) matchLocked(primary string, h http.Header) *item {
 	var best *item
 	for _, it := range x.byPrimary[primary] {
 		m := it.meta
@@ -95,11 +105,7 @@ func (x *index) match(primary string, h http.Header) (*item, *meta) {
 			best = it
 		}
 	}
-	if best == nil {
-		return nil, nil
-	}
-	x.inUse[best.body]++
-	return best, best.meta
+	return best
 }
 
 // acquire marks body as being read.

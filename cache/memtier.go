@@ -1,9 +1,36 @@
 package cache
 
+import (
+	"net/http"
+	"time"
+)
+
 // The RAM tier keeps the bodies of small entries in memory, under their
 // own byte budget and LRU, so the hottest small objects are served
 // without a storage read. Badger copies a value twice on every read; for
 // small objects that copying, not the disk, dominates a hit.
+
+// hit is match for the request path: when the matching variant is fresh
+// at now and its body is in the RAM tier, it records the use and returns
+// the body, and the caller has no read to release (the body is not read
+// from storage, and the slice outlives any removal). Otherwise it returns
+// what match returns and a nil body: the caller must release the item.
+// One lock either way.
+func (x *index) hit(primary string, h http.Header, now time.Time) (*item, *meta, []byte) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	best := x.matchLocked(primary, h)
+	if best == nil {
+		return nil, nil, nil
+	}
+	if best.mem != nil && best.meta.fresh(now) {
+		x.touchLocked(best)
+		x.memList.MoveToFront(best.memElem)
+		return best, best.meta, best.mem
+	}
+	x.inUse[best.body]++
+	return best, best.meta, nil
+}
 
 // use records a use of it for eviction and returns its in-memory body,
 // or nil: one lock for both, since it is on every hit.

@@ -83,6 +83,29 @@ func Storage(t *testing.T, s cache.Storage) {
 	must(s.Delete(key, "b2")) // absent: not an error
 	must(s.DeleteBody("never-written"))
 
+	// The optional one-write commit of a small body, when implemented,
+	// is WriteChunk then Commit.
+	if sc, ok := s.(interface {
+		CommitSmall(cache.Entry, []byte) error
+	}); ok {
+		p := []byte("tiny")
+		must(sc.CommitSmall(cache.Entry{Key: "small", Body: "b3", Size: 4, Meta: []byte("m3")}, p))
+		copy(p, "XXXX")
+		if got, err := s.ReadChunk("b3", 0, nil); err != nil || string(got) != "tiny" {
+			t.Fatalf("ReadChunk after CommitSmall = %q, %v", got, err)
+		}
+		if es := walk(); len(es) != 1 || es[0].Key != "small" || es[0].Body != "b3" || es[0].Size != 4 || string(es[0].Meta) != "m3" {
+			t.Fatalf("Walk after CommitSmall = %+v", es)
+		}
+		must(sc.CommitSmall(cache.Entry{Key: "empty", Body: "b4", Meta: []byte{}}, nil))
+		_, err := s.ReadChunk("b4", 0, nil)
+		notFound("ReadChunk of an empty body", err)
+		must(s.Delete("small", "b3"))
+		must(s.Delete("empty", "b4"))
+		_, err = s.ReadChunk("b3", 0, nil)
+		notFound("ReadChunk of a deleted small body", err)
+	}
+
 	// Walk stops at fn's error.
 	for i := range 3 {
 		must(s.Commit(cache.Entry{Key: fmt.Sprint("k", i), Body: fmt.Sprint("x", i), Meta: []byte{}}))

@@ -1,8 +1,13 @@
 // Command cachebench serves a static test origin and Tern's cache in
-// front of it, both on loopback over plain HTTP, so scripts/bench-cache.sh
-// can load the cache with wrk and compare it with nginx's proxy_cache
-// pointed at the same origin. It prints "origin <addr>" and "cache <addr>"
-// on stdout once both listen.
+// front of it on loopback, so scripts/bench-cache.sh can load the cache
+// with wrk and compare it with nginx's proxy_cache and Varnish pointed at
+// the same origin. The cache listens over plain HTTP and, with -cert and
+// -key, over HTTPS too. It prints "origin <addr>", "cache <addr>" and,
+// with TLS, "cache-tls <addr>" on stdout once all listen.
+//
+// The origin answers /1k and /100k with bodies of that size, cacheable
+// for a day, and so does any path under them (/1k/anything): unique URLs
+// for measuring misses.
 package main
 
 import (
@@ -15,6 +20,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,7 +41,22 @@ func run() error {
 	data := flag.String("data", "cachebench-data", "directory for the cache's badger store")
 	listen := flag.String("listen", "127.0.0.1:0", "address of the cache")
 	originAddr := flag.String("origin", "127.0.0.1:0", "address of the test origin")
+	listenTLS := flag.String("listen-tls", "127.0.0.1:0", "address of the cache over HTTPS, with -cert and -key")
+	certFile := flag.String("cert", "", "PEM certificate chain for HTTPS")
+	keyFile := flag.String("key", "", "PEM private key for HTTPS")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -48,14 +70,18 @@ func run() error {
 	}
 	om := http.NewServeMux()
 	om.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		b, ok := bodies[r.URL.Path]
+		name := r.URL.Path
+		if i := strings.IndexByte(name[1:], '/'); i >= 0 {
+			name = name[:i+1]
+		}
+		b, ok := bodies[name]
 		if !ok {
 			http.NotFound(w, r)
 			return
 		}
 		w.Header().Set("Cache-Control", "public, max-age=86400")
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("ETag", `"`+r.URL.Path+`"`)
+		w.Header().Set("ETag", `"`+name+`"`)
 		w.Write(b)
 	})
 	oln, err := net.Listen("tcp", *originAddr)
@@ -84,9 +110,21 @@ func run() error {
 		return fmt.Errorf("listen cache: %w", err)
 	}
 	srv := &http.Server{Handler: origin.Handler(c, o), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	fmt.Printf("origin %s\ncache %s\n", oln.Addr(), ln.Addr())
+	if *certFile != "" {
+		// The same handler behind crypto/tls; wrk speaks HTTP/1.1 to
+		// nginx, hitch and this listener alike.
+		tln, err := net.Listen("tcp", *listenTLS)
+		if err != nil {
+			return fmt.Errorf("listen cache tls: %w", err)
+		}
+		tsrv := &http.Server{Handler: srv.Handler, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- tsrv.ServeTLS(tln, *certFile, *keyFile) }()
+		defer tsrv.Close()
+		fmt.Printf("cache-tls %s\n", tln.Addr())
+	}
 
 	select {
 	case <-ctx.Done():
