@@ -132,7 +132,7 @@ func (c *CertStorage) Store(ctx context.Context, key string, value []byte) error
 	rec := make([]byte, 8+len(value))
 	binary.BigEndian.PutUint64(rec, uint64(c.now().UnixNano()))
 	copy(rec[8:], value)
-	if err := c.s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(certPrefix+key), rec) }); err != nil {
+	if err := c.s.update(func(txn *badger.Txn) error { return txn.Set([]byte(certPrefix+key), rec) }); err != nil {
 		return fmt.Errorf("cert store %s: %w", key, err)
 	}
 	return nil
@@ -196,7 +196,9 @@ func (c *CertStorage) Delete(ctx context.Context, key string) error {
 			}
 		}
 		if err == nil {
-			err = wb.Flush()
+			if err = wb.Flush(); err == nil {
+				err = c.s.db.Sync()
+			}
 		} else {
 			wb.Cancel()
 		}
@@ -396,9 +398,13 @@ func (c *CertStorage) put(name, token string, lease time.Duration, mustHold bool
 func updateRetry(db *badger.DB, f func(*badger.Txn) error) error {
 	for {
 		err := db.Update(f)
-		if !errors.Is(err, badger.ErrConflict) {
-			return err
+		if errors.Is(err, badger.ErrConflict) {
+			continue
 		}
+		if err == nil {
+			err = db.Sync()
+		}
+		return err
 	}
 }
 

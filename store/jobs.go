@@ -36,7 +36,7 @@ func (s *Store) PutJob(id string, rec []byte, blobs map[string][]byte) error {
 	if err := checkJobID(id); err != nil {
 		return fmt.Errorf("put job: %w", err)
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		for name, b := range blobs {
 			if err := txn.Set(jobBlobKey(id, name), b); err != nil {
 				return fmt.Errorf("blob %s of %d bytes: %w", name, len(b), err)
@@ -97,7 +97,7 @@ func (s *Store) DeleteJob(id string) error {
 	if err := checkJobID(id); err != nil {
 		return fmt.Errorf("delete job: %w", err)
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		prefix := []byte(jobBlobPrefix + id + "/")
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		var keys [][]byte
@@ -137,7 +137,7 @@ func (s *Store) PutJobMark(id string, rec []byte, blobs map[string][]byte, mark 
 			return fmt.Errorf("put job: %w", err)
 		}
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		if id != "" {
 			for name, b := range blobs {
 				if err := txn.Set(jobBlobKey(id, name), b); err != nil {

@@ -39,7 +39,7 @@ func (s *Store) KVGet(namespace, key string) ([]byte, error) {
 
 // KVSet stores value under key in namespace.
 func (s *Store) KVSet(namespace, key string, value []byte) error {
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(kvKey(namespace, key), value) }); err != nil {
+	if err := s.update(func(txn *badger.Txn) error { return txn.Set(kvKey(namespace, key), value) }); err != nil {
 		return fmt.Errorf("kv set %s/%q: %w", namespace, key, err)
 	}
 	return nil
@@ -48,7 +48,7 @@ func (s *Store) KVSet(namespace, key string, value []byte) error {
 // KVDelete removes key from namespace; removing an absent key is not an
 // error.
 func (s *Store) KVDelete(namespace, key string) error {
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(kvKey(namespace, key)) }); err != nil {
+	if err := s.update(func(txn *badger.Txn) error { return txn.Delete(kvKey(namespace, key)) }); err != nil {
 		return fmt.Errorf("kv delete %s/%q: %w", namespace, key, err)
 	}
 	return nil

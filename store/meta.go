@@ -13,7 +13,7 @@ const metaPrefix = "meta/"
 
 // PutMeta stores value under name.
 func (s *Store) PutMeta(name string, value []byte) error {
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(metaPrefix+name), value) }); err != nil {
+	if err := s.update(func(txn *badger.Txn) error { return txn.Set([]byte(metaPrefix+name), value) }); err != nil {
 		return fmt.Errorf("put %s: %w", name, err)
 	}
 	return nil

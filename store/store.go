@@ -51,8 +51,12 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	}
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{logger}).
-		// Installs are rare and must survive power loss: sync each commit.
-		WithSyncWrites(true).
+		// Commits are not synced by default: the cache writes on every
+		// miss and may lose its newest entries in a power cut. Records
+		// that must survive one (releases, jobs, certificates, app KV)
+		// are committed with update, which syncs. Unsynced or not, a
+		// crash leaves badger consistent: it keeps a prefix of the writes.
+		WithSyncWrites(false).
 		// Edge nodes and gateways are small machines; badger's defaults
 		// (64 MiB memtables, 1 GiB value logs) are sized for servers.
 		WithMemTableSize(16 << 20).
@@ -67,6 +71,18 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
 	return &Store{db: db, logger: logger}, nil
+}
+
+// update runs fn in a read-write transaction and syncs the commit to
+// disk before it returns: for records that must survive a power cut.
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	if err := s.db.Update(fn); err != nil {
+		return err
+	}
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	return nil
 }
 
 // Close flushes and closes the database. It must be the last thing an agent
@@ -94,7 +110,7 @@ func (s *Store) PutApp(app App, wasm []byte) error {
 	if err != nil {
 		return fmt.Errorf("put app %s: %w", app.Name, err)
 	}
-	err = s.db.Update(func(txn *badger.Txn) error {
+	err = s.update(func(txn *badger.Txn) error {
 		prev, err := getApp(txn, app.Name)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
@@ -126,7 +142,7 @@ func (s *Store) PutApp(app App, wasm []byte) error {
 // DeleteApp removes app and, when no other app uses them, its module bytes.
 // Deleting an absent app is not an error.
 func (s *Store) DeleteApp(name string) error {
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *badger.Txn) error {
 		prev, err := getApp(txn, name)
 		if errors.Is(err, ErrNotFound) {
 			return nil
