@@ -86,7 +86,8 @@ func (c *Cache) Forecast(ctx context.Context, region string, from, to time.Time)
 }
 
 // Chain answers from the first source that can: the live provider, then
-// the last forecast the live provider gave, then a trace, then a constant.
+// the last forecast the live provider gave, then (for forecasts) a
+// forecast from recorded history, then a trace, then a constant.
 // Every reading keeps its Kind and carries the Source of what answered;
 // readings from the kept forecast are relabelled "cache:<source>", so a
 // report never passes an old forecast off as live.
@@ -97,7 +98,11 @@ func (c *Cache) Forecast(ctx context.Context, region string, from, to time.Time)
 type Chain struct {
 	// Live is the provider asked first; nil skips it.
 	Live Provider
-	// Trace is asked when Live and the kept forecast cannot answer; nil skips it.
+	// History forecasts from what was recorded when neither Live nor the
+	// kept forecast has a forecast for the window; nil skips it. Its
+	// readings are labelled "history:<source>".
+	History *FromHistory
+	// Trace is asked when the sources above cannot answer; nil skips it.
 	Trace Provider
 	// Constant, when positive, is the last resort: an assumed intensity in
 	// gCO2/kWh, labelled Kind Assumed and Source "constant".
@@ -192,6 +197,13 @@ func (c *Chain) Forecast(ctx context.Context, region string, from, to time.Time)
 	}
 	if rs := Clip(c.kept(region), from, to); len(rs) > 0 {
 		return rs, nil
+	}
+	if c.History != nil {
+		rs, err := c.History.Forecast(ctx, region, from, to)
+		if err == nil {
+			return rs, nil
+		}
+		errs = append(errs, err)
 	}
 	if c.Trace != nil {
 		rs, err := c.Trace.Forecast(ctx, region, from, to)

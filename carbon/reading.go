@@ -114,7 +114,8 @@ type Provider interface {
 }
 
 // HistoryProvider is implemented by providers that also serve past values,
-// which [SeasonalNaive] needs when a source has no forecast of its own.
+// and by the history a site records of what it observed: the input of
+// [FromHistory] when a source has no forecast of its own.
 type HistoryProvider interface {
 	// History returns readings overlapping [from, to), sorted by Start,
 	// under the same error rules as [Provider].
