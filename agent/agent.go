@@ -75,6 +75,8 @@ type Agent struct {
 	started time.Time
 	now     func() time.Time
 
+	carbonLive carbon.Provider // Options.CarbonProvider
+
 	// mu guards apps and serialises installs; the router's table is
 	// rebuilt from apps under it and swapped atomically.
 	mu   gosync.Mutex
@@ -115,6 +117,10 @@ type Options struct {
 	// CarbonTicks, when set, replaces the job scheduler's ticker, so that
 	// tests move Now by hours and then tick.
 	CarbonTicks <-chan time.Time
+	// CarbonProvider, when set, is the live intensity source in place of
+	// the client that carbon.provider in the config names, so that tests
+	// drive the grid.
+	CarbonProvider carbon.Provider
 }
 
 // New builds an agent: it opens the store, loads every installed app from
@@ -143,6 +149,8 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		version: opts.Version,
 		started: time.Now().UTC(),
 		now:     opts.Now,
+
+		carbonLive: opts.CarbonProvider,
 	}
 	if a.now == nil {
 		a.now = time.Now

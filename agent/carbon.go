@@ -17,6 +17,7 @@ import (
 	"github.com/tern-edge/tern/carbon/provider"
 	"github.com/tern-edge/tern/gpu"
 	"github.com/tern-edge/tern/jobs"
+	"github.com/tern-edge/tern/store"
 	ternsync "github.com/tern-edge/tern/sync"
 )
 
@@ -149,8 +150,9 @@ func (a *Agent) carbonSite() carbon.Site {
 	return carbon.Site{Name: a.site, Region: c.Region, Capacity: c.Capacity, PUE: c.PUE}
 }
 
-// intensity builds the fallback chain: the live provider (cached), its
-// last forecast, the trace, the constant.
+// intensity builds the fallback chain: the live provider (cached, its
+// current readings recorded in the store), its last forecast, a forecast
+// from the recorded history, the trace, the constant.
 func (a *Agent) intensity(logger *slog.Logger) (carbon.Provider, error) {
 	c := a.cfg.Carbon
 	chain := &carbon.Chain{Constant: c.Constant, Now: a.now, Logger: logger}
@@ -195,7 +197,12 @@ func (a *Agent) intensity(logger *slog.Logger) (carbon.Provider, error) {
 		}
 		live = uk
 	}
+	if a.carbonLive != nil {
+		live = a.carbonLive
+	}
 	if live != nil {
+		live = &recordingProvider{Provider: live, store: a.store, now: a.now, logger: logger}
+		chain.History = &carbon.FromHistory{History: storeHistory{a.store}, Lookback: store.IntensityKeep, Now: a.now}
 		// Each finished job asks for the current intensity; five minutes
 		// of reuse keeps that to a few requests an hour.
 		chain.Live = carbon.NewCache(live, 5*time.Minute, a.now)
