@@ -23,6 +23,7 @@ import (
 	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/cache"
 	"github.com/tern-edge/tern/carbon"
+	"github.com/tern-edge/tern/internal/cputime"
 	"github.com/tern-edge/tern/jobs"
 	"github.com/tern-edge/tern/localca"
 	"github.com/tern-edge/tern/origin"
@@ -102,6 +103,9 @@ type installedApp struct {
 	origin   *originApp
 	counters *appCounters
 	keyID    string // the publisher key that signed rel
+	// account, when set, records a function invocation's cost in the
+	// carbon ledger.
+	account func(app string, start time.Time, u cputime.Usage)
 }
 
 // Options are the parts of an agent that do not come from the config file.

@@ -16,6 +16,7 @@ import (
 	"github.com/tern-edge/tern/carbon"
 	"github.com/tern-edge/tern/carbon/provider"
 	"github.com/tern-edge/tern/gpu"
+	"github.com/tern-edge/tern/internal/cputime"
 	"github.com/tern-edge/tern/jobs"
 	"github.com/tern-edge/tern/store"
 	ternsync "github.com/tern-edge/tern/sync"
@@ -304,6 +305,22 @@ func (a *Agent) carbonOffer() *ternsync.CarbonOffer {
 		o.Heat = ho
 	}
 	return o
+}
+
+// accountInvocation records one function invocation served at once (not
+// deferred) in the carbon ledger: its CPU time at the site's current
+// intensity, which is also its run-now counterfactual since it was not
+// moved. Before the first intensity reading, or without carbon accounting,
+// it records nothing rather than guess.
+func (a *Agent) accountInvocation(app string, start time.Time, u cputime.Usage) {
+	if a.ledger == nil || a.jobs == nil {
+		return
+	}
+	cur, ok := a.jobs.Intensity()
+	if !ok {
+		return
+	}
+	a.ledger.Record(carbon.Usage{App: app, Site: a.site, Start: start, Duration: u.Wall, CPUSeconds: u.CPU.Seconds()}, cur, cur)
 }
 
 // errNotInstalled is a job's error when its app is gone.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -169,8 +170,21 @@ func TestDeferredJobs(t *testing.T) {
 	if st.Site != "pop1" || st.Region != "eu" || st.Now == nil || len(st.Forecast) == 0 || st.Queued != 0 {
 		t.Fatalf("status %+v", st)
 	}
-	if len(st.Apps) != 1 || st.Apps[0].Invocations != 1 || st.Apps[0].RunNowGrams <= st.Apps[0].Grams {
+	// Since the restart: the job, and the GET served at once after it
+	// (its run-now counterfactual is itself, so only the job saved).
+	if len(st.Apps) != 1 || st.Apps[0].Invocations != 2 || st.Apps[0].RunNowGrams <= st.Apps[0].Grams {
 		t.Fatalf("accounting %+v", st.Apps)
+	}
+	before := st.Apps[0]
+	for range 3 {
+		if resp, _ := ta.do(t, http.MethodGet, "/kv?get&colour", ""); resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET: %d", resp.StatusCode)
+		}
+	}
+	after := carbonStatusOf(t, ta).Apps[0]
+	saved := func(a CarbonTotals) float64 { return a.RunNowGrams - a.Grams }
+	if after.Invocations != before.Invocations+3 || after.Grams <= before.Grams || math.Abs(saved(after)-saved(before)) > 1e-12 {
+		t.Fatalf("three GETs served at once: %+v, then %+v; want 3 more invocations, more grams, no more saving", before, after)
 	}
 }
 

@@ -92,7 +92,7 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 // loadApp prepares rel for serving: its compiled module, or for an origin
 // app (a release without a module) its origin and health checks.
 func (a *Agent) loadApp(ctx context.Context, rel artifact.Release, envelope, wasm []byte) (*installedApp, error) {
-	ia := &installedApp{rel: rel, counters: &appCounters{}, keyID: artifact.PeekKeyID(envelope)}
+	ia := &installedApp{rel: rel, counters: &appCounters{}, keyID: artifact.PeekKeyID(envelope), account: a.accountInvocation}
 	var err error
 	if rel.HasModule() {
 		ia.app, err = a.load(ctx, rel, wasm)
@@ -196,7 +196,7 @@ func buildTable(apps map[string]*installedApp, origins []routing.Route) (*routin
 				Headers:       routeHeaders(r.Headers),
 				EarlyData:     r.EarlyData,
 				Handler: ia.counters.count(deferrable(ia.rel, prefix, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-					ia.serve(w, req, prefix)
+					ia.serveAccounted(w, req, prefix)
 				}))),
 			})
 		}

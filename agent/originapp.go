@@ -4,8 +4,10 @@ import (
 	"context"
 	"net/http"
 	gosync "sync"
+	"time"
 
 	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/internal/cputime"
 	"github.com/tern-edge/tern/origin"
 )
 
@@ -69,6 +71,20 @@ func (ia *installedApp) serve(w http.ResponseWriter, r *http.Request, prefix str
 		return
 	}
 	ia.app.Serve(w, r, prefix)
+}
+
+// serveAccounted serves r like serve and, for a function, records the
+// invocation's CPU time in the carbon ledger. Deferred jobs run through
+// serve instead: the job scheduler accounts them, with their run-now
+// counterfactual.
+func (ia *installedApp) serveAccounted(w http.ResponseWriter, r *http.Request, prefix string) {
+	if ia.origin != nil || ia.account == nil {
+		ia.serve(w, r, prefix)
+		return
+	}
+	start := time.Now()
+	u := cputime.Measure(func() { ia.app.Serve(w, r, prefix) })
+	ia.account(ia.rel.App, start, u)
 }
 
 // close releases what ia holds: for a function, its compiled module once

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/http"
 	"time"
+
+	"github.com/tern-edge/tern/internal/cputime"
 )
 
 // recorder is the http.ResponseWriter a job runs against: it keeps the
@@ -48,4 +50,11 @@ type usage struct {
 	start time.Time     // on the scheduler's clock
 	wall  time.Duration // real time
 	cpu   time.Duration // CPU time of the thread that ran it
+}
+
+// measure runs f and returns its wall and CPU time (see cputime.Measure).
+func measure(f func() error) (usage, error) {
+	var err error
+	u := cputime.Measure(func() { err = f() })
+	return usage{wall: u.Wall, cpu: u.CPU}, err
 }

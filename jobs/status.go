@@ -76,3 +76,14 @@ func planStart(r *record) time.Time {
 func point(r carbon.Reading) Point {
 	return Point{Start: r.Start, Duration: r.Duration, GCO2PerKWh: r.GCO2PerKWh, Kind: r.Kind.String(), Signal: r.Signal.String(), Source: r.Source}
 }
+
+// Intensity returns the site region's intensity as last read (every
+// Refresh), and false before the first successful read.
+func (s *Scheduler) Intensity() (carbon.Reading, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current == nil {
+		return carbon.Reading{}, false
+	}
+	return *s.current, true
+}
