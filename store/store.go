@@ -65,6 +65,12 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 		// wakes up every 50 ms, which on an idle gateway is most of the
 		// process's CPU.
 		WithNumCompactors(2).
+		// Values from 64 KiB up (cache chunks, modules) go to the value
+		// log, not the LSM tree: a cache filling 100 KB bodies otherwise
+		// fills a memtable every few hundred misses and rewrites the
+		// bodies in every compaction. Measured: a 100 KB miss added 0.76
+		// ms at p50 with badger's 1 MiB threshold, 0.33 ms with this.
+		WithValueThreshold(64 << 10).
 		WithNumVersionsToKeep(1)
 	db, err := badger.Open(opts)
 	if err != nil {
