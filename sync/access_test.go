@@ -42,24 +42,7 @@ func TestAgentPermissions(t *testing.T) {
 	}
 
 	leafURL := strings.Replace(hub.LeafURL(), "nats-leaf://", "nats-leaf://agent:agent-secret@", 1)
-	leaf, err := StartHub(HubConfig{Name: "leaf", Dir: t.TempDir(), Listen: "-", Domain: "leaf", Upstream: &Upstream{URL: leafURL}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer leaf.Shutdown()
-	lc, err := Connect(ConnConfig{Server: leaf, FleetDomain: HubDomain})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lc.Close()
-	waitUntil(t, "leaf link", leaf.LeafConnected)
-	if err := lc.EnsureMirrors(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "the release in the leaf's mirror", func() bool {
-		env, _, err := lc.Release(ctx, "app")
-		return err == nil && string(env) == "good"
-	})
+	lc := agentLeaf(t, &Upstream{URL: leafURL}, "good")
 	if err := lc.PublishHeartbeat(ctx, Heartbeat{Agent: "a1", Site: "s"}); err != nil {
 		t.Fatalf("heartbeat from an agent: %v", err)
 	}
@@ -115,16 +98,47 @@ func TestAgentPermissions(t *testing.T) {
 		t.Fatalf("release on the hub after the attempts: %q, %v", env, err)
 	}
 
-	// Without the password, a leaf node never links.
-	bad, err := StartHub(HubConfig{Name: "bad", Dir: t.TempDir(), Listen: "-", Domain: "bad", Upstream: &Upstream{URL: hub.LeafURL()}})
+	neverLinks(t, &Upstream{URL: hub.LeafURL()}, "a leaf node without the password")
+}
+
+// agentLeaf starts an agent's leaf node of the hub at up with its mirrors,
+// and waits until its release mirror holds app's release want.
+func agentLeaf(t *testing.T, up *Upstream, want string) *Client {
+	t.Helper()
+	ctx := context.Background()
+	leaf, err := StartHub(HubConfig{Name: "leaf", Dir: t.TempDir(), Listen: "-", Domain: "leaf", Upstream: up})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(leaf.Shutdown)
+	lc, err := Connect(ConnConfig{Server: leaf, FleetDomain: HubDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lc.Close)
+	waitUntil(t, "leaf link", leaf.LeafConnected)
+	if err := lc.EnsureMirrors(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the release in the leaf's mirror", func() bool {
+		env, _, err := lc.Release(ctx, "app")
+		return err == nil && string(env) == want
+	})
+	return lc
+}
+
+// neverLinks starts a leaf node of the hub at up and checks that it does
+// not link within a second of attempts (a leaf retries every second).
+func neverLinks(t *testing.T, up *Upstream, what string) {
+	t.Helper()
+	bad, err := StartHub(HubConfig{Name: "bad", Dir: t.TempDir(), Listen: "-", Domain: "bad", Upstream: up})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bad.Shutdown()
-	// A second of attempts (the leaf retries every second) must not link.
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if bad.LeafConnected() {
-			t.Fatal("a leaf node without the password linked")
+			t.Fatal(what + " linked")
 		}
 	}
 }

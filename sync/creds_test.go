@@ -129,24 +129,7 @@ func TestAgentCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	leaf, err := StartHub(HubConfig{Name: "leaf", Dir: t.TempDir(), Listen: "-", Domain: "leaf", Upstream: &Upstream{URL: leafURL, Creds: agentCreds}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer leaf.Shutdown()
-	lc, err := Connect(ConnConfig{Server: leaf, FleetDomain: HubDomain})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lc.Close()
-	waitUntil(t, "leaf link with credentials", leaf.LeafConnected)
-	if err := lc.EnsureMirrors(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "the release in the leaf's mirror", func() bool {
-		env, _, err := lc.Release(ctx, "app")
-		return err == nil && string(env) == "good"
-	})
+	lc := agentLeaf(t, &Upstream{URL: leafURL, Creds: agentCreds}, "good")
 	ms, err := lc.modules(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -172,15 +155,5 @@ func TestAgentCredentials(t *testing.T) {
 		t.Fatalf("release on the hub after the attempt: %q, %v", env, err)
 	}
 
-	// A leaf with no credentials never links to an operator-mode hub.
-	bad, err := StartHub(HubConfig{Name: "bad", Dir: t.TempDir(), Listen: "-", Domain: "bad", Upstream: &Upstream{URL: leafURL}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Shutdown()
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if bad.LeafConnected() {
-			t.Fatal("a leaf node without credentials linked")
-		}
-	}
+	neverLinks(t, &Upstream{URL: leafURL}, "a leaf node without credentials")
 }
