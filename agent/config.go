@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/store"
 	ternsync "github.com/tern-edge/tern/sync"
 )
 
@@ -186,6 +187,9 @@ func (c Config) Validate() error {
 	}
 	if c.GCPercent < 0 {
 		return fmt.Errorf("gc_percent = %d: must not be negative", c.GCPercent)
+	}
+	if c.MaxArtifact <= 0 || c.MaxArtifact > store.MaxValueBytes {
+		return fmt.Errorf("max_artifact = %s: must lie in (0, %s], what the store keeps as one value", c.MaxArtifact, artifact.Size(store.MaxValueBytes))
 	}
 	if c.Expired != "" && c.Expired != "serve" && c.Expired != "refuse" {
 		return fmt.Errorf("expired = %q: want serve or refuse", c.Expired)
