@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -123,29 +122,6 @@ func TestDefaultHosts(t *testing.T) {
 	}
 	if len(leaf.Leaf.IPAddresses) != 2 {
 		t.Errorf("IP SANs = %v", leaf.Leaf.IPAddresses)
-	}
-}
-
-func TestFilePermissions(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("no POSIX permissions")
-	}
-	dir := t.TempDir()
-	if _, _, err := Ensure(dir, nil, now); err != nil {
-		t.Fatal(err)
-	}
-	for name, want := range map[string]os.FileMode{KeyFile: 0o600, CertFile: 0o644} {
-		fi, err := os.Stat(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := fi.Mode().Perm(); got != want {
-			t.Errorf("%s mode %v, want %v", name, got, want)
-		}
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
-		t.Errorf("directory holds %d entries, want the two CA files", len(entries))
 	}
 }
 
