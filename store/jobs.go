@@ -53,22 +53,11 @@ func (s *Store) PutJob(id string, rec []byte, blobs map[string][]byte) error {
 // JobBlob returns the blob name of job id, or an error wrapping
 // ErrNotFound.
 func (s *Store) JobBlob(id, name string) ([]byte, error) {
-	var b []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(jobBlobKey(id, name))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		b, err = item.ValueCopy(nil)
-		return err
-	})
+	v, err := s.get(jobBlobKey(id, name))
 	if err != nil {
 		return nil, fmt.Errorf("job %s %s: %w", id, name, err)
 	}
-	return b, nil
+	return v, nil
 }
 
 // Jobs calls fn with every job's id and record, ordered by id, until fn
@@ -158,20 +147,9 @@ func (s *Store) PutJobMark(id string, rec []byte, blobs map[string][]byte, mark 
 
 // JobMark returns mark's value, or an error wrapping ErrNotFound.
 func (s *Store) JobMark(mark string) ([]byte, error) {
-	var b []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(jobMarkPrefix + mark))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		b, err = item.ValueCopy(nil)
-		return err
-	})
+	v, err := s.get([]byte(jobMarkPrefix + mark))
 	if err != nil {
 		return nil, fmt.Errorf("job mark %s: %w", mark, err)
 	}
-	return b, nil
+	return v, nil
 }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -19,18 +18,7 @@ func kvKey(namespace, key string) []byte {
 // KVGet returns the value of key in namespace, or an error wrapping
 // ErrNotFound.
 func (s *Store) KVGet(namespace, key string) ([]byte, error) {
-	var v []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(kvKey(namespace, key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		v, err = item.ValueCopy(nil)
-		return err
-	})
+	v, err := s.get(kvKey(namespace, key))
 	if err != nil {
 		return nil, fmt.Errorf("kv get %s/%q: %w", namespace, key, err)
 	}

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -22,18 +21,7 @@ func (s *Store) PutMeta(name string, value []byte) error {
 // Meta returns the value stored under name, or an error wrapping
 // ErrNotFound.
 func (s *Store) Meta(name string) ([]byte, error) {
-	var v []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(metaPrefix + name))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		v, err = item.ValueCopy(nil)
-		return err
-	})
+	v, err := s.get([]byte(metaPrefix + name))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

@@ -218,22 +218,28 @@ func (s *Store) Apps() ([]App, error) {
 // Wasm returns the module bytes stored under digest, or an error wrapping
 // ErrNotFound.
 func (s *Store) Wasm(digest string) ([]byte, error) {
-	var b []byte
+	v, err := s.get([]byte(wasmPrefix + digest))
+	if err != nil {
+		return nil, fmt.Errorf("wasm %s: %w", digest, err)
+	}
+	return v, nil
+}
+
+// get returns a copy of the value under key, or ErrNotFound.
+func (s *Store) get(key []byte) ([]byte, error) {
+	var v []byte
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(wasmPrefix + digest))
+		item, err := txn.Get(key)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		b, err = item.ValueCopy(nil)
+		v, err = item.ValueCopy(nil)
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("wasm %s: %w", digest, err)
-	}
-	return b, nil
+	return v, err
 }
 
 func getApp(txn *badger.Txn, name string) (App, error) {
