@@ -98,22 +98,8 @@ func TestDeferredJobs(t *testing.T) {
 	clk := &testClock{t: h0.Add(10 * time.Minute)}
 	ta, ticks := carbonAgent(t, data, key, clk, h0)
 
-	// The tiny kv guest compiles fast even under the race detector; a
-	// deferred write shows when it ran through what a later read sees.
-	wasm, err := os.ReadFile(filepath.Join("..", "guests", "caps", "kv.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := artifact.ParseManifest([]byte("name = \"kv\"\nversion = \"1.0.0\"\nwasm = \"kv.wasm\"\n[[routes]]\npath = \"/kv\"\n" +
-		"[capabilities]\nkv = [\"default\"]\n[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1h\"\nregions = [\"eu\"]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := deploy.Push(context.Background(), m, wasm, deploy.Options{Client: hubClient(t, ta.Agent), Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "install", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
+	// A deferred write shows when it ran through what a later read sees.
+	seq := deployKV(t, ta.Agent, key, "[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1h\"\nregions = [\"eu\"]\n", ta)
 
 	resp, body := ta.do(t, http.MethodPost, "/kv?set&colour&blue", "payload")
 	loc := resp.Header.Get("Location")
@@ -132,7 +118,7 @@ func TestDeferredJobs(t *testing.T) {
 	// Restart: the job is still there and planned again.
 	ta.stop()
 	ta, ticks = carbonAgent(t, data, key, clk, h0)
-	waitFor(t, "reinstall", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
+	waitFor(t, "reinstall", func() bool { got, _ := ta.Installed("kv"); return got == seq })
 	if v := ta.job(t, loc); v.State != jobs.StateScheduled || !v.ScheduledAt.Equal(clean) {
 		t.Fatalf("after restart %+v", v)
 	}
@@ -188,6 +174,31 @@ func TestDeferredJobs(t *testing.T) {
 	}
 }
 
+// deployKV deploys the tiny kv guest, which compiles fast even under the
+// race detector, with its /kv route, the default KV namespace and the
+// manifest tables given, through the hub hub runs; it waits until every
+// agent in on installed it and returns the release's sequence.
+func deployKV(t *testing.T, hub *Agent, key ed25519.PrivateKey, tables string, on ...*testAgent) uint64 {
+	t.Helper()
+	wasm, err := os.ReadFile(filepath.Join("..", "guests", "caps", "kv.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := artifact.ParseManifest([]byte("name = \"kv\"\nversion = \"1.0.0\"\nwasm = \"kv.wasm\"\n[[routes]]\npath = \"/kv\"\n" +
+		"[capabilities]\nkv = [\"default\"]\n" + tables))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := deploy.Push(context.Background(), m, wasm, deploy.Options{Client: hubClient(t, hub), Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ta := range on {
+		waitFor(t, "install", func() bool { got, _ := ta.Installed("kv"); return got == res.Release.Sequence })
+	}
+	return res.Release.Sequence
+}
+
 func carbonStatusOf(t *testing.T, ta *testAgent) CarbonStatus {
 	t.Helper()
 	resp, err := http.Get("http://" + ta.AdminAddr().String() + "/carbon")
@@ -238,21 +249,7 @@ func TestScheduledRuns(t *testing.T) {
 	clk := &testClock{t: h0.Add(-50 * time.Minute)}
 	ta, ticks := carbonAgent(t, data, key, clk, h0)
 
-	wasm, err := os.ReadFile(filepath.Join("..", "guests", "caps", "kv.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := artifact.ParseManifest([]byte("name = \"kv\"\nversion = \"1.0.0\"\nwasm = \"kv.wasm\"\n[[routes]]\npath = \"/kv\"\n" +
-		"[capabilities]\nkv = [\"default\"]\n[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1h\"\n" +
-		"[[deferrable.schedules]]\ncron = \"0 0 * * *\"\nwindow = \"6h\"\npath = \"/kv?set&colour&night\"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := deploy.Push(context.Background(), m, wasm, deploy.Options{Client: hubClient(t, ta.Agent), Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "install", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
+	seq := deployKV(t, ta.Agent, key, "[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1h\"\n[[deferrable.schedules]]\ncron = \"0 0 * * *\"\nwindow = \"6h\"\npath = \"/kv?set&colour&night\"\n", ta)
 	ticks <- time.Time{} // the schedule is seen: from now on
 	ticks <- time.Time{}
 	if st := ta.jobs.Status(); st.Queued != 0 {
@@ -276,7 +273,7 @@ func TestScheduledRuns(t *testing.T) {
 	// Restart: still one job, none added.
 	ta.stop()
 	ta, ticks = carbonAgent(t, data, key, clk, h0)
-	waitFor(t, "reinstall", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
+	waitFor(t, "reinstall", func() bool { got, _ := ta.Installed("kv"); return got == seq })
 	ticks <- time.Time{}
 	if st := ta.jobs.Status(); st.Queued != 1 || st.Next[0].ID != v.ID {
 		t.Fatalf("after restart: %+v", st)

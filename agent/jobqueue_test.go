@@ -4,13 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/tern-edge/tern/artifact"
-	"github.com/tern-edge/tern/deploy"
 	"github.com/tern-edge/tern/jobs"
 	ternsync "github.com/tern-edge/tern/sync"
 )
@@ -32,23 +28,8 @@ func TestDeferredJobAdopted(t *testing.T) {
 	for _, c := range ticks {
 		c <- time.Time{}
 	}
-	wasm, err := os.ReadFile(filepath.Join("..", "guests", "caps", "kv.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := artifact.ParseManifest([]byte("name = \"kv\"\nversion = \"1.0.0\"\nwasm = \"kv.wasm\"\n[[routes]]\npath = \"/kv\"\n" +
-		"[capabilities]\nkv = [\"default\"]\n[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1m\"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	hc := hubClient(t, hub.Agent)
-	res, err := deploy.Push(context.Background(), m, wasm, deploy.Options{Client: hc, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ta := range leaves {
-		waitFor(t, "install", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
-	}
+	deployKV(t, hub.Agent, key, "[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1m\"\n", leaves...)
 	queued := func() []ternsync.QueuedJob {
 		var out []ternsync.QueuedJob
 		if err := hc.QueuedJobs(context.Background(), "pop", func(_ uint64, _ time.Time, j ternsync.QueuedJob) error { out = append(out, j); return nil }); err != nil {

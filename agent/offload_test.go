@@ -5,8 +5,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tern-edge/tern/artifact"
-	"github.com/tern-edge/tern/deploy"
 	"github.com/tern-edge/tern/gpu"
 	"github.com/tern-edge/tern/jobs"
 	"github.com/tern-edge/tern/wasmhost"
@@ -67,22 +64,7 @@ func TestOffloadDeferredJobs(t *testing.T) {
 	dirty, clean := leaves[0], leaves[1]
 	ticks <- time.Time{} // the first step has read the forecast
 
-	wasm, err := os.ReadFile(filepath.Join("..", "guests", "caps", "kv.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := artifact.ParseManifest([]byte("name = \"kv\"\nversion = \"1.0.0\"\nwasm = \"kv.wasm\"\n[[routes]]\npath = \"/kv\"\n" +
-		"[capabilities]\nkv = [\"default\"]\n[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1m\"\nregions = [\"eu\"]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := deploy.Push(context.Background(), m, wasm, deploy.Options{Client: hubClient(t, hub.Agent), Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ta := range leaves {
-		waitFor(t, "install", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
-	}
+	deployKV(t, hub.Agent, key, "[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1m\"\nregions = [\"eu\"]\n", leaves...)
 	waitFor(t, "dirty to learn that clean runs kv", func() bool {
 		sites, _ := dirty.fleet.Sites()
 		return len(sites) == 1 && sites[0].Name == "clean" && slices.Contains(sites[0].Apps, "kv") && sites[0].Forecast != nil
@@ -230,22 +212,7 @@ func TestOffloadOutsideRegion(t *testing.T) {
 	paris, oregon := leaves[0], leaves[1]
 	ticks <- time.Time{}
 
-	wasm, err := os.ReadFile(filepath.Join("..", "guests", "caps", "kv.wasm"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := artifact.ParseManifest([]byte("name = \"kv\"\nversion = \"1.0.0\"\nwasm = \"kv.wasm\"\n[[routes]]\npath = \"/kv\"\n" +
-		"[capabilities]\nkv = [\"default\"]\n[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1m\"\nregions = [\"us\"]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := deploy.Push(context.Background(), m, wasm, deploy.Options{Client: hubClient(t, hub.Agent), Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ta := range leaves {
-		waitFor(t, "install", func() bool { seq, _ := ta.Installed("kv"); return seq == res.Release.Sequence })
-	}
+	deployKV(t, hub.Agent, key, "[deferrable]\nmax_delay = \"12h\"\nexpected_runtime = \"1m\"\nregions = [\"us\"]\n", leaves...)
 	waitFor(t, "paris to learn that oregon runs kv", func() bool {
 		sites, _ := paris.fleet.Sites()
 		return len(sites) == 1 && sites[0].Name == "oregon" && slices.Contains(sites[0].Apps, "kv")
