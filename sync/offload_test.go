@@ -53,15 +53,10 @@ func TestOffloadJob(t *testing.T) {
 
 	// Subscriptions propagate asynchronously: wait until both are routed.
 	for _, site := range []string{"clean", "bare"} {
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		waitUntil(t, "site "+site+" to be reachable", func() bool {
 			_, err := hub.OffloadJob(ctx, site, job)
-			if !errors.Is(err, ErrUnreachable) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("site %s never reachable: %v", site, err)
-			}
-		}
+			return !errors.Is(err, ErrUnreachable)
+		})
 	}
 	res, err := hub.OffloadJob(ctx, "clean", job)
 	if err != nil || res.Status != http.StatusCreated || string(res.Body) != "ran payload" || res.Site != "clean" || res.Header.Get("X-Job") != "j1" {
