@@ -1,8 +1,9 @@
 // Package store is Tern's local state on disk: the one badger database of an
-// agent. It holds the last known good release of every installed app (the
-// signed envelope and the wasm bytes), so a restarted agent serves what it
-// served before without reaching the hub. It is the only package that
-// imports badger.
+// agent, and beside it the files of the modules it runs. It holds the last
+// known good release of every installed app (the signed envelope in badger,
+// the wasm bytes in a file named by their digest), so a restarted agent
+// serves what it served before without reaching the hub. It is the only
+// package that imports badger.
 package store
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -21,7 +23,9 @@ var ErrNotFound = errors.New("not found")
 // Key prefixes. Each kind of record has its own prefix so that a scan over
 // one kind never reads another.
 const (
-	appPrefix  = "app/"  // app/<name> -> JSON App
+	appPrefix = "app/" // app/<name> -> JSON App
+	// wasmPrefix held module bytes before they moved to files; Open moves
+	// any it finds.
 	wasmPrefix = "wasm/" // wasm/<digest> -> module bytes
 )
 
@@ -50,7 +54,12 @@ const MaxValueBytes = 64 << 20
 // Store is an open badger database. All methods are safe for concurrent use.
 type Store struct {
 	db     *badger.DB
+	dir    string
 	logger *slog.Logger
+	// apps serializes PutApp and DeleteApp, which decide whether a
+	// module file is still used in a transaction and remove it after the
+	// commit: two at once could remove a file the other just referenced.
+	apps sync.Mutex
 }
 
 // Open opens (or creates) the store in dir. A nil logger discards badger's
@@ -86,7 +95,12 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	return &Store{db: db, logger: logger}, nil
+	s := &Store{db: db, dir: dir, logger: logger}
+	if err := s.openModules(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", dir, err)
+	}
+	return s, nil
 }
 
 // update runs fn in a read-write transaction and syncs the commit to
@@ -110,11 +124,12 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// PutApp records app as installed together with its module bytes, in one
-// transaction: after a crash the store holds either the previous release or
-// this one, never a manifest without its module. Module bytes are shared by
-// digest, and those no app refers to any more are deleted. An app without
-// a module (an origin app) has an empty digest and no wasm bytes.
+// PutApp records app as installed together with its module bytes: the
+// module file is durable before the app record is committed, so after a
+// crash the store holds either the previous release or this one, never a
+// manifest without its module. Module bytes are shared by digest, and
+// those no app refers to any more are deleted. An app without a module (an
+// origin app) has an empty digest and no wasm bytes.
 func (s *Store) PutApp(app App, wasm []byte) error {
 	switch {
 	case app.Name == "":
@@ -126,38 +141,53 @@ func (s *Store) PutApp(app App, wasm []byte) error {
 	if err != nil {
 		return fmt.Errorf("put app %s: %w", app.Name, err)
 	}
+	s.apps.Lock()
+	defer s.apps.Unlock()
+	if app.Digest != "" {
+		if err := s.writeModule(app.Digest, wasm); err != nil {
+			return fmt.Errorf("put app %s@%d: %w", app.Name, app.Sequence, err)
+		}
+	}
+	var unused string
 	err = s.update(func(txn *badger.Txn) error {
 		prev, err := getApp(txn, app.Name)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		if app.Digest != "" {
-			wkey := []byte(wasmPrefix + app.Digest)
-			if _, err := txn.Get(wkey); errors.Is(err, badger.ErrKeyNotFound) {
-				if err := txn.Set(wkey, wasm); err != nil {
-					return err
-				}
-			} else if err != nil {
-				return err
-			}
-		}
 		if err := txn.Set([]byte(appPrefix+app.Name), rec); err != nil {
 			return err
 		}
-		if prev.Digest != "" && prev.Digest != app.Digest {
-			return deleteUnreferenced(txn, prev.Digest)
+		if prev.Digest == "" || prev.Digest == app.Digest {
+			return nil
 		}
-		return nil
+		unused, err = unreferenced(txn, prev.Digest)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("put app %s@%d: %w", app.Name, app.Sequence, err)
 	}
+	s.removeUnused(unused)
 	return nil
+}
+
+// removeUnused removes the module file of digest after the commit that
+// stopped using it; "" removes nothing. A failure only leaves a file that
+// the next Open removes, so it is logged, not returned.
+func (s *Store) removeUnused(digest string) {
+	if digest == "" {
+		return
+	}
+	if err := s.removeModule(digest); err != nil {
+		s.logger.Warn("unused module stays until the next start", "digest", digest, "err", err)
+	}
 }
 
 // DeleteApp removes app and, when no other app uses them, its module bytes.
 // Deleting an absent app is not an error.
 func (s *Store) DeleteApp(name string) error {
+	s.apps.Lock()
+	defer s.apps.Unlock()
+	var unused string
 	err := s.update(func(txn *badger.Txn) error {
 		prev, err := getApp(txn, name)
 		if errors.Is(err, ErrNotFound) {
@@ -172,11 +202,13 @@ func (s *Store) DeleteApp(name string) error {
 		if prev.Digest == "" {
 			return nil
 		}
-		return deleteUnreferenced(txn, prev.Digest)
+		unused, err = unreferenced(txn, prev.Digest)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("delete app %s: %w", name, err)
 	}
+	s.removeUnused(unused)
 	return nil
 }
 
@@ -218,7 +250,7 @@ func (s *Store) Apps() ([]App, error) {
 // Wasm returns the module bytes stored under digest, or an error wrapping
 // ErrNotFound.
 func (s *Store) Wasm(digest string) ([]byte, error) {
-	v, err := s.get([]byte(wasmPrefix + digest))
+	v, err := s.readModule(digest)
 	if err != nil {
 		return nil, fmt.Errorf("wasm %s: %w", digest, err)
 	}
@@ -257,21 +289,21 @@ func getApp(txn *badger.Txn, name string) (App, error) {
 	return app, nil
 }
 
-// deleteUnreferenced deletes the module bytes of digest unless an app record
-// in txn still refers to them.
-func deleteUnreferenced(txn *badger.Txn, digest string) error {
+// unreferenced returns digest if no app record in txn (which already holds
+// this transaction's changes) refers to it any more, or "" if one does.
+func unreferenced(txn *badger.Txn, digest string) (string, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(appPrefix), PrefetchValues: true})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		var app App
 		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &app) }); err != nil {
-			return err
+			return "", err
 		}
 		if app.Digest == digest {
-			return nil
+			return "", nil
 		}
 	}
-	return txn.Delete([]byte(wasmPrefix + digest))
+	return digest, nil
 }
 
 // badgerLogger adapts badger's printf-style logger to slog. Badger logs
