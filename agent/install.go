@@ -130,7 +130,10 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 	app, err := a.runtime.Load(ctx, wasmhost.AppConfig{
 		Name:   rel.App,
 		Digest: rel.Digest,
-		Wasm:   wasm,
+		// The watcher and loadInstalled check the bytes against the
+		// signed digest before they get here (artifact.Release.CheckBytes).
+		Verified: true,
+		Wasm:     wasm,
 		Limits: wasmhost.Limits{
 			MemoryBytes:      uint64(m.Limits.Memory),
 			Timeout:          time.Duration(m.Limits.Timeout),

@@ -23,7 +23,8 @@ type Installer interface {
 	Installed(app string) (sequence uint64, digest string)
 	// Install compiles, persists and routes rel; on error nothing changes
 	// and the previous release keeps serving. wasm is nil for a release
-	// without a module (an origin app).
+	// without a module (an origin app); otherwise its digest has been
+	// checked against rel.Digest.
 	Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error
 }
 

@@ -75,11 +75,15 @@ func (l Limits) resolve(app string) (Limits, uint32, error) {
 type AppConfig struct {
 	Name   string // app name, for logs and metrics
 	Digest string // "sha256:<hex>" of Wasm; the compile-cache key ("" = computed)
-	Wasm   []byte
-	Limits Limits
-	Env    map[string]string // extra environment variables granted by the manifest
-	Dirs   map[string]string // guest path -> host directory, mounted READ-ONLY; none = no filesystem
-	Clock  bool              // real wall/monotonic clock; false = wazero's fake clocks
+	// Verified says the caller has checked Digest against Wasm, so Load
+	// need not hash a large module again. The compiled module is shared
+	// by digest: a wrong Digest here would serve one app another's code.
+	Verified bool
+	Wasm     []byte
+	Limits   Limits
+	Env      map[string]string // extra environment variables granted by the manifest
+	Dirs     map[string]string // guest path -> host directory, mounted READ-ONLY; none = no filesystem
+	Clock    bool              // real wall/monotonic clock; false = wazero's fake clocks
 
 	// AllowedHosts are the destinations the guest may reach with WAGI's
 	// outbound HTTP (wasi_experimental_http): "https://api.example.com",

@@ -150,10 +150,13 @@ func (r *Runtime) Load(ctx context.Context, cfg AppConfig) (*App, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("load app: empty name")
 	}
-	sum := sha256.Sum256(cfg.Wasm)
-	digest := "sha256:" + hex.EncodeToString(sum[:])
-	if cfg.Digest != "" && cfg.Digest != digest {
-		return nil, fmt.Errorf("app %s: digest %s, wasm is %s: %w", cfg.Name, cfg.Digest, digest, ErrDigestMismatch)
+	digest := cfg.Digest
+	if !cfg.Verified || digest == "" {
+		sum := sha256.Sum256(cfg.Wasm)
+		digest = "sha256:" + hex.EncodeToString(sum[:])
+		if cfg.Digest != "" && cfg.Digest != digest {
+			return nil, fmt.Errorf("app %s: digest %s, wasm is %s: %w", cfg.Name, cfg.Digest, digest, ErrDigestMismatch)
+		}
 	}
 	limits, pages, err := cfg.Limits.resolve(cfg.Name)
 	if err != nil {
@@ -274,6 +277,11 @@ func (r *Runtime) engine(ctx context.Context, pages uint32) (*engine, error) {
 	}
 	rc := wazero.NewRuntimeConfig().
 		WithCompilationCache(r.cache).
+		// DWARF would let a guest's trap name source lines, but wazero
+		// keeps a copy of every custom section of every compiled module
+		// for it: memory per app on a node of thousands, and a copy per
+		// install. Traps still name functions (from the name section).
+		WithDebugInfoEnabled(false).
 		WithMemoryLimitPages(pages).
 		WithCloseOnContextDone(true)
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)

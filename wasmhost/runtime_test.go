@@ -149,6 +149,24 @@ func TestLoadMatchingDigest(t *testing.T) {
 	must(t, app.Close(context.Background()))
 }
 
+// TestLoadVerifiedDigestSharesModule loads the same bytes with a digest
+// the caller verified and without one: both must find one compiled module
+// under the same key, so trusting the caller's digest changes nothing but
+// the hashing.
+func TestLoadVerifiedDigestSharesModule(t *testing.T) {
+	h := newHost(t)
+	ctx := context.Background()
+	wasm := guest(t, "hello/hello.wasm")
+	verified, err := h.Load(ctx, AppConfig{Name: "a", Wasm: wasm, Digest: "sha256:" + helloDigest(t), Verified: true})
+	must(t, err)
+	defer verified.Close(ctx)
+	computed, err := h.Load(ctx, AppConfig{Name: "b", Wasm: wasm})
+	must(t, err)
+	defer computed.Close(ctx)
+	equal(t, "compiled modules", h.moduleCount(), 1)
+	equal(t, "module key", verified.mod.key, computed.mod.key)
+}
+
 func helloDigest(t *testing.T) string {
 	t.Helper()
 	h := newHost(t)
