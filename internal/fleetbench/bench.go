@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	gosync "sync"
@@ -294,6 +295,13 @@ func (f *fleet) measureHubWithAgents(ctx context.Context, rep *report) error {
 // install), then o.rounds times, timing each.
 func (f *fleet) converge(ctx context.Context, rep *report) error {
 	for v := range f.o.rounds + 1 {
+		if v == 1 && f.o.cpuProfile != "" {
+			stop, err := startCPUProfile(f.o.cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
 		r, err := f.deployRound(ctx, v+1)
 		if err != nil {
 			return fmt.Errorf("deploy %d: %w", v+1, err)
@@ -567,4 +575,21 @@ func describeMachine() string {
 		}
 	}
 	return fmt.Sprintf("%d × %s, %s %s/%s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// startCPUProfile starts profiling this process's CPU into path and
+// returns the function that stops it and closes the file.
+func startCPUProfile(path string) (stop func(), err error) {
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		out.Close()
+	}, nil
 }

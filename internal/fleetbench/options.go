@@ -27,6 +27,7 @@ type options struct {
 	data       string
 	clkTck     int
 	inproc     bool
+	cpuProfile string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -47,6 +48,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tern, "tern", "", "tern binary to run (default: go build ./cmd/tern into the data directory)")
 	fs.StringVar(&o.guest, "guest", "guests/hello", "directory of the hello guest the module is built from")
 	fs.StringVar(&o.data, "data", "", "directory for every process's data (default: a temporary one, removed at the end)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process over the measured deploys to `file` (with -inproc it covers the agents)")
 	fs.IntVar(&o.clkTck, "clk-tck", 100, "clock ticks per second of /proc/<pid>/stat (getconf CLK_TCK)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
