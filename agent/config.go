@@ -15,7 +15,6 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/tern-edge/tern/artifact"
-	"github.com/tern-edge/tern/store"
 	ternsync "github.com/tern-edge/tern/sync"
 )
 
@@ -188,8 +187,8 @@ func (c Config) Validate() error {
 	if c.GCPercent < 0 {
 		return fmt.Errorf("gc_percent = %d: must not be negative", c.GCPercent)
 	}
-	if c.MaxArtifact <= 0 || c.MaxArtifact > store.MaxValueBytes {
-		return fmt.Errorf("max_artifact = %s: must lie in (0, %s], what the store keeps as one value", c.MaxArtifact, artifact.Size(store.MaxValueBytes))
+	if c.MaxArtifact <= 0 || c.MaxArtifact > MaxArtifactCeiling {
+		return fmt.Errorf("max_artifact = %s: must lie in (0, %s]: a module is held whole in memory while it is verified and compiled", c.MaxArtifact, artifact.Size(MaxArtifactCeiling))
 	}
 	if c.Expired != "" && c.Expired != "serve" && c.Expired != "refuse" {
 		return fmt.Errorf("expired = %q: want serve or refuse", c.Expired)
@@ -263,6 +262,9 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// MaxArtifactCeiling is the largest max_artifact a configuration may set.
+const MaxArtifactCeiling = 1 << 30
 
 // DefaultGCPercent is the garbage collector target an agent runs with:
 // four times Go's default, measured to lift function throughput by half

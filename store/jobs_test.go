@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // TestJobsSurviveReopen writes a job in two steps (accepted with its
@@ -91,5 +93,46 @@ func TestJobMarks(t *testing.T) {
 	}
 	if b, err := s.JobBlob("j1", "request"); err != nil || string(b) != "r" {
 		t.Fatalf("blob: %q, %v", b, err)
+	}
+}
+
+// TestJobBlobsInParts stores a blob larger than a value-log file, which
+// badger refuses as one value, replaces it with a shorter one (no part of
+// the longer may remain), and reads a blob as earlier versions wrote it:
+// one value under the blob's own key.
+func TestJobBlobsInParts(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	big := make([]byte, MaxValueBytes+blobPart/2)
+	for i := range big {
+		big[i] = byte(i / blobPart)
+	}
+	if err := s.PutJob("j", []byte("r"), map[string][]byte{"result": big}); err != nil {
+		t.Fatalf("blob of %d bytes: %v", len(big), err)
+	}
+	if b, err := s.JobBlob("j", "result"); err != nil || !bytes.Equal(b, big) {
+		t.Fatalf("big blob read back: %d bytes, %v", len(b), err)
+	}
+	if err := s.PutJob("j", []byte("r"), map[string][]byte{"result": []byte("short")}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.JobBlob("j", "result"); err != nil || string(b) != "short" {
+		t.Fatalf("replaced blob = %d bytes %.10q, %v", len(b), b, err)
+	}
+	if err := s.PutJob("j", []byte("r"), map[string][]byte{"empty": nil}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.JobBlob("j", "empty"); err != nil || len(b) != 0 {
+		t.Fatalf("empty blob = %q, %v", b, err)
+	}
+
+	if err := s.update(func(txn *badger.Txn) error { return txn.Set(jobBlobKey("old", "request"), []byte("whole")) }); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.JobBlob("old", "request"); err != nil || string(b) != "whole" {
+		t.Fatalf("blob in the earlier layout = %q, %v", b, err)
+	}
+	if err := s.PutJob("j", nil, map[string][]byte{"a/b": nil}); err == nil {
+		t.Error("blob name with a slash accepted")
 	}
 }

@@ -25,8 +25,12 @@ func (s *Store) KVGet(namespace, key string) ([]byte, error) {
 	return v, nil
 }
 
-// KVSet stores value under key in namespace.
+// KVSet stores value under key in namespace. A value larger than
+// MaxValueBytes is refused.
 func (s *Store) KVSet(namespace, key string, value []byte) error {
+	if len(value) > MaxValueBytes {
+		return fmt.Errorf("kv set %s/%q: value of %d bytes: at most %d", namespace, key, len(value), MaxValueBytes)
+	}
 	if err := s.update(func(txn *badger.Txn) error { return txn.Set(kvKey(namespace, key), value) }); err != nil {
 		return fmt.Errorf("kv set %s/%q: %w", namespace, key, err)
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -26,5 +27,17 @@ func TestKVNamespacesAreDisjoint(t *testing.T) {
 	}
 	if err := s.KVDelete("a", "never"); err != nil {
 		t.Fatalf("delete absent key: %v", err)
+	}
+}
+
+func TestKVSetRefusesValueOverLimit(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	err := s.KVSet("a", "big", make([]byte, MaxValueBytes+1))
+	if err == nil || !strings.Contains(err.Error(), "at most 16777216") {
+		t.Fatalf("KVSet of %d bytes = %v, want a refusal naming the limit", MaxValueBytes+1, err)
+	}
+	if err := s.KVSet("a", "max", make([]byte, MaxValueBytes)); err != nil {
+		t.Fatalf("KVSet of exactly the limit: %v", err)
 	}
 }

@@ -41,15 +41,17 @@ type App struct {
 	Envelope []byte `json:"envelope"`
 }
 
-// MaxValueBytes is the largest value the store holds, such as a module:
-// the size of badger's value-log files, which must hold a value whole.
+// MaxValueBytes is the largest single value the store holds, such as an
+// app's KV value: the size of badger's value-log files, which must hold a
+// value whole. Cache bodies and job blobs are stored in parts of 1 MiB and
+// modules are files, so none of them is bound by it.
 //
-// Smaller files than badger's 1 GiB default, because badger syncs a
+// Small files rather than badger's 1 GiB default, because badger syncs a
 // value-log file when it rotates to the next, and that sync stalls the
-// writes behind it in proportion to the file's size: a cache filling 100 KB
-// misses saw an 88 ms p99 with 256 MiB files, 54 ms with 64 MiB (16 MiB
-// gave 15 ms, but would cap modules at 16 MiB).
-const MaxValueBytes = 64 << 20
+// writes behind it in proportion to the file's size: a cache filling 100
+// KB misses saw an 88 ms p99 with 256 MiB files, 53 ms with 64 MiB and 15
+// ms with 16 MiB (docs/CACHE.md).
+const MaxValueBytes = 16 << 20
 
 // Store is an open badger database. All methods are safe for concurrent use.
 type Store struct {

@@ -30,7 +30,7 @@ func TestCommands(t *testing.T) {
 	badConf := write("bad.conf", "version = 1\nlisen = \":1\"\n")
 	oldConf := write("old.conf", "version = 7\n")
 	badCompression := write("compression.conf", "version = 1\n[hub]\ncompression = \"gzip\"\n")
-	bigArtifacts := write("big.conf", "version = 1\nmax_artifact = \"1GiB\"\n")
+	bigArtifacts := write("big.conf", "version = 1\nmax_artifact = \"2GiB\"\n")
 	badApp := write("badapp/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\ncolour = \"red\"\n[[routes]]\npath = \"/x\"\n")
 	noWasm := write("nowasm/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\n[[routes]]\npath = \"/x\"\n")
 	write("notwasm/tern.toml", "name = \"x\"\nversion = \"1.0.0\"\nwasm = \"x.wasm\"\n[[routes]]\npath = \"/x\"\n")
@@ -50,7 +50,7 @@ func TestCommands(t *testing.T) {
 		{"check good config", []string{"check", goodConf}, 0, "ok"},
 		{"check config with unknown key", []string{"check", badConf}, 1, `unknown key "lisen"`},
 		{"check config of another version", []string{"check", oldConf}, 1, "version = 7"},
-		{"check config with too large modules", []string{"check", bigArtifacts}, 1, `max_artifact = 1GiB: must lie in (0, 64MiB]`},
+		{"check config with too large modules", []string{"check", bigArtifacts}, 1, `max_artifact = 2GiB: must lie in (0, 1GiB]`},
 		{"check config with unknown compression", []string{"check", badCompression}, 1, `hub.compression: leaf compression "gzip": want off, fast, better, best or auto`},
 		{"hub with unknown compression", []string{"hub", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--leaf-compression", "zip"}, 1, `leaf compression "zip"`},
 		{"check sample app", []string{"check", filepath.Join("..", "..", "guests", "hello")}, 0, "app hello 1.0.0: ok"},
