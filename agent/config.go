@@ -93,7 +93,9 @@ type HubConfig struct {
 	Creds string `toml:"creds"`
 	// Compression is the S2 compression of what the agent sends over its
 	// leaf link (and, running the hub itself, what the hub sends to other
-	// agents' leaf nodes): off, fast, better, best or auto. Empty: fast.
+	// agents' leaf nodes): off, fast, better, best, auto or auto-fast
+	// (uncompressed over links up to 10 ms round trip, fast beyond).
+	// Empty: auto-fast.
 	Compression string `toml:"compression"`
 	// PasswordFile holds the password of user "agent" on a hub that
 	// requires one (tern hub --agent-password-file).

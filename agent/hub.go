@@ -107,7 +107,8 @@ type HubOptions struct {
 	AgentPassword     string
 	PublisherPassword string
 	// LeafCompression is the S2 compression of what the hub sends to
-	// agents' leaf nodes: off, fast, better, best or auto; empty: fast.
+	// agents' leaf nodes: off, fast, better, best, auto or auto-fast;
+	// empty: auto-fast.
 	LeafCompression string
 	Logger          *slog.Logger
 }

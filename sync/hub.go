@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,8 +40,9 @@ type HubConfig struct {
 	Upstream *Upstream
 	// LeafCompression is the S2 compression of what this server sends over
 	// leaf-node links, both those it accepts and its upstream: "off",
-	// "fast", "better", "best", or "auto" (chosen by round-trip time).
-	// Empty means "fast". See CheckCompression.
+	// "fast", "better", "best", "auto" (nats-server's level by round-trip
+	// time) or "auto-fast" (none up to 10 ms, fast beyond). Empty means
+	// "auto-fast". See CheckCompression.
 	LeafCompression string
 	// Cluster, when set, makes this server one node of a clustered hub.
 	Cluster *Cluster
@@ -151,7 +153,7 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts.LeafNode.Compression.Mode = compression
+	opts.LeafNode.Compression = compression
 	if cfg.LeafListen != "" {
 		host, port, err := splitHostPort(cfg.LeafListen)
 		if err != nil {
@@ -201,7 +203,7 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 			urls = append(urls, u)
 		}
 		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: urls, Credentials: up.Creds,
-			Compression: server.CompressionOpts{Mode: compression}}}
+			Compression: compression}}
 		// Reconnect quickly: a gateway whose uplink returns should
 		// converge within seconds.
 		opts.LeafNode.ReconnectInterval = time.Second
@@ -275,16 +277,20 @@ func (n natsLogger) Debugf(f string, a ...any)  { n.l.Debug(fmt.Sprintf(f, a...)
 func (n natsLogger) Tracef(f string, a ...any)  {}
 
 // Leaf-link compression modes a configuration may name.
-var compressionModes = map[string]string{
-	"off":    server.CompressionOff,
-	"fast":   server.CompressionS2Fast,
-	"better": server.CompressionS2Better,
-	"best":   server.CompressionS2Best,
-	"auto":   server.CompressionS2Auto,
+var compressionModes = map[string]server.CompressionOpts{
+	"off":    {Mode: server.CompressionOff},
+	"fast":   {Mode: server.CompressionS2Fast},
+	"better": {Mode: server.CompressionS2Better},
+	"best":   {Mode: server.CompressionS2Best},
+	"auto":   {Mode: server.CompressionS2Auto},
+	// nats-server's auto mode with two levels: uncompressed up to the
+	// first round-trip time, S2 fast up to the second and beyond it.
+	"auto-fast": {Mode: server.CompressionS2Auto, RTTThresholds: []time.Duration{10 * time.Millisecond, 24 * time.Hour}},
 }
 
 // CheckCompression reports whether mode names a leaf-link compression
-// mode: off, fast, better, best or auto (empty means fast).
+// mode: off, fast, better, best, auto or auto-fast (empty means
+// auto-fast).
 func CheckCompression(mode string) error {
 	_, err := leafCompression(mode)
 	return err
@@ -292,19 +298,25 @@ func CheckCompression(mode string) error {
 
 // leafCompression maps a configured compression mode to nats-server's.
 //
-// Tern's default is "fast" rather than nats-server's "auto": auto picks the
-// level from the link's round-trip time, and a saturated link or a busy
-// gateway has a long one, so auto escalates to the most expensive level
-// exactly when the machine can least afford it. Fast compresses wasm
-// modules about as well for a fraction of the CPU, and passes
-// incompressible data through almost for free.
-func leafCompression(mode string) (string, error) {
+// Tern's default, "auto-fast", sends uncompressed over links with a round
+// trip of up to 10 ms (a LAN, a data centre, the same machine), where
+// compressing costs CPU on both ends and saves no time, and S2 "fast"
+// over slower links. It is not nats-server's "auto", which also picks the
+// level from the round-trip time but climbs to "better" and "best" as it
+// grows: a saturated uplink or a busy gateway has a long one, so auto
+// escalates to the most expensive level exactly when the machine can
+// least afford it. Fast compresses wasm modules about as well for a
+// fraction of the CPU, and passes incompressible data through almost for
+// free.
+func leafCompression(mode string) (server.CompressionOpts, error) {
 	if mode == "" {
-		mode = "fast"
+		mode = "auto-fast"
 	}
 	m, ok := compressionModes[mode]
 	if !ok {
-		return "", fmt.Errorf("leaf compression %q: want off, fast, better, best or auto", mode)
+		return server.CompressionOpts{}, fmt.Errorf("leaf compression %q: want off, fast, better, best, auto or auto-fast", mode)
 	}
+	// A copy: nats-server normalizes the options it is given in place.
+	m.RTTThresholds = slices.Clone(m.RTTThresholds)
 	return m, nil
 }
