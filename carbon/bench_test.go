@@ -61,3 +61,27 @@ func BenchmarkPlannerReplan(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/job")
 }
+
+// BenchmarkForecast is the cost of one forecast as the agent makes it: 35
+// days of hourly history (FromHistory's lookback), 48 hours ahead.
+func BenchmarkForecast(b *testing.B) {
+	const days = 35
+	vals := make([]float64, days*24)
+	for i := range vals {
+		vals[i] = 250 + 100*math.Sin(float64(i)/24*2*math.Pi) + 40*math.Sin(float64(i)/97) + float64(i%7)
+	}
+	c, err := NewCurve(t0, time.Hour, vals)
+	if err != nil {
+		b.Fatal(err)
+	}
+	at := t0.Add(days * 24 * time.Hour)
+	for _, f := range []Forecaster{SeasonalBlend{}, SeasonalRegression{}} {
+		b.Run(f.Name(), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := f.Forecast(c, at, 48*time.Hour); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

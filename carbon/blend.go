@@ -8,9 +8,9 @@ import (
 
 // SeasonalBlend forecasts a slot as its seasonal profile plus the latest
 // deviation from the profile, weighted by how much of such a deviation has
-// persisted that far ahead in the recent past. It is the default
-// forecaster from history; docs/CARBON.md compares it with [SeasonalNaive]
-// on the shared traces.
+// persisted that far ahead in the recent past. [SeasonalRegression], the
+// default forecaster from history, shares its profile and falls back to it;
+// docs/CARBON.md compares them on the shared traces.
 //
 // The profile of a slot is the mean of the same time of day over the
 // previous Days periods, the j-th most recent weighted DayWeight^(j−1), so

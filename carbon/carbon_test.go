@@ -100,7 +100,7 @@ func TestFutureIsNotRead(t *testing.T) {
 	shuffled := append([]float64(nil), vals...)
 	future := shuffled[cut:]
 	rng.Shuffle(len(future), func(i, j int) { future[i], future[j] = future[j], future[i] })
-	for _, f := range []Forecaster{SeasonalNaive{}, SeasonalNaive{Days: 7}, SeasonalNaive{Days: 3, Level: 1, Decay: 6 * time.Hour}, SeasonalBlend{}, SeasonalBlend{Fit: 3 * 24 * time.Hour}} {
+	for _, f := range []Forecaster{SeasonalNaive{}, SeasonalNaive{Days: 7}, SeasonalNaive{Days: 3, Level: 1, Decay: 6 * time.Hour}, SeasonalBlend{}, SeasonalBlend{Fit: 3 * 24 * time.Hour}, SeasonalRegression{}, SeasonalRegression{Fit: 3 * 24 * time.Hour}} {
 		a, err := f.Forecast(hourlyCurve(t, vals...).Until(at), at, 36*time.Hour)
 		if err != nil {
 			t.Fatal(err)

@@ -14,9 +14,9 @@
 //     label of whichever answered.
 //   - [Curve] turns readings of any interval, fixed or changing, into a
 //     regular grid whose exact averages over any span the planner reads.
-//   - [SeasonalBlend] (the default) and [SeasonalNaive] forecast from history
-//     when a provider has no forecast; they read only what was known at the
-//     decision time.
+//   - [SeasonalRegression] (the default), [SeasonalBlend] and
+//     [SeasonalNaive] forecast from history when a provider has no
+//     forecast; they read only what was known at the decision time.
 //   - [Planner] places jobs on (site, start) pairs: lowest expected emissions
 //     (net of reused heat) over the runtime, within the deadline, without
 //     overbooking a slot, re-planned whenever a forecast changes. Its clock is

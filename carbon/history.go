@@ -21,7 +21,7 @@ import (
 type FromHistory struct {
 	// History serves the recorded readings.
 	History HistoryProvider
-	// Forecaster makes the forecast; nil means [SeasonalBlend]'s defaults.
+	// Forecaster makes the forecast; nil means [SeasonalRegression]'s defaults.
 	Forecaster Forecaster
 	// Step is the grid of the forecast; 0 means 1 hour.
 	Step time.Duration
@@ -93,7 +93,7 @@ func (h *FromHistory) Forecast(ctx context.Context, region string, from, to time
 	if time.Duration(known)*step < minHist {
 		return nil, fmt.Errorf("forecast from history of %s: %v recorded, want %v: %w", region, time.Duration(known)*step, minHist, ErrNoData)
 	}
-	var f Forecaster = SeasonalBlend{}
+	var f Forecaster = SeasonalRegression{}
 	if h.Forecaster != nil {
 		f = h.Forecaster
 	}

@@ -14,9 +14,10 @@ var benchForecasters = []carbon.Forecaster{
 	carbon.SeasonalNaive{Days: 7},
 	carbon.SeasonalNaive{Days: 3, Level: 1, Decay: 6 * time.Hour},
 	carbon.SeasonalBlend{},
+	carbon.SeasonalRegression{},
 }
 
-// heldOut splits the benchmark year: SeasonalBlend's defaults were chosen
+// heldOut splits the benchmark year: the forecasters' defaults were chosen
 // on jobs arriving before it and are judged on the jobs from it on.
 var heldOut = time.Date(2020, 7, 1, 0, 0, 0, 0, time.UTC)
 

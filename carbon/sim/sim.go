@@ -41,7 +41,7 @@ type Config struct {
 	// Arrivals are seen at the first decision at or after them.
 	Step time.Duration
 	// Forecaster forecasts each site from its own history at every decision;
-	// nil means carbon.SeasonalBlend{}, the best of Tern's forecasters on
+	// nil means carbon.SeasonalRegression{}, the best of Tern's forecasters on
 	// the shared traces (docs/CARBON.md).
 	Forecaster carbon.Forecaster
 	// Perfect gives Tern's planner the actual future instead of a forecast,
@@ -115,7 +115,7 @@ func Run(cfg Config) (Report, error) {
 		cfg.Step = time.Hour
 	}
 	if cfg.Forecaster == nil {
-		cfg.Forecaster = carbon.SeasonalBlend{}
+		cfg.Forecaster = carbon.SeasonalRegression{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

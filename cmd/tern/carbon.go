@@ -57,7 +57,7 @@ func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) er
 	seed := fs.Uint64("seed", 1, "seed of the generated workload")
 	step := fs.Duration("step", time.Hour, "decision interval and planner grid")
 	capacity := fs.Int("capacity", 0, "jobs each site runs at once (0: unlimited)")
-	fc := fs.String("forecast", "blend", "Tern's forecast: blend (14-day seasonal profile blended with the latest deviation), seasonal (7-day seasonal mean), naive (yesterday), level (3-day mean with level correction), or oracle (perfect knowledge)")
+	fc := fs.String("forecast", "regression", "Tern's forecast: regression (14-day seasonal profile with a correction fitted per horizon), blend (14-day seasonal profile blended with the latest deviation), seasonal (7-day seasonal mean), naive (yesterday), level (3-day mean with level correction), or oracle (perfect knowledge)")
 	plot := fs.String("plot", "", "write an SVG of the first site's intensity with the chosen start times")
 	plotDays := fs.Int("plot-days", 7, "days of the simulation to plot, from its start")
 	fs.Usage = func() {
@@ -74,6 +74,8 @@ func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	cfg := sim.Config{Step: *step}
 	switch *fc {
+	case "regression":
+		cfg.Forecaster = carbon.SeasonalRegression{}
 	case "blend":
 		cfg.Forecaster = carbon.SeasonalBlend{}
 	case "seasonal":
@@ -85,7 +87,7 @@ func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) er
 	case "oracle":
 		cfg.Perfect = true
 	default:
-		return fmt.Errorf("--forecast %q: want blend, seasonal, naive, level or oracle", *fc)
+		return fmt.Errorf("--forecast %q: want regression, blend, seasonal, naive, level or oracle", *fc)
 	}
 	for _, path := range traces {
 		rs, err := readTraceFile(path)
