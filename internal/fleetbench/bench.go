@@ -319,6 +319,27 @@ func (f *fleet) converge(ctx context.Context, rep *report) error {
 			return err
 		}
 	}
+	if f.o.memProfile != "" {
+		return writeHeapProfile(f.o.memProfile)
+	}
+	return nil
+}
+
+// writeHeapProfile writes this process's live heap, after a collection,
+// to path.
+func writeHeapProfile(path string) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	runtime.GC()
+	err = pprof.WriteHeapProfile(out)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
 	return nil
 }
 

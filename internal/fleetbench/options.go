@@ -28,6 +28,7 @@ type options struct {
 	clkTck     int
 	inproc     bool
 	cpuProfile string
+	memProfile string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -49,6 +50,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.guest, "guest", "guests/hello", "directory of the hello guest the module is built from")
 	fs.StringVar(&o.data, "data", "", "directory for every process's data (default: a temporary one, removed at the end)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process over the measured deploys to `file` (with -inproc it covers the agents)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile of this process after the deploys to `file` (with -inproc it covers the agents)")
 	fs.IntVar(&o.clkTck, "clk-tck", 100, "clock ticks per second of /proc/<pid>/stat (getconf CLK_TCK)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
