@@ -46,11 +46,11 @@ type App struct {
 // value whole. Cache bodies and job blobs are stored in parts of 1 MiB and
 // modules are files, so none of them is bound by it.
 //
-// Small files rather than badger's 1 GiB default, because badger syncs a
-// value-log file when it rotates to the next, and that sync stalls the
-// writes behind it in proportion to the file's size: a cache filling 100
-// KB misses saw an 88 ms p99 with 256 MiB files, 53 ms with 64 MiB and 15
-// ms with 16 MiB (docs/CACHE.md).
+// Small files rather than badger's 1 GiB default, because badger closes a
+// full value-log file (truncating and remapping it) when it rotates to the
+// next, and that stalls the writes behind it in proportion to the file's
+// size: a cache filling 100 KB misses saw an 88 ms p99 with 256 MiB files,
+// 53 ms with 64 MiB and 15–28 ms with 16 MiB (docs/CACHE.md).
 const MaxValueBytes = 16 << 20
 
 // Store is an open badger database. All methods are safe for concurrent use.
