@@ -30,6 +30,11 @@ type CacheConfig struct {
 	// serve entries stale by up to this much. 0 serves stale only where
 	// the origin allowed it (stale-if-error).
 	MaxStale artifact.Duration `toml:"max_stale"`
+	// PassTTL is how long a URL whose response could not be stored
+	// (private, no-store, Set-Cookie, Vary: *, no freshness) goes straight
+	// to its origin without request collapsing ("hit-for-pass"). 0 means
+	// cache.DefaultPassTTL (2m); negative disables it.
+	PassTTL artifact.Duration `toml:"pass_ttl"`
 	// AdminToken is the bearer token of the purge API on the admin
 	// listener (/cache). Empty: a random token in data/admin.token.
 	AdminToken string `toml:"admin_token"`
@@ -72,6 +77,7 @@ func (a *Agent) openCache() error {
 		MaxBytes:    int64(cc.MaxSize),
 		MemoryBytes: int64(cc.Memory),
 		MaxStale:    time.Duration(cc.MaxStale),
+		PassTTL:     time.Duration(cc.PassTTL),
 		Name:        "tern",
 		Now:         a.now,
 		Logger:      a.logger.With("component", "cache"),

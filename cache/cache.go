@@ -38,6 +38,7 @@ const ChunkSize = 1 << 20
 const (
 	DefaultHeuristicMax = 24 * time.Hour
 	DefaultGCInterval   = 5 * time.Minute
+	DefaultPassTTL      = 2 * time.Minute
 	DefaultName         = "tern"
 
 	DefaultMemoryBytes       = 64 << 20
@@ -76,6 +77,11 @@ type Config struct {
 	NewTicker func(time.Duration) (<-chan time.Time, func())
 	// Logger receives warnings about storage failures. Default discards.
 	Logger *slog.Logger
+	// PassTTL is how long a URL whose response could not be stored
+	// (private, no-store, Set-Cookie, Vary: *, no freshness) goes straight
+	// to the origin, without request collapsing, before the cache tries
+	// again. Default DefaultPassTTL; negative disables it.
+	PassTTL time.Duration
 }
 
 // Cache is a shared HTTP cache. Its methods are safe for concurrent use.
@@ -86,8 +92,9 @@ type Cache struct {
 	now    func() time.Time
 	logger *slog.Logger
 
-	mu      gosync.Mutex // guards flights
+	mu      gosync.Mutex // guards flights and passes
 	flights map[string]*flight
+	passes  map[string]time.Time // hit-for-pass: primary key → until (pass.go)
 
 	bg gosync.WaitGroup // background revalidations and fills
 }
@@ -120,6 +127,9 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.GCInterval == 0 {
 		cfg.GCInterval = DefaultGCInterval
 	}
+	if cfg.PassTTL == 0 {
+		cfg.PassTTL = DefaultPassTTL
+	}
 	if cfg.Name == "" {
 		cfg.Name = DefaultName
 	}
@@ -142,6 +152,7 @@ func New(cfg Config) (*Cache, error) {
 		now:     cfg.Now,
 		logger:  cfg.Logger,
 		flights: map[string]*flight{},
+		passes:  map[string]time.Time{},
 	}
 	if s, ok := cfg.Storage.(sweeper); ok {
 		if err := s.Sweep(); err != nil {

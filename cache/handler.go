@@ -97,6 +97,10 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if it == nil {
+		if c.passing(pk) {
+			h.hitForPass(w, r, pk)
+			return
+		}
 		fwd := "fwd=uri-miss"
 		if len(c.idx.variants(pk)) > 0 {
 			fwd = "fwd=vary-miss"
@@ -306,11 +310,13 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		f.kind, f.resp, f.reason = outPass, resp, "origin error"
 	default:
 		ok, why := storable(out, parseCacheControl(out.Header), resp, parseCacheControl(resp.Header))
+		pk := primaryKey(out)
 		if !ok {
+			c.markPass(pk, why)
 			f.kind, f.resp, f.reason = outPass, resp, why
 			break
 		}
-		pk := primaryKey(out)
+		c.unmarkPass(pk)
 		nm := &meta{
 			Primary:   pk,
 			Status:    resp.StatusCode,
@@ -604,6 +610,7 @@ func (h *handler) error(w http.ResponseWriter, code int, msg, status string) {
 
 // invalidate removes every variant stored under primary.
 func (c *Cache) invalidate(primary string) int {
+	c.unmarkPass(primary)
 	vs := c.idx.variants(primary)
 	for _, it := range vs {
 		c.drop(it)
