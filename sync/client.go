@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	gosync "sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -66,6 +67,12 @@ type Client struct {
 	js      jetstream.JetStream // releases and modules
 	fleetJS jetstream.JetStream // the hub's domain: heartbeats and modules
 	logger  *slog.Logger
+
+	// hbKV is the fleet bucket PublishHeartbeat last found, kept so that
+	// a heartbeat is one put and not also a stream-info request, which
+	// costs the hub more than the put (see PublishHeartbeat).
+	hbMu gosync.Mutex
+	hbKV jetstream.KeyValue
 }
 
 // Connect connects to the hub described by cfg.

@@ -160,21 +160,35 @@ func (c *Client) createFleet(ctx context.Context, replicas int) (jetstream.KeyVa
 
 // PublishHeartbeat stores hb as its agent's latest state.
 func (c *Client) PublishHeartbeat(ctx context.Context, hb Heartbeat) error {
-	kv, err := c.fleet(ctx, false)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = c.fleet(ctx, true)
-	}
-	if err != nil {
-		return err
-	}
 	b, err := json.Marshal(hb)
 	if err != nil {
 		return fmt.Errorf("heartbeat %s: %w", hb.Agent, err)
 	}
-	if _, err := kv.Put(ctx, hb.Agent, b); err != nil {
-		return fmt.Errorf("heartbeat %s: %w", hb.Agent, err)
+	c.hbMu.Lock()
+	defer c.hbMu.Unlock()
+	for retried := false; ; retried = true {
+		if c.hbKV == nil {
+			kv, err := c.fleet(ctx, false)
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
+				kv, err = c.fleet(ctx, true)
+			}
+			if err != nil {
+				return err
+			}
+			c.hbKV = kv
+		}
+		_, err := c.hbKV.Put(ctx, hb.Agent, b)
+		if err == nil {
+			return nil
+		}
+		// Look the bucket up again: it may have been removed, or the
+		// hub may have lost it. No stream answering means it is gone,
+		// so create it and try once more at once.
+		c.hbKV = nil
+		if retried || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			return fmt.Errorf("heartbeat %s: %w", hb.Agent, err)
+		}
 	}
-	return nil
 }
 
 // Fleet returns every agent's latest heartbeat, ordered by site and agent.
