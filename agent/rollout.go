@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	gosync "sync"
 	"time"
 
 	"github.com/tern-edge/tern/artifact"
@@ -30,6 +31,35 @@ type rolloutController struct {
 }
 
 func (rc *rolloutController) Run(ctx context.Context) error {
+	// Which apps have an active rollout comes from one long-lived watch,
+	// not from listing the bucket every tick: a listing is a new consumer
+	// and reply subscription, and the hub announces every subscription to
+	// every leaf node, so listing once a second cost each of N agents a
+	// stream of subscription updates, forever, rollout or not.
+	var (
+		mu     gosync.Mutex
+		active = map[string]bool{}
+	)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for ctx.Err() == nil {
+			err := rc.c.WatchRollouts(ctx, func(r ternsync.Rollout, _ uint64) {
+				mu.Lock()
+				active[r.App] = r.State == ternsync.RolloutActive
+				mu.Unlock()
+			})
+			if ctx.Err() != nil {
+				return
+			}
+			rc.logger.Debug("rollout watch ended; starting again", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(rolloutTick):
+			}
+		}
+	}()
+	defer func() { <-watched }()
 	t := time.NewTicker(rolloutTick)
 	defer t.Stop()
 	for {
@@ -37,20 +67,32 @@ func (rc *rolloutController) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := rc.step(ctx); err != nil && ctx.Err() == nil {
+			var apps []string
+			mu.Lock()
+			for app, on := range active {
+				if on {
+					apps = append(apps, app)
+				}
+			}
+			mu.Unlock()
+			if err := rc.step(ctx, apps); err != nil && ctx.Err() == nil {
 				rc.logger.Debug("rollout step", "err", err)
 			}
 		}
 	}
 }
 
-func (rc *rolloutController) step(ctx context.Context) error {
-	rolls, revs, err := rc.c.Rollouts(ctx)
-	if err != nil {
-		return err
-	}
+// step advances the rollouts of apps, each read afresh (the watch may
+// not have delivered this node's own last write yet, and the writes are
+// compare-and-set on the revision read), from the fleet's latest
+// heartbeats.
+func (rc *rolloutController) step(ctx context.Context, apps []string) error {
 	var fleet []ternsync.Heartbeat
-	for app, r := range rolls {
+	for _, app := range apps {
+		r, rev, err := rc.c.Rollout(ctx, app)
+		if err != nil {
+			return err
+		}
 		if r.State != ternsync.RolloutActive {
 			continue
 		}
@@ -59,7 +101,7 @@ func (rc *rolloutController) step(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := rc.advance(ctx, r, revs[app], fleet); err != nil {
+		if err := rc.advance(ctx, r, rev, fleet); err != nil {
 			rc.logger.Warn("rollout not advanced", "app", app, "err", err)
 		}
 	}
