@@ -464,3 +464,47 @@ func TestExpiredReleasePolicy(t *testing.T) {
 		t.Fatalf("agent with expired = refuse still serves: %d", code)
 	}
 }
+
+// TestFleetAtRestMakesNoSubscriptions runs a hub and a leaf agent with an
+// app installed and nothing happening: the hub must not add or remove
+// subscriptions, since it announces each one to every leaf node, which at
+// fleet scale is N² messages. The rollout controller once listed the
+// rollouts bucket with a fresh watcher every second (three subscriptions
+// added and removed per tick).
+func TestFleetAtRestMakesNoSubscriptions(t *testing.T) {
+	key := mustKey(t)
+	hubCfg := testConfig(t, t.TempDir())
+	hubCfg.Hub.LeafListen = "127.0.0.1:0"
+	hub := startAgent(t, hubCfg, key)
+	cfg := testConfig(t, t.TempDir())
+	cfg.Hub.URL = hub.hub.LeafURL()
+	leaf := startAgent(t, cfg, key)
+
+	m, hello := readGuest(t, "hello")
+	if _, err := deploy.Push(context.Background(), m, hello, deploy.Options{Client: hubClient(t, hub.Agent), Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the leaf agent to serve hello", func() bool { seq, _ := leaf.Installed("hello"); return seq == 1 })
+
+	changes := func() uint64 {
+		n, err := hub.hub.SubscriptionChanges()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Windows of four rollout ticks, in which the old controller made
+	// twelve changes or more; the first ones may still see the agents'
+	// start-up.
+	for window := 1; ; window++ {
+		before := changes()
+		time.Sleep(4 * rolloutTick)
+		n := changes() - before
+		if n <= 3 {
+			break
+		}
+		if window == 5 {
+			t.Fatalf("%d subscription changes on the hub in %s at rest (window %d), want none", n, 4*rolloutTick, window)
+		}
+	}
+}

@@ -260,6 +260,17 @@ func (h *Hub) ClusterURL() string {
 // LeafConnected reports whether this leaf node is connected to its hub.
 func (h *Hub) LeafConnected() bool { return h.ns.NumLeafNodes() > 0 }
 
+// SubscriptionChanges returns how many subscriptions this server has
+// added and removed since it started, over all accounts. A hub announces
+// every change to every leaf node, so a fleet at rest should make none.
+func (h *Hub) SubscriptionChanges() (uint64, error) {
+	sz, err := h.ns.Subsz(nil)
+	if err != nil {
+		return 0, fmt.Errorf("hub subscriptions: %w", err)
+	}
+	return sz.NumInserts + sz.NumRemoves, nil
+}
+
 // Shutdown stops the server and waits until it has stopped.
 func (h *Hub) Shutdown() {
 	h.ns.Shutdown()
