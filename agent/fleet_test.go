@@ -465,26 +465,28 @@ func TestExpiredReleasePolicy(t *testing.T) {
 	}
 }
 
-// TestFleetAtRestMakesNoSubscriptions runs a hub and a leaf agent with an
-// app installed and nothing happening: the hub must not add or remove
-// subscriptions, since it announces each one to every leaf node, which at
-// fleet scale is N² messages. The rollout controller once listed the
-// rollouts bucket with a fresh watcher every second (three subscriptions
-// added and removed per tick).
+// TestFleetAtRestMakesNoSubscriptions runs a hub and a leaf agent with a
+// deferrable app installed (so both keep a view of the fleet) and nothing
+// happening: the hub must not add or remove subscriptions, since it
+// announces each one to every leaf node, which at fleet scale is N²
+// messages. The rollout controller once listed the rollouts bucket with a
+// fresh watcher every second, and each agent's fleet view read the fleet
+// bucket the same way every heartbeat interval.
 func TestFleetAtRestMakesNoSubscriptions(t *testing.T) {
 	key := mustKey(t)
 	hubCfg := testConfig(t, t.TempDir())
 	hubCfg.Hub.LeafListen = "127.0.0.1:0"
+	// Heartbeats (and the fleet view's reads) every second, like the
+	// rollout ticks, so that each window of the test spans four.
+	hubCfg.Heartbeat = artifact.Duration(time.Second)
 	hub := startAgent(t, hubCfg, key)
 	cfg := testConfig(t, t.TempDir())
 	cfg.Hub.URL = hub.hub.LeafURL()
+	cfg.Heartbeat = artifact.Duration(time.Second)
 	leaf := startAgent(t, cfg, key)
 
-	m, hello := readGuest(t, "hello")
-	if _, err := deploy.Push(context.Background(), m, hello, deploy.Options{Client: hubClient(t, hub.Agent), Key: key}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the leaf agent to serve hello", func() bool { seq, _ := leaf.Installed("hello"); return seq == 1 })
+	// A deferrable app: the agents keep a view of the fleet for offload.
+	deployKV(t, hub.Agent, key, "[deferrable]\nmax_delay = \"1h\"\nexpected_runtime = \"1s\"\n", hub, leaf)
 
 	changes := func() uint64 {
 		n, err := hub.hub.SubscriptionChanges()

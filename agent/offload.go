@@ -29,6 +29,13 @@ type fleetView struct {
 
 	wake chan struct{} // asks for a read now: an app that needs the view was installed
 
+	// latest holds every agent's latest heartbeat as the fleet watch
+	// delivers it; the watch runs only while the view is needed.
+	latestMu    gosync.Mutex
+	latest      map[string]ternsync.Heartbeat
+	stopWatch   context.CancelFunc
+	watchExited chan struct{}
+
 	mu      gosync.Mutex
 	beats   []ternsync.Heartbeat // other sites' fresh heartbeats, one per site
 	peers   []ternsync.Heartbeat // the other agents of this site
@@ -42,13 +49,15 @@ type fleetView struct {
 // arrives, before it runs.
 type offloadHook = func(jobID string)
 
-// run reads the fleet every heartbeat interval until ctx is done, while
+// run keeps the view of the fleet up to date until ctx is done, while
 // some installed app needs it, and adopts the site's orphaned jobs.
 //
-// Reading is skipped otherwise because it is not free at fleet scale:
-// every agent reading every other's heartbeat every interval is N² work
-// for the hub and the leaf links, most of an idle fleet's cost when no
-// app defers work or calls models elsewhere.
+// The view is not kept otherwise because it is not free at fleet scale:
+// every agent receiving every other's heartbeat is N² work for the hub
+// and the leaf links, most of an idle fleet's cost when no app defers
+// work or calls models elsewhere. While it is kept, heartbeats come from
+// one long-lived watch (see ternsync.Client.WatchFleet), not from a
+// fresh read every interval.
 func (v *fleetView) run(ctx context.Context) error {
 	iv := time.Duration(v.a.cfg.Heartbeat)
 	if iv <= 0 {
@@ -56,10 +65,14 @@ func (v *fleetView) run(ctx context.Context) error {
 	}
 	t := time.NewTicker(iv)
 	defer t.Stop()
+	defer v.unwatch()
 	for {
 		if v.needed() {
-			v.refresh(ctx, iv)
+			v.watch(ctx, iv)
+			v.refresh()
 			v.adoptOrphans(ctx, iv)
+		} else {
+			v.unwatch()
 		}
 		select {
 		case <-ctx.Done():
@@ -96,18 +109,67 @@ func (v *fleetView) nudge() {
 	}
 }
 
-// refresh reads the heartbeats once, keeping the freshest of each other
-// site; an unreachable hub keeps the last picture.
-func (v *fleetView) refresh(ctx context.Context, iv time.Duration) {
-	rctx, cancel := context.WithTimeout(ctx, iv)
-	fleet, err := v.a.client.Fleet(rctx)
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil {
-			v.logger.Debug("fleet not read; keeping the last view", "err", err)
-		}
+// watch starts the fleet watch unless it runs. It restarts itself after
+// a failure (the hub unreachable, the bucket not there yet) every iv; the
+// heartbeats already received stay meanwhile.
+func (v *fleetView) watch(ctx context.Context, iv time.Duration) {
+	if v.stopWatch != nil {
 		return
 	}
+	wctx, cancel := context.WithCancel(ctx)
+	exited := make(chan struct{})
+	v.stopWatch, v.watchExited = cancel, exited
+	go func() {
+		defer close(exited)
+		for wctx.Err() == nil {
+			err := v.a.client.WatchFleet(wctx, func(hb ternsync.Heartbeat) {
+				v.latestMu.Lock()
+				if v.latest == nil {
+					v.latest = map[string]ternsync.Heartbeat{}
+				}
+				v.latest[hb.Agent] = hb
+				v.latestMu.Unlock()
+			}, v.nudge) // caught up: rebuild the view now, not an interval later
+			if wctx.Err() != nil {
+				return
+			}
+			v.logger.Debug("fleet watch ended; keeping the last view", "err", err)
+			select {
+			case <-wctx.Done():
+			case <-time.After(iv):
+			}
+		}
+	}()
+}
+
+// unwatch stops the fleet watch, if it runs, and waits for it.
+func (v *fleetView) unwatch() {
+	if v.stopWatch == nil {
+		return
+	}
+	v.stopWatch()
+	<-v.watchExited
+	v.stopWatch, v.watchExited = nil, nil
+}
+
+// refresh rebuilds the view from the latest heartbeats, keeping the
+// freshest of each other site; heartbeats the hub would have dropped by
+// now (older than ternsync.FleetTTL) are forgotten.
+func (v *fleetView) refresh() {
+	v.latestMu.Lock()
+	fleet := make([]ternsync.Heartbeat, 0, len(v.latest))
+	for agent, hb := range v.latest {
+		if time.Since(hb.Time) > ternsync.FleetTTL {
+			delete(v.latest, agent)
+			continue
+		}
+		fleet = append(fleet, hb)
+	}
+	v.latestMu.Unlock()
+	// Map order is random; the view's lists are built in a fixed order.
+	slices.SortFunc(fleet, func(x, y ternsync.Heartbeat) int {
+		return cmp.Or(cmp.Compare(x.Site, y.Site), cmp.Compare(x.Agent, y.Agent))
+	})
 	// Heartbeats carry the senders' wall-clock time, so staleness is
 	// judged on the wall clock, not the agent's injected one.
 	now := time.Now()

@@ -17,9 +17,9 @@ import (
 // by agent ID.
 const FleetBucket = "tern-fleet"
 
-// fleetTTL is how long the hub keeps a heartbeat that is not renewed:
+// FleetTTL is how long the hub keeps a heartbeat that is not renewed:
 // long enough to show an agent as stale for a while before it disappears.
-const fleetTTL = 24 * time.Hour
+const FleetTTL = 24 * time.Hour
 
 // Heartbeat is what an agent reports about itself.
 type Heartbeat struct {
@@ -146,7 +146,7 @@ func (c *Client) createFleet(ctx context.Context, replicas int) (jetstream.KeyVa
 		Bucket:      FleetBucket,
 		Description: "Tern agents' latest heartbeats",
 		History:     1,
-		TTL:         fleetTTL,
+		TTL:         FleetTTL,
 		Replicas:    max(replicas, 1),
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
@@ -187,6 +187,47 @@ func (c *Client) PublishHeartbeat(ctx context.Context, hb Heartbeat) error {
 		c.hbKV = nil
 		if retried || !errors.Is(err, jetstream.ErrNoStreamResponse) {
 			return fmt.Errorf("heartbeat %s: %w", hb.Agent, err)
+		}
+	}
+}
+
+// WatchFleet calls fn with every agent's latest heartbeat and then with
+// each new one as it arrives, and caughtUp once the latest of every agent
+// has been passed, until ctx is done or the watch fails. A bucket that
+// does not exist yet is an error wrapping jetstream.ErrBucketNotFound.
+//
+// One long-lived watch costs the hub one consumer, where reading the
+// fleet with Fleet every interval costs a new consumer and new
+// subscriptions each time, and the hub announces every subscription to
+// every leaf node.
+func (c *Client) WatchFleet(ctx context.Context, fn func(Heartbeat), caughtUp func()) error {
+	kv, err := c.fleet(ctx, false)
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", FleetBucket, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch %s: closed", FleetBucket)
+			}
+			if e == nil {
+				caughtUp()
+				continue
+			}
+			var hb Heartbeat
+			if err := json.Unmarshal(e.Value(), &hb); err != nil {
+				c.logger.Warn("unreadable heartbeat", "agent", e.Key(), "err", err)
+				continue
+			}
+			fn(hb)
 		}
 	}
 }
