@@ -358,6 +358,31 @@ func casPut(ctx context.Context, kv jetstream.KeyValue, key string, value []byte
 	return err
 }
 
+// follow calls fn with each entry w delivers (first the latest of every
+// key, then changes as they come) and caughtUp, if not nil, once those
+// latest ones have all come, until ctx is done or the watch ends; it
+// stops w. bucket names the bucket in errors.
+func follow(ctx context.Context, w jetstream.KeyWatcher, bucket string, fn func(jetstream.KeyValueEntry), caughtUp func()) error {
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch %s: closed", bucket)
+			}
+			if e == nil {
+				if caughtUp != nil {
+					caughtUp()
+				}
+				continue
+			}
+			fn(e)
+		}
+	}
+}
+
 // Entry is one app's current release on the hub.
 type Entry struct {
 	App      string

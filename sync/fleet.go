@@ -209,27 +209,14 @@ func (c *Client) WatchFleet(ctx context.Context, fn func(Heartbeat), caughtUp fu
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", FleetBucket, err)
 	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch %s: closed", FleetBucket)
-			}
-			if e == nil {
-				caughtUp()
-				continue
-			}
-			var hb Heartbeat
-			if err := json.Unmarshal(e.Value(), &hb); err != nil {
-				c.logger.Warn("unreadable heartbeat", "agent", e.Key(), "err", err)
-				continue
-			}
-			fn(hb)
+	return follow(ctx, w, FleetBucket, func(e jetstream.KeyValueEntry) {
+		var hb Heartbeat
+		if err := json.Unmarshal(e.Value(), &hb); err != nil {
+			c.logger.Warn("unreadable heartbeat", "agent", e.Key(), "err", err)
+			return
 		}
-	}
+		fn(hb)
+	}, caughtUp)
 }
 
 // Fleet returns every agent's latest heartbeat, ordered by site and agent.

@@ -205,26 +205,14 @@ func (c *Client) WatchRollouts(ctx context.Context, fn func(r Rollout, revision 
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", RolloutsBucket, err)
 	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch %s: closed", RolloutsBucket)
-			}
-			if e == nil {
-				continue
-			}
-			var r Rollout
-			if err := json.Unmarshal(e.Value(), &r); err != nil {
-				c.logger.Warn("unreadable rollout", "app", e.Key(), "err", err)
-				continue
-			}
-			fn(r, e.Revision())
+	return follow(ctx, w, RolloutsBucket, func(e jetstream.KeyValueEntry) {
+		var r Rollout
+		if err := json.Unmarshal(e.Value(), &r); err != nil {
+			c.logger.Warn("unreadable rollout", "app", e.Key(), "err", err)
+			return
 		}
-	}
+		fn(r, e.Revision())
+	}, nil)
 }
 
 // Rollouts returns every app's latest rollout with its revision.

@@ -103,33 +103,24 @@ func (t *TrustWatcher) watch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", TrustBucket, err)
 	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch %s: closed", TrustBucket)
-			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			list, err := artifact.OpenPublishers(e.Value(), t.cfg.Roots)
-			if err == nil && list.Sequence == t.cfg.Installed() {
-				continue
-			}
-			if err == nil {
-				err = list.CheckFresh(t.cfg.Now(), t.cfg.Installed())
-			}
-			if err == nil {
-				err = t.cfg.Accept(ctx, list, e.Value())
-			}
-			if err != nil {
-				t.cfg.Logger.Warn("publisher list refused", "sequence", list.Sequence, "reason", artifact.Reason(err), "err", err)
-				continue
-			}
-			t.cfg.Logger.Info("publisher list accepted", "sequence", list.Sequence, "keys", len(list.Keys), "expires", list.Expires)
+	return follow(ctx, w, TrustBucket, func(e jetstream.KeyValueEntry) {
+		if e.Operation() != jetstream.KeyValuePut {
+			return
 		}
-	}
+		list, err := artifact.OpenPublishers(e.Value(), t.cfg.Roots)
+		if err == nil && list.Sequence == t.cfg.Installed() {
+			return
+		}
+		if err == nil {
+			err = list.CheckFresh(t.cfg.Now(), t.cfg.Installed())
+		}
+		if err == nil {
+			err = t.cfg.Accept(ctx, list, e.Value())
+		}
+		if err != nil {
+			t.cfg.Logger.Warn("publisher list refused", "sequence", list.Sequence, "reason", artifact.Reason(err), "err", err)
+			return
+		}
+		t.cfg.Logger.Info("publisher list accepted", "sequence", list.Sequence, "keys", len(list.Keys), "expires", list.Expires)
+	}, nil)
 }
