@@ -6,6 +6,23 @@ import (
 	"time"
 )
 
+// hourlyPlanner returns a planner of one local site in region eu, hourly,
+// whose clock reads *now, and a maker of hourly forecasts from t0.
+func hourlyPlanner(t *testing.T, site string, t0 time.Time, now *time.Time) (*Planner, func(v ...float64) *Curve) {
+	t.Helper()
+	p, err := NewPlanner(PlannerConfig{Sites: []Site{{Name: site, Region: "eu"}}, Step: time.Hour, Now: func() time.Time { return *now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, func(v ...float64) *Curve {
+		c, err := CurveFromValues(t0, time.Hour, v, Forecast, Average, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+}
+
 // TestSetRemote plans jobs across the local site and sites learnt from
 // heartbeats: the cleaner remote site wins when it runs the job's app and
 // its transfer still meets the deadline; heat reuse ranks by net while
@@ -13,17 +30,7 @@ import (
 func TestSetRemote(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	now := t0
-	curve := func(v ...float64) *Curve {
-		c, err := CurveFromValues(t0, time.Hour, v, Forecast, Average, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	p, err := NewPlanner(PlannerConfig{Sites: []Site{{Name: "dirty", Region: "eu"}}, Step: time.Hour, Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, curve := hourlyPlanner(t, "dirty", t0, &now)
 	if err := p.SetForecast("dirty", curve(500, 500, 500, 500), "local"); err != nil {
 		t.Fatal(err)
 	}
@@ -89,17 +96,7 @@ func TestSetRemote(t *testing.T) {
 func TestNoAllowedSite(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)
 	now := t0
-	curve := func(v ...float64) *Curve {
-		c, err := CurveFromValues(t0, time.Hour, v, Forecast, Average, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	p, err := NewPlanner(PlannerConfig{Sites: []Site{{Name: "here", Region: "eu"}}, Step: time.Hour, Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, curve := hourlyPlanner(t, "here", t0, &now)
 	if err := p.SetForecast("here", curve(100, 100, 100, 100), "local"); err != nil {
 		t.Fatal(err)
 	}
