@@ -73,6 +73,12 @@ type Client struct {
 	// costs the hub more than the put (see PublishHeartbeat).
 	hbMu gosync.Mutex
 	hbKV jetstream.KeyValue
+
+	// replies receives the answers to calls to other sites (see call).
+	replies replies
+	// leaf says the connection is to an agent's leaf node, whose calls to
+	// other sites the hub relays.
+	leaf bool
 }
 
 // Connect connects to the hub described by cfg.
@@ -140,7 +146,7 @@ func Connect(cfg ConnConfig) (*Client, error) {
 			return nil, fmt.Errorf("jetstream domain %s: %w", cfg.FleetDomain, err)
 		}
 	}
-	return &Client{nc: nc, js: js, fleetJS: fleetJS, logger: logger}, nil
+	return &Client{nc: nc, js: js, fleetJS: fleetJS, logger: logger, leaf: cfg.FleetDomain != ""}, nil
 }
 
 // Close drains the connection: pending messages are delivered first.

@@ -110,8 +110,9 @@ const HubDomain = "hub"
 
 // Hub is a nats-server with JetStream running inside this process.
 type Hub struct {
-	ns   *server.Server
-	opts *server.Options // the server writes chosen ports back here
+	ns    *server.Server
+	opts  *server.Options // the server writes chosen ports back here
+	relay *relay          // when the hub accepts leaf nodes (see relaySubjects)
 }
 
 // DefaultHubListen is the embedded hub's default client address: loopback
@@ -160,6 +161,9 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 			return nil, fmt.Errorf("hub leaf-node address: %w", err)
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
+		// Leaves learn the hub's interest only, not each other's; the
+		// relay carries what sites send each other (relaySubjects).
+		opts.LeafNode.IsolateLeafnodeInterest = true
 	}
 	if cl := cfg.Cluster; cl != nil {
 		host, port, err := splitHostPort(cl.Listen)
@@ -220,7 +224,14 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("hub on %s: not ready after 30s", listen)
 	}
-	return &Hub{ns: ns, opts: opts}, nil
+	h := &Hub{ns: ns, opts: opts}
+	if cfg.LeafListen != "" {
+		if h.relay, err = startRelay(ns, cfg.PublisherPassword); err != nil {
+			ns.Shutdown()
+			return nil, err
+		}
+	}
+	return h, nil
 }
 
 func splitHostPort(addr string) (string, int, error) {
@@ -273,6 +284,9 @@ func (h *Hub) SubscriptionChanges() (uint64, error) {
 
 // Shutdown stops the server and waits until it has stopped.
 func (h *Hub) Shutdown() {
+	if h.relay != nil {
+		h.relay.close()
+	}
 	h.ns.Shutdown()
 	h.ns.WaitForShutdown()
 }

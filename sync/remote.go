@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"strconv"
 	gosync "sync"
 
 	"github.com/nats-io/nats.go"
@@ -35,7 +35,7 @@ const serveQueue = "tern"
 // subject token (a dot would reach another site's subject, a wildcard
 // every site's).
 func siteSubject(prefix, site string) (string, error) {
-	if site == "" || strings.ContainsAny(site, ".*> \t\r\n") {
+	if !validSiteToken(site) {
 		return "", fmt.Errorf("site %q: not usable in subject %s.<site>: %w", site, prefix, ErrInvalidSite)
 	}
 	return prefix + "." + site, nil
@@ -55,7 +55,7 @@ func (c *Client) request(ctx context.Context, subject string, in, out any) error
 	if limit := c.nc.MaxPayload(); limit > 0 && int64(len(b)) > limit {
 		return fmt.Errorf("request %s: %d bytes, limit %d: %w", subject, len(b), limit, ErrTooLarge)
 	}
-	m, err := c.nc.RequestWithContext(ctx, subject, b)
+	m, err := c.call(ctx, subject, b)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return fmt.Errorf("request %s: %w", subject, ErrUnreachable)
 	}
@@ -134,4 +134,80 @@ func (c *Client) serve(ctx context.Context, subject string, logger *slog.Logger,
 	cancel()
 	wg.Wait()
 	return nil
+}
+
+// replies routes the answers to this connection's calls to other sites:
+// one subscription on ReplyPrefix.<id>.*, made on first use, and a
+// channel per call waiting on it.
+type replies struct {
+	mu      gosync.Mutex
+	prefix  string // ReplyPrefix.<id>.
+	sub     *nats.Subscription
+	waiting map[string]chan *nats.Msg
+	next    uint64
+}
+
+// call sends data to subject and returns the first answer, or
+// nats.ErrNoResponders when nobody serves the subject.
+func (c *Client) call(ctx context.Context, subject string, data []byte) (*nats.Msg, error) {
+	reply, ch, err := c.replies.open(c.nc)
+	if err != nil {
+		return nil, err
+	}
+	defer c.replies.forget(reply)
+	m := &nats.Msg{Subject: subject, Reply: reply, Data: data}
+	if c.leaf {
+		// The hub relays it to the site (see relayCalls).
+		m.Header = nats.Header{relayHeader: []string{"1"}}
+	}
+	if err := c.nc.PublishMsg(m); err != nil {
+		return nil, err
+	}
+	select {
+	case m := <-ch:
+		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			return nil, nats.ErrNoResponders
+		}
+		return m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// open returns a new reply subject and the channel its answer arrives on.
+func (r *replies) open(nc *nats.Conn) (string, <-chan *nats.Msg, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sub == nil {
+		prefix := ReplyPrefix + "." + nats.NewInbox()[len(nats.InboxPrefix):] + "."
+		sub, err := nc.Subscribe(prefix+"*", r.deliver)
+		if err != nil {
+			return "", nil, fmt.Errorf("subscribe %s*: %w", prefix, err)
+		}
+		r.prefix, r.sub, r.waiting = prefix, sub, map[string]chan *nats.Msg{}
+	}
+	r.next++
+	reply := r.prefix + strconv.FormatUint(r.next, 36)
+	ch := make(chan *nats.Msg, 1)
+	r.waiting[reply] = ch
+	return reply, ch, nil
+}
+
+// deliver hands an answer to its call; later answers to the same call
+// (another node of a clustered hub, a duplicate) are dropped.
+func (r *replies) deliver(m *nats.Msg) {
+	r.mu.Lock()
+	ch := r.waiting[m.Subject]
+	delete(r.waiting, m.Subject)
+	r.mu.Unlock()
+	if ch != nil {
+		ch <- m
+	}
+}
+
+// forget drops a call that ended without an answer.
+func (r *replies) forget(reply string) {
+	r.mu.Lock()
+	delete(r.waiting, reply)
+	r.mu.Unlock()
 }

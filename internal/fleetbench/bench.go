@@ -83,7 +83,7 @@ func bench(ctx context.Context, o options, logw io.Writer) (_ *report, err error
 		return nil, err
 	}
 
-	if f.hub, err = startHub(ctx, f.o.tern, filepath.Join(data, "hub")); err != nil {
+	if f.hub, err = startHub(ctx, f.o.tern, filepath.Join(data, "hub"), f.o.compress); err != nil {
 		return nil, err
 	}
 	defer func() { f.hub.stop(10 * time.Second) }()
@@ -167,16 +167,21 @@ func (f *fleet) measureHubAlone(ctx context.Context, rep *report) error {
 // until every one has published a heartbeat to the hub.
 func (f *fleet) startAgents(ctx context.Context, data string, rep *report) error {
 	cfg := filepath.Join(data, "agent.toml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "version = 1\nheartbeat = %q\n", f.o.heartbeat.String()), 0o600); err != nil {
+	toml := fmt.Appendf(nil, "version = 1\nheartbeat = %q\n", f.o.heartbeat.String())
+	if f.o.compress != "" {
+		toml = fmt.Appendf(toml, "\n[hub]\ncompression = %q\n", f.o.compress)
+	}
+	if err := os.WriteFile(cfg, toml, 0o600); err != nil {
 		return err
 	}
 	args := agentArgs{
-		bin:       f.o.tern,
-		config:    cfg,
-		leafURL:   f.hub.leafURL,
-		trust:     artifact.FormatPublicKey(f.key.Public().(ed25519.PublicKey)),
-		heartbeat: f.o.heartbeat,
-		inproc:    f.o.inproc,
+		bin:         f.o.tern,
+		config:      cfg,
+		leafURL:     f.hub.leafURL,
+		trust:       artifact.FormatPublicKey(f.key.Public().(ed25519.PublicKey)),
+		heartbeat:   f.o.heartbeat,
+		inproc:      f.o.inproc,
+		compression: f.o.compress,
 	}
 	f.agents = make([]*agentProc, f.o.agents)
 	var mu gosync.Mutex

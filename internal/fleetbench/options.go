@@ -27,6 +27,7 @@ type options struct {
 	data       string
 	clkTck     int
 	inproc     bool
+	compress   string
 	cpuProfile string
 	memProfile string
 }
@@ -39,6 +40,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 10, "measured deploys (after one warm-up deploy)")
 	fs.IntVar(&o.purges, "purges", 50, "measured purges (after warm-up)")
 	fs.IntVar(&o.parallel, "parallel", 8, "agents started at a time")
+	fs.StringVar(&o.compress, "leaf-compression", "", "leaf-link compression of the hub and every agent (off, fast, auto-fast, …; empty: their default)")
 	fs.BoolVar(&o.inproc, "inproc", false, "run the agents inside this process (each still with its own leaf node, store, CA and listeners) instead of one `tern agent` process each")
 	fs.TextVar(&o.moduleSize, "module-size", artifact.Size(1<<20), "size of the deployed module, e.g. 1MiB")
 	fs.DurationVar(&o.heartbeat, "heartbeat", 5*time.Second, "agents' heartbeat interval")

@@ -133,9 +133,13 @@ type hubProc struct {
 	clientURL, leafURL string
 }
 
-func startHub(ctx context.Context, bin, dir string) (*hubProc, error) {
+func startHub(ctx context.Context, bin, dir, compression string) (*hubProc, error) {
 	pr, pw := io.Pipe()
-	c, err := startChild("hub", bin, []string{"hub", "--data", dir, "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--log-level", "warn"}, pw, nil)
+	args := []string{"hub", "--data", dir, "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--log-level", "warn"}
+	if compression != "" {
+		args = append(args, "--leaf-compression", compression)
+	}
+	c, err := startChild("hub", bin, args, pw, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +204,7 @@ type agentProc struct {
 // agentArgs are what every agent runs with besides its own directory.
 type agentArgs struct {
 	bin, config, leafURL, trust string
+	compression                 string // empty: the default
 	heartbeat                   time.Duration
 	inproc                      bool // run in this process, not as `tern agent`
 }
@@ -353,6 +358,9 @@ func startInprocAgent(a agentArgs, dir string, i int, onLine func(string)) (*chi
 	cfg.Admin = "127.0.0.1:0"
 	cfg.Site = fmt.Sprintf("site-%03d", i)
 	cfg.Hub.URL = a.leafURL
+	if a.compression != "" {
+		cfg.Hub.Compression = a.compression
+	}
 	cfg.Trust.Publishers = []string{a.trust}
 	cfg.Heartbeat = artifact.Duration(a.heartbeat)
 	if err := cfg.Validate(); err != nil {

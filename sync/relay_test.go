@@ -1,0 +1,111 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+type runnerFunc func(ctx context.Context, job OffloadJob) OffloadResult
+
+func (f runnerFunc) RunOffloaded(ctx context.Context, job OffloadJob) OffloadResult {
+	return f(ctx, job)
+}
+
+type countingPurger struct{ n chan Purge }
+
+func (p countingPurger) Purge(_ context.Context, pg Purge) (int, error) {
+	p.n <- pg
+	return 1, nil
+}
+
+// TestLeavesIsolatedCallsRelayed checks that a hub's leaf nodes do not
+// learn each other's subscriptions, and that what sites send each other
+// still arrives: a call to another site's queue group and its answer, "no
+// responders" for a site nobody serves, a purge and its acknowledgement.
+func TestLeavesIsolatedCallsRelayed(t *testing.T) {
+	hub, err := StartHub(HubConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:0", Domain: HubDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Shutdown()
+	var leaves []*Hub
+	var clients []*Client
+	for _, site := range []string{"a", "b"} {
+		leaf, err := StartHub(HubConfig{Name: "leaf-" + site, Dir: t.TempDir(), Listen: "-", Domain: "leaf-" + site, Upstream: &Upstream{URL: hub.LeafURL()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer leaf.Shutdown()
+		waitUntil(t, "leaf link "+site, leaf.LeafConnected)
+		c, err := Connect(ConnConfig{Server: leaf, Name: site, FleetDomain: HubDomain})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		leaves, clients = append(leaves, leaf), append(clients, c)
+	}
+	a, b := clients[0], clients[1]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go b.ServeJobs(ctx, "b", runnerFunc(func(_ context.Context, job OffloadJob) OffloadResult {
+		return OffloadResult{Status: 200, Body: []byte("ran " + job.ID)}
+	}), nil)
+	purges := countingPurger{n: make(chan Purge, 4)}
+	go b.ServePurges(ctx, "agent-b", "b", purges, nil)
+
+
+	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+	defer ccancel()
+	// Until site b's subscription has reached the hub, b is unreachable.
+	var res OffloadResult
+	waitUntil(t, "an offload from a to b", func() bool {
+		res, err = a.OffloadJob(cctx, "b", OffloadJob{ID: "j1"})
+		if err != nil && !errors.Is(err, ErrUnreachable) {
+			t.Fatalf("offload from a to b: %v", err)
+		}
+		return err == nil
+	})
+	if string(res.Body) != "ran j1" {
+		t.Fatalf("offload from a to b: %+v", res)
+	}
+	// Leaf a holds the hub's interest (the relay's) and not leaf b's.
+	acc := leaves[0].ns.GlobalAccount()
+	if n, relays := acc.Interest(JobsSubjectPrefix+".b"), acc.Interest(JobsSubjectPrefix+".\x00"); n != relays {
+		t.Errorf("leaf a knows %d subscriptions on %s.b, want only the hub's %d", n, JobsSubjectPrefix, relays)
+	}
+
+	start := time.Now()
+	if _, err := a.OffloadJob(cctx, "nowhere", OffloadJob{ID: "j2"}); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("offload to a site nobody serves: %v, want ErrUnreachable", err)
+	} else if waited := time.Since(start); waited > 5*time.Second {
+		t.Errorf("ErrUnreachable after %s: the relay should answer at once", waited)
+	}
+	// From the hub itself too: the relay's subscription must not make a
+	// site nobody serves look served.
+	hc, err := Connect(ConnConfig{URL: hub.ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	if _, err := hc.OffloadJob(cctx, "nowhere", OffloadJob{ID: "j3"}); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("offload from the hub to a site nobody serves: %v, want ErrUnreachable", err)
+	}
+	if res, err := hc.OffloadJob(cctx, "b", OffloadJob{ID: "j4"}); err != nil || string(res.Body) != "ran j4" {
+		t.Fatalf("offload from the hub to b: %+v, %v", res, err)
+	}
+	select {
+	case p := <-purges.n:
+		t.Fatalf("purge %+v before any was sent", p)
+	default:
+	}
+
+	acks, err := a.PublishPurge(cctx, Purge{URLs: []string{"https://x/y"}}, 1, 5*time.Second)
+	if err != nil || len(acks) != 1 || acks[0].Agent != "agent-b" {
+		t.Fatalf("purge from leaf a: acks %+v, %v; want agent-b's", acks, err)
+	}
+	if p := <-purges.n; len(p.URLs) != 1 {
+		t.Fatalf("purge at b: %+v", p)
+	}
+}
