@@ -14,8 +14,7 @@ import (
 // every answer of an agent's own leaf node and must stay on the site.
 const ReplyPrefix = "tern.reply"
 
-// relaySubjects are the subjects on which one site reaches another
-// through the hub.
+// The subjects on which one site reaches another through the hub.
 //
 // A hub that accepts leaf nodes isolates their interest from each other:
 // a leaf learns only the subscriptions of the hub itself, not those of
@@ -23,32 +22,39 @@ const ReplyPrefix = "tern.reply"
 // subscriptions of all the others (N² in all): with 100 agents that was
 // most of the hub's memory and of every agent's heap. The price is that
 // a leaf forwards a message to the hub only if the hub itself is
-// interested, so the hub holds a subscription on each of these subjects;
-// it then routes a message to whichever leaves subscribe, as it knows all
-// of them.
-var relaySubjects = []string{JobsSubjectPrefix + ".>", AISubjectPrefix + ".>", PurgeSubject, ReplyPrefix + ".>"}
-
+// interested, so the hub's relay subscribes to these subjects.
+//
+// relayPlain are delivered by the hub itself once a leaf forwards them:
+// the hub knows which leaves subscribe. The relay subscribes plainly (in
+// a clustered hub each node's relay gets a copy and drops it).
+//
 // relayCalls are the prefixes of calls to a site (prefix.<site>), which
 // the agents of the site serve as one queue group. A leaf forwards a
-// message to the hub with the names of the queue groups it knows to want
-// it, and the hub delivers it to those groups alone; an isolated leaf
-// knows none, so the relay delivers a call from a leaf (marked with
-// relayHeader) to the site's group itself. It also answers "no
-// responders" when no agent of the site listens, as the server would have
-// without the relay's subscription.
-var relayCalls = []string{JobsSubjectPrefix, AISubjectPrefix}
+// message with the names of the queue groups it knows to want it, and
+// the hub delivers it to those groups alone; an isolated leaf knows only
+// the relay's group, so the relay delivers a call from a leaf (marked
+// with relayHeader) to the site's group itself, once, whichever hub node
+// takes it. It also answers "no responders" when no agent of the site
+// listens, as the server would have without the relay's subscription.
+var (
+	relayPlain = []string{PurgeSubject, ReplyPrefix + ".>"}
+	relayCalls = []string{JobsSubjectPrefix, AISubjectPrefix}
+)
+
+// relayQueue is the relay's queue group on relayCalls.
+const relayQueue = "tern-relay"
 
 // relayHeader marks a call sent from a leaf node, for the hub's relay to
 // deliver to the site's queue group.
 const relayHeader = "Tern-Relay"
 
-// relay is the hub's subscription on relaySubjects. In a clustered hub
-// every node has one, and each gets a copy of what is relayed.
+// relay is the hub's subscriptions on relayPlain and relayCalls; in a
+// clustered hub every node has one.
 type relay struct {
 	nc *nats.Conn
 }
 
-// startRelay subscribes the hub to relaySubjects through an in-process
+// startRelay subscribes the hub to relayPlain and relayCalls through an in-process
 // connection; password is the publisher's on an authenticating hub.
 func startRelay(ns *server.Server, password string) (*relay, error) {
 	opts := []nats.Option{nats.InProcessServer(ns), nats.Name("tern-relay"), nats.MaxReconnects(-1)}
@@ -60,13 +66,16 @@ func startRelay(ns *server.Server, password string) (*relay, error) {
 		return nil, fmt.Errorf("hub relay: %w", err)
 	}
 	acc := ns.GlobalAccount()
-	for _, subject := range relaySubjects {
-		// Plain subscriptions, not a queue group: a leaf forwards a
-		// message that only a queue group wants to that group alone, and
-		// the hub would then not route it on to the leaves.
-		if _, err := nc.Subscribe(subject, func(m *nats.Msg) { relayCall(nc, acc, m) }); err != nil {
+	for _, subject := range relayPlain {
+		if _, err := nc.Subscribe(subject, func(*nats.Msg) {}); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("hub relay %s: %w", subject, err)
+		}
+	}
+	for _, prefix := range relayCalls {
+		if _, err := nc.QueueSubscribe(prefix+".>", relayQueue, func(m *nats.Msg) { relayCall(nc, acc, prefix, m) }); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("hub relay %s.>: %w", prefix, err)
 		}
 	}
 	if err := nc.Flush(); err != nil {
@@ -83,30 +92,24 @@ func startRelay(ns *server.Server, password string) (*relay, error) {
 // queue group. The relay's own subscriptions, on this node and on the
 // other nodes of a cluster, are counted through a subject that only they
 // match: siteSubject refuses control characters in site names.
-func relayCall(nc *nats.Conn, acc *server.Account, m *nats.Msg) {
+func relayCall(nc *nats.Conn, acc *server.Account, prefix string, m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	for _, prefix := range relayCalls {
-		if !strings.HasPrefix(m.Subject, prefix+".") {
-			continue
-		}
-		if acc.Interest(m.Subject) <= acc.Interest(prefix+".\x00") {
-			m.RespondMsg(&nats.Msg{Header: nats.Header{"Status": []string{"503"}}})
-			return
-		}
-		if m.Header.Get(relayHeader) == "" {
-			return // delivered by the server: a call from the hub itself, or relayed already
-		}
-		fwd := &nats.Msg{Subject: m.Subject, Reply: m.Reply, Data: m.Data, Header: nats.Header{}}
-		for k, v := range m.Header {
-			if k != relayHeader {
-				fwd.Header[k] = v
-			}
-		}
-		nc.PublishMsg(fwd)
+	if acc.Interest(m.Subject) <= acc.Interest(prefix+".\x00") {
+		m.RespondMsg(&nats.Msg{Header: nats.Header{"Status": []string{"503"}}})
 		return
 	}
+	if m.Header.Get(relayHeader) == "" {
+		return // delivered by the server: a call from the hub itself, or relayed already
+	}
+	fwd := &nats.Msg{Subject: m.Subject, Reply: m.Reply, Data: m.Data, Header: nats.Header{}}
+	for k, v := range m.Header {
+		if k != relayHeader {
+			fwd.Header[k] = v
+		}
+	}
+	nc.PublishMsg(fwd)
 }
 
 // close ends the relay's subscriptions.

@@ -3,6 +3,9 @@ package sync
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	gosync "sync"
 	"testing"
 	"time"
 )
@@ -25,41 +28,93 @@ func (p countingPurger) Purge(_ context.Context, pg Purge) (int, error) {
 // still arrives: a call to another site's queue group and its answer, "no
 // responders" for a site nobody serves, a purge and its acknowledgement.
 func TestLeavesIsolatedCallsRelayed(t *testing.T) {
-	hub, err := StartHub(HubConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:0", Domain: HubDomain})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Shutdown()
-	var leaves []*Hub
-	var clients []*Client
-	for _, site := range []string{"a", "b"} {
-		leaf, err := StartHub(HubConfig{Name: "leaf-" + site, Dir: t.TempDir(), Listen: "-", Domain: "leaf-" + site, Upstream: &Upstream{URL: hub.LeafURL()}})
+	t.Run("hub", func(t *testing.T) {
+		hub, err := StartHub(HubConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:0", Domain: HubDomain})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer leaf.Shutdown()
+		t.Cleanup(hub.Shutdown)
+		testRelay(t, hub, hub, hub)
+	})
+	// Leaves on different nodes: each node's relay sees the call, and
+	// the site must still run it once.
+	t.Run("cluster", func(t *testing.T) {
+		var addrs, routes []string
+		for range 3 {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs, routes = append(addrs, ln.Addr().String()), append(routes, "nats-route://"+ln.Addr().String())
+			ln.Close()
+		}
+		nodes := make([]*Hub, 3)
+		var wg gosync.WaitGroup
+		for i := range nodes {
+			wg.Go(func() {
+				n, err := StartHub(HubConfig{Name: fmt.Sprintf("hub-%d", i), Dir: t.TempDir(), Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:0",
+					Domain: HubDomain, Cluster: &Cluster{Name: "tern", Listen: addrs[i], Routes: routes}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				t.Cleanup(n.Shutdown)
+				nodes[i] = n
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		testRelay(t, nodes[2], nodes[0], nodes[1])
+	})
+}
+
+// testRelay runs site a on a leaf of hubA and site b on a leaf of hubB,
+// and checks calls, "no responders", purges and isolation; hub is where
+// a publisher connects.
+func testRelay(t *testing.T, hub, hubA, hubB *Hub) {
+	var leaves []*Hub
+	var clients []*Client
+	for site, up := range map[string]*Hub{"a": hubA, "b": hubB} {
+		leaf, err := StartHub(HubConfig{Name: "leaf-" + site, Dir: t.TempDir(), Listen: "-", Domain: "leaf-" + site, Upstream: &Upstream{URL: up.LeafURL()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(leaf.Shutdown)
 		waitUntil(t, "leaf link "+site, leaf.LeafConnected)
 		c, err := Connect(ConnConfig{Server: leaf, Name: site, FleetDomain: HubDomain})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
-		leaves, clients = append(leaves, leaf), append(clients, c)
+		t.Cleanup(c.Close)
+		if site == "a" {
+			leaves, clients = append([]*Hub{leaf}, leaves...), append([]*Client{c}, clients...)
+		} else {
+			leaves, clients = append(leaves, leaf), append(clients, c)
+		}
 	}
 	a, b := clients[0], clients[1]
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var runsMu gosync.Mutex
+	runs := map[string]int{}
 	go b.ServeJobs(ctx, "b", runnerFunc(func(_ context.Context, job OffloadJob) OffloadResult {
+		runsMu.Lock()
+		runs[job.ID]++
+		runsMu.Unlock()
 		return OffloadResult{Status: 200, Body: []byte("ran " + job.ID)}
 	}), nil)
 	purges := countingPurger{n: make(chan Purge, 4)}
 	go b.ServePurges(ctx, "agent-b", "b", purges, nil)
 
-
 	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
 	defer ccancel()
 	// Until site b's subscription has reached the hub, b is unreachable.
-	var res OffloadResult
+	var (
+		res OffloadResult
+		err error
+	)
 	waitUntil(t, "an offload from a to b", func() bool {
 		res, err = a.OffloadJob(cctx, "b", OffloadJob{ID: "j1"})
 		if err != nil && !errors.Is(err, ErrUnreachable) {
@@ -107,5 +162,19 @@ func TestLeavesIsolatedCallsRelayed(t *testing.T) {
 	}
 	if p := <-purges.n; len(p.URLs) != 1 {
 		t.Fatalf("purge at b: %+v", p)
+	}
+
+	// Every call ran once at b, whatever the number of relays; j1 may
+	// have been retried while b's subscription was on its way.
+	time.Sleep(200 * time.Millisecond) // a duplicate would arrive by now
+	runsMu.Lock()
+	defer runsMu.Unlock()
+	for id, n := range runs {
+		if n != 1 {
+			t.Errorf("job %s ran %d times at b, want once", id, n)
+		}
+	}
+	if len(runs) != 2 {
+		t.Errorf("jobs run at b: %v, want j1 and j4", runs)
 	}
 }
