@@ -95,7 +95,7 @@ type HubConfig struct {
 	// leaf link (and, running the hub itself, what the hub sends to other
 	// agents' leaf nodes): off, fast, better, best, auto or auto-fast
 	// (uncompressed over links up to 10 ms round trip, fast beyond).
-	// Empty: auto-fast.
+	// Empty: off; "fast" suits uplinks where bytes cost.
 	Compression string `toml:"compression"`
 	// PasswordFile holds the password of user "agent" on a hub that
 	// requires one (tern hub --agent-password-file).

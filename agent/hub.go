@@ -108,7 +108,7 @@ type HubOptions struct {
 	PublisherPassword string
 	// LeafCompression is the S2 compression of what the hub sends to
 	// agents' leaf nodes: off, fast, better, best, auto or auto-fast;
-	// empty: auto-fast.
+	// empty: off.
 	LeafCompression string
 	Logger          *slog.Logger
 }

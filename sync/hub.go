@@ -42,7 +42,7 @@ type HubConfig struct {
 	// leaf-node links, both those it accepts and its upstream: "off",
 	// "fast", "better", "best", "auto" (nats-server's level by round-trip
 	// time) or "auto-fast" (none up to 10 ms, fast beyond). Empty means
-	// "auto-fast". See CheckCompression.
+	// "off". See leafCompression.
 	LeafCompression string
 	// Cluster, when set, makes this server one node of a clustered hub.
 	Cluster *Cluster
@@ -314,8 +314,7 @@ var compressionModes = map[string]server.CompressionOpts{
 }
 
 // CheckCompression reports whether mode names a leaf-link compression
-// mode: off, fast, better, best, auto or auto-fast (empty means
-// auto-fast).
+// mode: off, fast, better, best, auto or auto-fast (empty means off).
 func CheckCompression(mode string) error {
 	_, err := leafCompression(mode)
 	return err
@@ -323,19 +322,22 @@ func CheckCompression(mode string) error {
 
 // leafCompression maps a configured compression mode to nats-server's.
 //
-// Tern's default, "auto-fast", sends uncompressed over links with a round
-// trip of up to 10 ms (a LAN, a data centre, the same machine), where
-// compressing costs CPU on both ends and saves no time, and S2 "fast"
-// over slower links. It is not nats-server's "auto", which also picks the
-// level from the round-trip time but climbs to "better" and "best" as it
-// grows: a saturated uplink or a busy gateway has a long one, so auto
-// escalates to the most expensive level exactly when the machine can
-// least afford it. Fast compresses wasm modules about as well for a
-// fraction of the CPU, and passes incompressible data through almost for
-// free.
+// Tern's default is "off". nats-server's auto modes frame every message
+// in S2 even while they choose not to compress (checksummed uncompressed
+// blocks), with S2 buffers of about a megabyte per link end: with 100
+// agents that was 0.45 MiB of hub memory per idle agent, 500 MiB more
+// after ten 1 MiB deploys, and slower deploys (docs/FLEET.md). Over a LAN
+// or a data centre, compression saves no time anyway. "fast" is for
+// uplinks where bytes cost (cellular gateways, thin WAN links): it
+// compresses wasm modules well for little CPU and passes incompressible
+// data almost for free. "auto-fast" is nats-server's auto mode limited to
+// none up to a 10 ms round trip and fast beyond; nats-server's own "auto"
+// climbs to "better" and "best" as the round trip grows, so a saturated
+// uplink or a busy gateway gets the most expensive level exactly when it
+// can least afford it.
 func leafCompression(mode string) (server.CompressionOpts, error) {
 	if mode == "" {
-		mode = "auto-fast"
+		mode = "off"
 	}
 	m, ok := compressionModes[mode]
 	if !ok {

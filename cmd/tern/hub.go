@@ -19,7 +19,7 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.Data, "data", ".tern-hub", "directory for the hub's JetStream files")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:4222", "client address for publishers and tools (tern deploy --hub)")
 	fs.StringVar(&o.LeafListen, "leaf-listen", "127.0.0.1:7422", "address agents connect to as leaf nodes (tern agent --hub)")
-	fs.StringVar(&o.LeafCompression, "leaf-compression", "auto-fast", "S2 compression of what the hub sends agents: off, fast, better, best, auto or auto-fast (none up to 10 ms round trip, fast beyond)")
+	fs.StringVar(&o.LeafCompression, "leaf-compression", "off", "S2 compression of what the hub sends agents: off, fast (for uplinks where bytes cost), better, best, auto or auto-fast (none up to 10 ms round trip, fast beyond)")
 	fs.StringVar(&o.Name, "name", "tern-hub", "server name; unique per cluster node")
 	fs.StringVar(&o.ClusterName, "cluster", "", "cluster name, the same on every node (default tern when clustered)")
 	fs.StringVar(&o.ClusterListen, "cluster-listen", "", "this node's cluster address, e.g. 0.0.0.0:6222")
