@@ -22,42 +22,50 @@ const ReplyPrefix = "tern.reply"
 // subscriptions of all the others (N² in all): with 100 agents that was
 // most of the hub's memory and of every agent's heap. The price is that
 // a leaf forwards a message to the hub only if the hub itself is
-// interested, so the hub's relay subscribes to these subjects.
+// interested, so the hub's relay subscribes to what sites send each
+// other.
 //
 // relayPlain are delivered by the hub itself once a leaf forwards them:
 // the hub knows which leaves subscribe. The relay subscribes plainly (in
-// a clustered hub each node's relay gets a copy and drops it).
+// a clustered hub each node's relay gets a copy).
 //
-// relayCalls are the prefixes of calls to a site (prefix.<site>), which
-// the agents of the site serve as one queue group. A leaf forwards a
-// message with the names of the queue groups it knows to want it, and
-// the hub delivers it to those groups alone; an isolated leaf knows only
-// the relay's group, so the relay delivers a call from a leaf (marked
-// with relayHeader) to the site's group itself, once, whichever hub node
-// takes it. It also answers "no responders" when no agent of the site
-// listens, as the server would have without the relay's subscription.
+// Calls to a site (prefix.<site> for each of relayCalls) are served by
+// the site's agents as one queue group. A leaf forwards a message with
+// the names of the queue groups it knows to want it, and the hub delivers
+// it to those groups alone; an isolated leaf does not know the site's
+// group. So a caller on a leaf sends a call to RelayPrefix.<subject>,
+// which the relay serves as a queue group (once per call, whichever hub
+// node takes it), and the relay publishes it on <subject> with the
+// caller's reply subject, where the hub delivers it to the site's group.
+// Callers on the hub itself call <subject> directly.
 var (
 	relayPlain = []string{PurgeSubject, ReplyPrefix + ".>"}
 	relayCalls = []string{JobsSubjectPrefix, AISubjectPrefix}
 )
 
-// relayQueue is the relay's queue group on relayCalls.
+// RelayPrefix is where a caller on a leaf node sends a call to a site:
+// RelayPrefix.<subject>, for the hub's relay to publish on <subject>.
+const RelayPrefix = "tern.relay"
+
+// relayQueue is the relay's queue group on RelayPrefix.>.
 const relayQueue = "tern-relay"
 
-// relayHeader marks a call sent from a leaf node, for the hub's relay to
-// deliver to the site's queue group.
-const relayHeader = "Tern-Relay"
+// relayedHeader marks a "no responders" answer the relay passed on, which
+// the relays of other hub nodes, also subscribed to the answers, leave
+// alone.
+const relayedHeader = "Tern-Relayed"
 
-// relay is the hub's subscriptions on relayPlain and relayCalls; in a
-// clustered hub every node has one.
+// relay is the hub's subscriptions; in a clustered hub every node has one.
 type relay struct {
 	nc *nats.Conn
 }
 
-// startRelay subscribes the hub to relayPlain and relayCalls through an in-process
-// connection; password is the publisher's on an authenticating hub.
+// startRelay subscribes the hub to relayPlain and RelayPrefix.> through an
+// in-process connection; password is the publisher's on an authenticating
+// hub.
 func startRelay(ns *server.Server, password string) (*relay, error) {
-	opts := []nats.Option{nats.InProcessServer(ns), nats.Name("tern-relay"), nats.MaxReconnects(-1)}
+	// NoEcho: the relay does not receive what it passes on itself.
+	opts := []nats.Option{nats.InProcessServer(ns), nats.Name("tern-relay"), nats.MaxReconnects(-1), nats.NoEcho()}
 	if password != "" {
 		opts = append(opts, nats.UserInfo(PublisherUser, password))
 	}
@@ -65,18 +73,21 @@ func startRelay(ns *server.Server, password string) (*relay, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub relay: %w", err)
 	}
-	acc := ns.GlobalAccount()
-	for _, subject := range relayPlain {
-		if _, err := nc.Subscribe(subject, func(*nats.Msg) {}); err != nil {
+	subscribe := func(subject, queue string, fn nats.MsgHandler) error {
+		if _, err := nc.QueueSubscribe(subject, queue, fn); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("hub relay %s: %w", subject, err)
+			return fmt.Errorf("hub relay %s: %w", subject, err)
 		}
+		return nil
 	}
-	for _, prefix := range relayCalls {
-		if _, err := nc.QueueSubscribe(prefix+".>", relayQueue, func(m *nats.Msg) { relayCall(nc, acc, prefix, m) }); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("hub relay %s.>: %w", prefix, err)
-		}
+	if err := subscribe(PurgeSubject, "", func(*nats.Msg) {}); err != nil {
+		return nil, err
+	}
+	if err := subscribe(ReplyPrefix+".>", "", func(m *nats.Msg) { passNoResponders(nc, m) }); err != nil {
+		return nil, err
+	}
+	if err := subscribe(RelayPrefix+".>", relayQueue, func(m *nats.Msg) { relayCall(nc, m) }); err != nil {
+		return nil, err
 	}
 	if err := nc.Flush(); err != nil {
 		nc.Close()
@@ -85,31 +96,32 @@ func startRelay(ns *server.Server, password string) (*relay, error) {
 	return &relay{nc: nc}, nil
 }
 
-// relayCall answers a call to a site that no agent serves with "no
-// responders" (status 503, as the server itself sends), so that the
-// caller learns at once that nothing ran instead of waiting for its
-// timeout, and delivers a call marked with relayHeader to the site's
-// queue group. The relay's own subscriptions, on this node and on the
-// other nodes of a cluster, are counted through a subject that only they
-// match: siteSubject refuses control characters in site names.
-func relayCall(nc *nats.Conn, acc *server.Account, prefix string, m *nats.Msg) {
+// relayCall publishes a call sent to RelayPrefix.<subject> on <subject>,
+// with the caller's reply subject. When no agent of the site listens, the
+// server answers the relay "no responders" on that reply subject, which
+// passNoResponders passes on to the caller.
+func relayCall(nc *nats.Conn, m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
-	if acc.Interest(m.Subject) <= acc.Interest(prefix+".\x00") {
-		m.RespondMsg(&nats.Msg{Header: nats.Header{"Status": []string{"503"}}})
-		return
-	}
-	if m.Header.Get(relayHeader) == "" {
-		return // delivered by the server: a call from the hub itself, or relayed already
-	}
-	fwd := &nats.Msg{Subject: m.Subject, Reply: m.Reply, Data: m.Data, Header: nats.Header{}}
-	for k, v := range m.Header {
-		if k != relayHeader {
-			fwd.Header[k] = v
+	subject := strings.TrimPrefix(m.Subject, RelayPrefix+".")
+	for _, prefix := range relayCalls {
+		if strings.HasPrefix(subject, prefix+".") {
+			nc.PublishMsg(&nats.Msg{Subject: subject, Reply: m.Reply, Header: m.Header, Data: m.Data})
+			return
 		}
 	}
-	nc.PublishMsg(fwd)
+	passNoResponders(nc, &nats.Msg{Subject: m.Reply, Header: nats.Header{"Status": []string{"503"}}})
+}
+
+// passNoResponders passes a "no responders" answer that the server gave
+// the relay on to the caller whose reply subject it is. The server sends
+// it to the publisher alone, which for a relayed call is the relay.
+func passNoResponders(nc *nats.Conn, m *nats.Msg) {
+	if len(m.Data) != 0 || m.Header.Get("Status") != "503" || m.Header.Get(relayedHeader) != "" {
+		return
+	}
+	nc.PublishMsg(&nats.Msg{Subject: m.Subject, Header: nats.Header{"Status": []string{"503"}, relayedHeader: []string{"1"}}})
 }
 
 // close ends the relay's subscriptions.

@@ -125,10 +125,9 @@ func testRelay(t *testing.T, hub, hubA, hubB *Hub) {
 	if string(res.Body) != "ran j1" {
 		t.Fatalf("offload from a to b: %+v", res)
 	}
-	// Leaf a holds the hub's interest (the relay's) and not leaf b's.
-	acc := leaves[0].ns.GlobalAccount()
-	if n, relays := acc.Interest(JobsSubjectPrefix+".b"), acc.Interest(JobsSubjectPrefix+".\x00"); n != relays {
-		t.Errorf("leaf a knows %d subscriptions on %s.b, want only the hub's %d", n, JobsSubjectPrefix, relays)
+	// Leaf a does not know that leaf b serves site b.
+	if n := leaves[0].ns.GlobalAccount().Interest(JobsSubjectPrefix + ".b"); n != 0 {
+		t.Errorf("leaf a knows %d subscriptions on %s.b, want none", n, JobsSubjectPrefix)
 	}
 
 	start := time.Now()
@@ -150,6 +149,28 @@ func testRelay(t *testing.T, hub, hubA, hubB *Hub) {
 	if res, err := hc.OffloadJob(cctx, "b", OffloadJob{ID: "j4"}); err != nil || string(res.Body) != "ran j4" {
 		t.Fatalf("offload from the hub to b: %+v, %v", res, err)
 	}
+
+	// A site served on the hub itself (an agent with an embedded hub that
+	// accepts leaves): its subscription is the hub's own, which leaf a
+	// knows, and a call from a runs there once, not also through the relay.
+	var hubRunsN int
+	var hubRunsMu gosync.Mutex
+	go hc.ServeJobs(ctx, "h", runnerFunc(func(_ context.Context, job OffloadJob) OffloadResult {
+		hubRunsMu.Lock()
+		hubRunsN++
+		hubRunsMu.Unlock()
+		return OffloadResult{Status: 200, Body: []byte("ran " + job.ID + " at h")}
+	}), nil)
+	waitUntil(t, "an offload from a to h", func() bool {
+		res, err = a.OffloadJob(cctx, "h", OffloadJob{ID: "j5"})
+		if err != nil && !errors.Is(err, ErrUnreachable) {
+			t.Fatalf("offload from a to h: %v", err)
+		}
+		return err == nil
+	})
+	if string(res.Body) != "ran j5 at h" {
+		t.Fatalf("offload from a to h: %+v", res)
+	}
 	select {
 	case p := <-purges.n:
 		t.Fatalf("purge %+v before any was sent", p)
@@ -167,6 +188,11 @@ func testRelay(t *testing.T, hub, hubA, hubB *Hub) {
 	// Every call ran once at b, whatever the number of relays; j1 may
 	// have been retried while b's subscription was on its way.
 	time.Sleep(200 * time.Millisecond) // a duplicate would arrive by now
+	hubRunsMu.Lock()
+	if hubRunsN != 1 {
+		t.Errorf("job j5 ran %d times at h, want once", hubRunsN)
+	}
+	hubRunsMu.Unlock()
 	runsMu.Lock()
 	defer runsMu.Unlock()
 	for id, n := range runs {

@@ -155,12 +155,29 @@ func (c *Client) call(ctx context.Context, subject string, data []byte) (*nats.M
 		return nil, err
 	}
 	defer c.replies.forget(reply)
-	m := &nats.Msg{Subject: subject, Reply: reply, Data: data}
+	to := subject
 	if c.leaf {
-		// The hub relays it to the site (see relayCalls).
-		m.Header = nats.Header{relayHeader: []string{"1"}}
+		// The hub's relay delivers it (see relayCalls).
+		to = RelayPrefix + "." + subject
 	}
-	if err := c.nc.PublishMsg(m); err != nil {
+	m, err := c.await(ctx, ch, to, reply, data)
+	if errors.Is(err, nats.ErrNoResponders) && c.leaf {
+		// No relay (a hub that does not isolate its leaves, where the
+		// leaf knows the site's subscription), or the site unserved, in
+		// which case the leaf answers this at once too.
+		c.replies.forget(reply)
+		if reply, ch, err = c.replies.open(c.nc); err != nil {
+			return nil, err
+		}
+		defer c.replies.forget(reply)
+		m, err = c.await(ctx, ch, subject, reply, data)
+	}
+	return m, err
+}
+
+// await publishes data to subject with reply and waits for the answer on ch.
+func (c *Client) await(ctx context.Context, ch <-chan *nats.Msg, subject, reply string, data []byte) (*nats.Msg, error) {
+	if err := c.nc.PublishRequest(subject, reply, data); err != nil {
 		return nil, err
 	}
 	select {
