@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/deploy"
 
@@ -342,18 +344,62 @@ func TestStagedRollout(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for heartbeats; skipped with -short")
 	}
-	ctx := context.Background()
 	key := mustKey(t)
 	hubCfg := testConfig(t, t.TempDir())
 	hubCfg.Hub.LeafListen = "127.0.0.1:0"
 	hub := startAgent(t, hubCfg, key)
-	pub := hubClient(t, hub.Agent)
+	testStagedRollout(t, key, hubClient(t, hub.Agent), hub.hub.LeafURL())
+}
+
+// TestStagedRolloutOwnNATS runs the same rollouts on a hub that is a plain
+// nats-server with JetStream, with tern controller's work beside it.
+func TestStagedRolloutOwnNATS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for heartbeats; skipped with -short")
+	}
+	opts := &server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true,
+		JetStream: true, JetStreamDomain: ternsync.HubDomain, StoreDir: t.TempDir(),
+		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: server.RANDOM_PORT},
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	connect := func(name string) *ternsync.Client {
+		c, err := ternsync.Connect(ternsync.ConnConfig{URL: ns.ClientURL(), Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- RunController(ctx, ControllerOptions{Conn: ternsync.ConnConfig{URL: ns.ClientURL(), Name: "controller"}})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	leafURL := fmt.Sprintf("nats-leaf://127.0.0.1:%d", opts.LeafNode.Port) // the server writes the port it chose back
+	testStagedRollout(t, mustKey(t), connect("publisher"), leafURL)
+}
+
+// testStagedRollout rolls releases out to three sites linked to leafURL,
+// publishing with pub: one that succeeds wave by wave, one whose first
+// wave fails and is rolled back.
+func testStagedRollout(t *testing.T, key ed25519.PrivateKey, pub *ternsync.Client, leafURL string) {
+	ctx := context.Background()
 	sites := []string{"a", "b", "c"}
 	agents := map[string]*testAgent{}
 	for _, site := range sites {
 		cfg := testConfig(t, t.TempDir())
 		cfg.Site = site
-		cfg.Hub.URL = hub.hub.LeafURL()
+		cfg.Hub.URL = leafURL
 		cfg.Heartbeat = artifact.Duration(time.Second)
 		agents[site] = startAgent(t, cfg, key)
 	}

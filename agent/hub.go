@@ -180,3 +180,67 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 	logger.Info("hub stopping")
 	return nil
 }
+
+// ControllerOptions configure RunController.
+type ControllerOptions struct {
+	// Conn says how to reach the hub (any NATS server or cluster with
+	// JetStream in the domain ternsync.HubDomain) as a publisher.
+	Conn ternsync.ConnConfig
+	// Replicas of the buckets the controller creates when they are
+	// missing (1 to 5; 0 means 1).
+	Replicas int
+	// Ready, when set, is called once the buckets exist and the relay
+	// runs.
+	Ready  func()
+	Logger *slog.Logger
+}
+
+// RunController does the work a tern hub does besides being a NATS
+// server, for a hub that is not one (a NATS cluster of the operator's own),
+// until ctx is done: it creates the fleet's buckets when they are missing,
+// relays what sites send each other (ternsync.Relay; needed where the hub
+// isolates its leaf nodes' interest, harmless elsewhere) and advances
+// staged rollouts. Several may run against one hub: every rollout step is
+// a compare-and-set, so exactly one makes each, and the relay's calls are
+// a queue group.
+func RunController(ctx context.Context, o ControllerOptions) error {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	c, err := ternsync.Connect(o.Conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	replicas := max(o.Replicas, 1)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.EnsureBuckets(cctx, replicas)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		logger.Warn("hub buckets not ready; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	relayConn := o.Conn
+	relayConn.Name = "tern-relay"
+	relay, err := ternsync.StartRelay(relayConn)
+	if err != nil {
+		return err
+	}
+	defer relay.Close()
+	if o.Ready != nil {
+		o.Ready()
+	}
+	rc := &rolloutController{c: c, logger: logger.With("component", "rollout"), now: time.Now}
+	return rc.Run(ctx)
+}

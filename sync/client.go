@@ -59,6 +59,9 @@ type ConnConfig struct {
 	// hub itself.
 	FleetDomain string
 	Logger      *slog.Logger
+
+	// noEcho keeps the connection from receiving its own messages.
+	noEcho bool
 }
 
 // Client is a connection to a hub or to an agent's leaf node.
@@ -113,6 +116,9 @@ func Connect(cfg ConnConfig) (*Client, error) {
 	}
 	if cfg.Retry {
 		opts = append(opts, nats.RetryOnFailedConnect(true))
+	}
+	if cfg.noEcho {
+		opts = append(opts, nats.NoEcho())
 	}
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))

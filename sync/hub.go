@@ -112,7 +112,7 @@ const HubDomain = "hub"
 type Hub struct {
 	ns    *server.Server
 	opts  *server.Options // the server writes chosen ports back here
-	relay *relay          // when the hub accepts leaf nodes (see relaySubjects)
+	relay *Relay          // when the hub accepts leaf nodes (see relayPlain)
 }
 
 // DefaultHubListen is the embedded hub's default client address: loopback
@@ -162,7 +162,7 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 		}
 		opts.LeafNode.Host, opts.LeafNode.Port = host, port
 		// Leaves learn the hub's interest only, not each other's; the
-		// relay carries what sites send each other (relaySubjects).
+		// relay carries what sites send each other (see Relay).
 		opts.LeafNode.IsolateLeafnodeInterest = true
 	}
 	if cl := cfg.Cluster; cl != nil {
@@ -226,7 +226,7 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 	}
 	h := &Hub{ns: ns, opts: opts}
 	if cfg.LeafListen != "" {
-		if h.relay, err = startRelay(ns, cfg.PublisherPassword); err != nil {
+		if h.relay, err = StartRelay(ConnConfig{Server: h, Password: cfg.PublisherPassword}); err != nil {
 			ns.Shutdown()
 			return nil, err
 		}
@@ -285,7 +285,7 @@ func (h *Hub) SubscriptionChanges() (uint64, error) {
 // Shutdown stops the server and waits until it has stopped.
 func (h *Hub) Shutdown() {
 	if h.relay != nil {
-		h.relay.close()
+		h.relay.Close()
 	}
 	h.ns.Shutdown()
 	h.ns.WaitForShutdown()

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
@@ -55,24 +54,25 @@ const relayQueue = "tern-relay"
 // alone.
 const relayedHeader = "Tern-Relayed"
 
-// relay is the hub's subscriptions; in a clustered hub every node has one.
-type relay struct {
-	nc *nats.Conn
+// Relay is the hub's subscriptions on what sites send each other. Every
+// node of a tern hub that accepts leaf nodes runs one; tern controller
+// runs one beside a hub that is a NATS cluster of the operator's own.
+type Relay struct {
+	c *Client
 }
 
-// startRelay subscribes the hub to relayPlain and RelayPrefix.> through an
-// in-process connection; password is the publisher's on an authenticating
-// hub.
-func startRelay(ns *server.Server, password string) (*relay, error) {
-	// NoEcho: the relay does not receive what it passes on itself.
-	opts := []nats.Option{nats.InProcessServer(ns), nats.Name("tern-relay"), nats.MaxReconnects(-1), nats.NoEcho()}
-	if password != "" {
-		opts = append(opts, nats.UserInfo(PublisherUser, password))
+// StartRelay connects to a hub as cfg says and relays until Close.
+func StartRelay(cfg ConnConfig) (*Relay, error) {
+	// No echo: the relay does not receive what it passes on itself.
+	cfg.noEcho = true
+	if cfg.Name == "" {
+		cfg.Name = "tern-relay"
 	}
-	nc, err := nats.Connect("", opts...)
+	c, err := Connect(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("hub relay: %w", err)
 	}
+	nc := c.nc
 	subscribe := func(subject, queue string, fn nats.MsgHandler) error {
 		if _, err := nc.QueueSubscribe(subject, queue, fn); err != nil {
 			nc.Close()
@@ -93,8 +93,11 @@ func startRelay(ns *server.Server, password string) (*relay, error) {
 		nc.Close()
 		return nil, fmt.Errorf("hub relay: %w", err)
 	}
-	return &relay{nc: nc}, nil
+	return &Relay{c: c}, nil
 }
+
+// Close ends the relay's subscriptions.
+func (r *Relay) Close() { r.c.nc.Close() }
 
 // relayCall publishes a call sent to RelayPrefix.<subject> on <subject>,
 // with the caller's reply subject. When no agent of the site listens, the
@@ -123,9 +126,6 @@ func passNoResponders(nc *nats.Conn, m *nats.Msg) {
 	}
 	nc.PublishMsg(&nats.Msg{Subject: m.Subject, Header: nats.Header{"Status": []string{"503"}, relayedHeader: []string{"1"}}})
 }
-
-// close ends the relay's subscriptions.
-func (r *relay) close() { r.nc.Close() }
 
 // validSiteToken reports whether site can be one subject token: not
 // empty, no dot or wildcard (which would reach other sites' subjects), no

@@ -36,14 +36,23 @@ func (h *hubFlags) register(fs *flag.FlagSet) {
 }
 
 func (h *hubFlags) connect(name string) (*ternsync.Client, error) {
+	cfg, err := h.config(name)
+	if err != nil {
+		return nil, err
+	}
+	return ternsync.Connect(cfg)
+}
+
+// config is how to connect to the hub the flags name.
+func (h *hubFlags) config(name string) (ternsync.ConnConfig, error) {
 	url := h.hub
 	if url == "" {
 		b, err := os.ReadFile(filepath.Join(h.data, agent.HubURLFile))
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("no --hub given and no local hub recorded in %s: start one with 'tern up' or pass --hub", h.data)
+			return ternsync.ConnConfig{}, fmt.Errorf("no --hub given and no local hub recorded in %s: start one with 'tern up' or pass --hub", h.data)
 		}
 		if err != nil {
-			return nil, err
+			return ternsync.ConnConfig{}, err
 		}
 		url = strings.TrimSpace(string(b))
 	}
@@ -51,10 +60,10 @@ func (h *hubFlags) connect(name string) (*ternsync.Client, error) {
 	if h.passwordFile != "" {
 		var err error
 		if password, err = agent.ReadSecret(h.passwordFile); err != nil {
-			return nil, err
+			return ternsync.ConnConfig{}, err
 		}
 	}
-	return ternsync.Connect(ternsync.ConnConfig{URL: url, CredsFile: h.creds, NKeyFile: h.nkey, Password: password, Name: name})
+	return ternsync.ConnConfig{URL: url, CredsFile: h.creds, NKeyFile: h.nkey, Password: password, Name: name}, nil
 }
 
 func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {

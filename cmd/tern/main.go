@@ -33,19 +33,20 @@ func main() {
 const usage = `Tern runs signed WebAssembly functions at the edge.
 
 Usage:
-  tern up        start a single-node Tern: embedded hub, agent, sample app
-  tern hub       run a hub (optionally one node of a cluster) for a fleet
-  tern agent     run an agent that follows a hub as a leaf node
-  tern deploy    sign and publish an app
-  tern apps      list the apps on a hub
-  tern purge     drop cached responses on every agent (by URL, prefix or tag)
-  tern rollback  make an earlier release of an app current again (signed)
-  tern status    list the agents of a fleet, their apps and refusals
-  tern keys gen  create a publisher (or root) key
-  tern trust     sign the fleet's publisher list with a root key (set, show)
-  tern carbon    carbon-aware scheduling (tern carbon status, tern carbon sim)
-  tern check     validate a config file or an app manifest
-  tern version   print the version
+  tern up          start a single-node Tern: embedded hub, agent, sample app
+  tern hub         run a hub (optionally one node of a cluster) for a fleet
+  tern controller  advance staged rollouts on a hub that is a NATS cluster of your own
+  tern agent       run an agent that follows a hub as a leaf node
+  tern deploy      sign and publish an app
+  tern apps        list the apps on a hub
+  tern purge       drop cached responses on every agent (by URL, prefix or tag)
+  tern rollback    make an earlier release of an app current again (signed)
+  tern status      list the agents of a fleet, their apps and refusals
+  tern keys gen    create a publisher (or root) key
+  tern trust       sign the fleet's publisher list with a root key (set, show)
+  tern carbon      carbon-aware scheduling (tern carbon status, tern carbon sim)
+  tern check       validate a config file or an app manifest
+  tern version     print the version
 
 Run 'tern <command> -h' for a command's flags.
 `
@@ -57,18 +58,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"up":       cmdUp,
-		"agent":    cmdAgent,
-		"deploy":   cmdDeploy,
-		"apps":     cmdApps,
-		"keys":     cmdKeys,
-		"check":    cmdCheck,
-		"status":   cmdStatus,
-		"hub":      cmdHub,
-		"carbon":   cmdCarbon,
-		"trust":    cmdTrust,
-		"purge":    cmdPurge,
-		"rollback": cmdRollback,
+		"up":         cmdUp,
+		"agent":      cmdAgent,
+		"deploy":     cmdDeploy,
+		"apps":       cmdApps,
+		"keys":       cmdKeys,
+		"check":      cmdCheck,
+		"status":     cmdStatus,
+		"hub":        cmdHub,
+		"controller": cmdController,
+		"carbon":     cmdCarbon,
+		"trust":      cmdTrust,
+		"purge":      cmdPurge,
+		"rollback":   cmdRollback,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
 			return nil
