@@ -53,6 +53,8 @@ func TestCommands(t *testing.T) {
 		{"check config with too large modules", []string{"check", bigArtifacts}, 1, `max_artifact = 2GiB: must lie in (0, 1GiB]`},
 		{"check config with unknown compression", []string{"check", badCompression}, 1, `hub.compression: leaf compression "gzip": want off, fast, better, best, auto or auto-fast`},
 		{"hub with unknown compression", []string{"hub", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--leaf-compression", "zip"}, 1, `leaf compression "zip"`},
+		{"controller with too many replicas", []string{"controller", "--hub", "nats://127.0.0.1:1", "--replicas", "7"}, 1, "--replicas 7: want 1 to 5"},
+		{"controller with an argument", []string{"controller", "--hub", "nats://127.0.0.1:1", "extra"}, 2, "Usage: tern controller"},
 		{"check sample app", []string{"check", filepath.Join("..", "..", "guests", "hello")}, 0, "app hello 1.0.0: ok"},
 		{"check origin app", []string{"check", filepath.Join("..", "..", "guests", "origin")}, 0, "app origin-example 1.0.0: ok (origin, 2 upstreams)"},
 		{"check manifest with unknown key", []string{"check", badApp}, 1, `"colour"`},
