@@ -153,24 +153,8 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 		return err
 	}
 	defer c.Close()
-	// A cluster elects its JetStream leader once enough peers are up:
-	// keep trying to create the buckets until it has.
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := c.EnsureBuckets(cctx, replicas)
-		cancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		logger.Warn("hub buckets not ready; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+	if !ensureBuckets(ctx, c, replicas, logger) {
+		return nil
 	}
 	if ready != nil {
 		ready(hub)
@@ -213,23 +197,8 @@ func RunController(ctx context.Context, o ControllerOptions) error {
 		return err
 	}
 	defer c.Close()
-	replicas := max(o.Replicas, 1)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := c.EnsureBuckets(cctx, replicas)
-		cancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		logger.Warn("hub buckets not ready; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+	if !ensureBuckets(ctx, c, max(o.Replicas, 1), logger) {
+		return nil
 	}
 	relayConn := o.Conn
 	relayConn.Name = "tern-relay"
@@ -243,4 +212,27 @@ func RunController(ctx context.Context, o ControllerOptions) error {
 	}
 	rc := &rolloutController{c: c, logger: logger.With("component", "rollout"), now: time.Now}
 	return rc.Run(ctx)
+}
+
+// ensureBuckets creates the fleet's missing buckets, trying again every
+// second until it succeeds (true) or ctx ends (false): a cluster elects
+// its JetStream leader only once enough peers are up.
+func ensureBuckets(ctx context.Context, c *ternsync.Client, replicas int, logger *slog.Logger) bool {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.EnsureBuckets(cctx, replicas)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		logger.Warn("hub buckets not ready; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+		}
+	}
 }
