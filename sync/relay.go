@@ -24,9 +24,10 @@ const ReplyPrefix = "tern.reply"
 // interested, so the hub's relay subscribes to what sites send each
 // other.
 //
-// relayPlain are delivered by the hub itself once a leaf forwards them:
-// the hub knows which leaves subscribe. The relay subscribes plainly (in
-// a clustered hub each node's relay gets a copy).
+// Purges and the answers to calls (under ReplyPrefix) are delivered by
+// the hub itself once a leaf forwards them: the hub knows which leaves
+// subscribe. The relay subscribes to them plainly (in a clustered hub each
+// node's relay gets a copy).
 //
 // Calls to a site (prefix.<site> for each of relayCalls) are served by
 // the site's agents as one queue group. A leaf forwards a message with
@@ -37,10 +38,7 @@ const ReplyPrefix = "tern.reply"
 // node takes it), and the relay publishes it on <subject> with the
 // caller's reply subject, where the hub delivers it to the site's group.
 // Callers on the hub itself call <subject> directly.
-var (
-	relayPlain = []string{PurgeSubject, ReplyPrefix + ".>"}
-	relayCalls = []string{JobsSubjectPrefix, AISubjectPrefix}
-)
+var relayCalls = []string{JobsSubjectPrefix, AISubjectPrefix}
 
 // RelayPrefix is where a caller on a leaf node sends a call to a site:
 // RelayPrefix.<subject>, for the hub's relay to publish on <subject>.
