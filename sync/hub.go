@@ -112,7 +112,7 @@ const HubDomain = "hub"
 type Hub struct {
 	ns    *server.Server
 	opts  *server.Options // the server writes chosen ports back here
-	relay *Relay          // when the hub accepts leaf nodes (see relayPlain)
+	relay *Relay          // when the hub accepts leaf nodes (see Relay)
 }
 
 // DefaultHubListen is the embedded hub's default client address: loopback

@@ -165,7 +165,6 @@ func (c *Client) call(ctx context.Context, subject string, data []byte) (*nats.M
 		// No relay (a hub that does not isolate its leaves, where the
 		// leaf knows the site's subscription), or the site unserved, in
 		// which case the leaf answers this at once too.
-		c.replies.forget(reply)
 		if reply, ch, err = c.replies.open(c.nc); err != nil {
 			return nil, err
 		}
