@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/deploy"
 
@@ -351,42 +349,31 @@ func TestStagedRollout(t *testing.T) {
 	testStagedRollout(t, key, hubClient(t, hub.Agent), hub.hub.LeafURL())
 }
 
-// TestStagedRolloutOwnNATS runs the same rollouts on a hub that is a plain
-// nats-server with JetStream, with tern controller's work beside it.
+// TestStagedRolloutOwnNATS runs the same rollouts on a hub that is a NATS
+// server alone, without what a tern hub runs beside it (buckets, rollout
+// controller), which tern controller's work provides instead. (The sync
+// package tests its relay against a plain nats-server.)
 func TestStagedRolloutOwnNATS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for heartbeats; skipped with -short")
 	}
-	opts := &server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true,
-		JetStream: true, JetStreamDomain: ternsync.HubDomain, StoreDir: t.TempDir(),
-		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: server.RANDOM_PORT},
-	}
-	ns, err := server.NewServer(opts)
+	hub, err := ternsync.StartHub(ternsync.HubConfig{Dir: t.TempDir(), Listen: "127.0.0.1:0", LeafListen: "127.0.0.1:0", Domain: ternsync.HubDomain})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	connect := func(name string) *ternsync.Client {
-		c, err := ternsync.Connect(ternsync.ConnConfig{URL: ns.ClientURL(), Name: name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
+	t.Cleanup(hub.Shutdown)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- RunController(ctx, ControllerOptions{Conn: ternsync.ConnConfig{URL: ns.ClientURL(), Name: "controller"}})
+		done <- RunController(ctx, ControllerOptions{Conn: ternsync.ConnConfig{URL: hub.ClientURL(), Name: "controller"}})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	leafURL := fmt.Sprintf("nats-leaf://127.0.0.1:%d", opts.LeafNode.Port) // the server writes the port it chose back
-	testStagedRollout(t, mustKey(t), connect("publisher"), leafURL)
+	pub, err := ternsync.Connect(ternsync.ConnConfig{URL: hub.ClientURL(), Name: "publisher"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	testStagedRollout(t, mustKey(t), pub, hub.LeafURL())
 }
 
 // testStagedRollout rolls releases out to three sites linked to leafURL,
