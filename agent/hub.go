@@ -197,6 +197,7 @@ func RunController(ctx context.Context, o ControllerOptions) error {
 		return err
 	}
 	defer c.Close()
+	logger.Info("controller starting: creating the fleet's buckets where missing", "hub", o.Conn.URL)
 	if !ensureBuckets(ctx, c, max(o.Replicas, 1), logger) {
 		return nil
 	}

@@ -17,7 +17,11 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	replicas := fs.Int("replicas", 1, "replicas of the fleet's buckets, where the controller creates them (1 to 5)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: tern controller --hub URL [flags]\n\nRuns what a tern hub does besides being a NATS server (creates the fleet's\nbuckets, advances staged rollouts, relays what sites send each other) against a hub that is a NATS cluster of\nyour own, with JetStream in the domain \"hub\" and a leaf-node listener.")
+		fmt.Fprintln(stderr, "Usage: tern controller --hub URL [flags]\n\n"+
+			"Runs what a tern hub does besides being a NATS server (creates the fleet's\n"+
+			"buckets, advances staged rollouts, relays what sites send each other)\n"+
+			"against a hub that is a NATS cluster of your own, with JetStream in the\n"+
+			"domain \"hub\" and a leaf-node listener.")
 		fs.PrintDefaults()
 	}
 	if fs.Parse(args) != nil {
