@@ -322,20 +322,19 @@ func CheckCompression(mode string) error {
 
 // leafCompression maps a configured compression mode to nats-server's.
 //
-// Tern's default is "off". nats-server's auto modes frame every message
-// in S2 even while they choose not to compress (checksummed uncompressed
+// Tern's default is "off". nats-server's auto modes frame every message in
+// S2 even while they choose not to compress (checksummed uncompressed
 // blocks), with S2 buffers of their own: with 100 agents in one process
 // that was 4 MB of each agent's heap, 0.45 MiB of hub memory per idle
-// agent, 500 MiB more
-// after ten 1 MiB deploys, and slower deploys (docs/FLEET.md). Over a LAN
-// or a data centre, compression saves no time anyway. "fast" is for
-// uplinks where bytes cost (cellular gateways, thin WAN links): it
-// compresses wasm modules well for little CPU and passes incompressible
-// data almost for free. "auto-fast" is nats-server's auto mode limited to
-// none up to a 10 ms round trip and fast beyond; nats-server's own "auto"
-// climbs to "better" and "best" as the round trip grows, so a saturated
-// uplink or a busy gateway gets the most expensive level exactly when it
-// can least afford it.
+// agent, 500 MiB more after ten 1 MiB deploys, and slower deploys
+// (docs/FLEET.md). Over a LAN or a data centre, compression saves no time
+// anyway. "fast" is for uplinks where bytes cost (cellular gateways, thin
+// WAN links): it compresses wasm modules well for little CPU and passes
+// incompressible data almost for free. "auto-fast" is nats-server's auto
+// mode limited to none up to a 10 ms round trip and fast beyond;
+// nats-server's own "auto" climbs to "better" and "best" as the round trip
+// grows, so a saturated uplink or a busy gateway gets the most expensive
+// level exactly when it can least afford it.
 func leafCompression(mode string) (server.CompressionOpts, error) {
 	if mode == "" {
 		mode = "off"
