@@ -53,7 +53,7 @@ func (c *Client) PublishPurge(ctx context.Context, p Purge, want int, wait time.
 	}
 	// Under ReplyPrefix, where acknowledgements reach an agent that
 	// purges through its leaf node as well as a publisher on the hub.
-	inbox := ReplyPrefix + "." + nats.NewInbox()[len(nats.InboxPrefix):]
+	inbox := newReplySubject()
 	sub, err := c.nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, fmt.Errorf("purge %s: %w", p.ID, err)

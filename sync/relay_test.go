@@ -126,12 +126,14 @@ func testRelay(t *testing.T, hub, hubA, hubB *Hub) {
 	defer cancel()
 	var runsMu gosync.Mutex
 	runs := map[string]int{}
-	go b.ServeJobs(ctx, "b", runnerFunc(func(_ context.Context, job OffloadJob) OffloadResult {
+	// Every site runs a job by counting it, so that a duplicate shows.
+	runner := runnerFunc(func(_ context.Context, job OffloadJob) OffloadResult {
 		runsMu.Lock()
 		runs[job.ID]++
 		runsMu.Unlock()
 		return OffloadResult{Status: 200, Body: []byte("ran " + job.ID)}
-	}), nil)
+	})
+	go b.ServeJobs(ctx, "b", runner, nil)
 	purges := countingPurger{n: make(chan Purge, 4)}
 	go b.ServePurges(ctx, "agent-b", "b", purges, nil)
 
@@ -192,12 +194,7 @@ func testRelay(t *testing.T, hub, hubA, hubB *Hub) {
 	// A site served on the hub itself (an agent with an embedded hub that
 	// accepts leaves): its subscription is the hub's own, which leaf a
 	// knows, and a call from a runs there once, not also through the relay.
-	go hc.ServeJobs(ctx, "h", runnerFunc(func(_ context.Context, job OffloadJob) OffloadResult {
-		runsMu.Lock()
-		runs[job.ID]++
-		runsMu.Unlock()
-		return OffloadResult{Status: 200, Body: []byte("ran " + job.ID)}
-	}), nil)
+	go hc.ServeJobs(ctx, "h", runner, nil)
 	if res, id := call("h"); string(res.Body) != "ran "+id {
 		t.Fatalf("offload from a to h: %+v", res)
 	}

@@ -195,7 +195,7 @@ func (r *replies) open(nc *nats.Conn) (string, <-chan *nats.Msg, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.sub == nil {
-		prefix := ReplyPrefix + "." + nats.NewInbox()[len(nats.InboxPrefix):] + "."
+		prefix := newReplySubject() + "."
 		sub, err := nc.Subscribe(prefix+"*", r.deliver)
 		if err != nil {
 			return "", nil, fmt.Errorf("subscribe %s*: %w", prefix, err)
@@ -226,4 +226,9 @@ func (r *replies) forget(reply string) {
 	r.mu.Lock()
 	delete(r.waiting, reply)
 	r.mu.Unlock()
+}
+
+// newReplySubject returns a unique subject under ReplyPrefix.
+func newReplySubject() string {
+	return ReplyPrefix + "." + nats.NewInbox()[len(nats.InboxPrefix):]
 }
