@@ -3,7 +3,9 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/deploy"
 	ternsync "github.com/tern-edge/tern/sync"
 )
 
@@ -84,5 +88,73 @@ func TestOriginThroughCache(t *testing.T) {
 	get()
 	if n := hits.Load(); n != 3 {
 		t.Fatalf("after the fleet purge the origin saw %d requests, want 3", n)
+	}
+}
+
+// TestPlainHitsSendfile serves a 100 KB cached object through the agent's
+// plain HTTP listener, from an origin in the config and from a deployed
+// origin app: hits are sent with sendfile through every wrapper the agent
+// puts around the cache, and the bodies are right.
+func TestPlainHitsSendfile(t *testing.T) {
+	body := make([]byte, 100<<10)
+	for i := range body {
+		body[i] = byte('a' + i%26 + i/4096%3)
+	}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=300")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(body)
+	}))
+	defer up.Close()
+
+	key := mustKey(t)
+	cfg := testConfig(t, t.TempDir())
+	cfg.ACME.HTTPListen = "127.0.0.1:0"
+	cfg.Origins = []OriginConfig{{Name: "files", Path: "/files", Upstreams: []string{up.URL}}}
+	ta := startAgent(t, cfg, key)
+	if ta.plain == nil {
+		t.Fatal("no plain listener with acme.http_listen set")
+	}
+	app := artifact.Manifest{Name: "shop", Version: "1.0.0", Routes: []artifact.Route{{Path: "/shop"}},
+		Origin: &artifact.Origin{Upstreams: []string{up.URL}}}
+	if _, err := deploy.Push(context.Background(), app, nil, deploy.Options{Client: hubClient(t, ta.Agent), Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the origin app to serve", func() bool { code, _ := ta.get(t, "/shop/x"); return code == 200 })
+
+	for _, path := range []string{"/files/big", "/shop/big"} {
+		for i := range 3 {
+			resp, err := http.Get("http://" + ta.plain.Addr().String() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, body) {
+				t.Fatalf("GET %s #%d: %d, %d bytes, %v; want 200 and the origin's %d bytes", path, i, resp.StatusCode, len(got), err, len(body))
+			}
+		}
+	}
+
+	token, err := os.ReadFile(filepath.Join(cfg.Data, AdminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+ta.AdminAddr().String()+"/cache", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		SendfileHits  int64 `json:"sendfile_hits"`
+		SendfileBytes int64 `json:"sendfile_bytes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	if st.SendfileHits != 4 || st.SendfileBytes != 4*int64(len(body)) {
+		t.Fatalf("cache stats: %d hits, %d bytes sent with sendfile; want the four hits, %d bytes", st.SendfileHits, st.SendfileBytes, 4*len(body))
 	}
 }

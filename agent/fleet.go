@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -92,6 +93,16 @@ func (w *codeWriter) WriteHeader(code int) {
 func (w *codeWriter) Write(b []byte) (int, error) {
 	w.wrote = true
 	return w.ResponseWriter.Write(b)
+}
+
+// ReadFrom passes a body on to the server's ReadFrom, which sends a file
+// with sendfile; without it io.Copy would copy through a buffer.
+func (w *codeWriter) ReadFrom(r io.Reader) (int64, error) {
+	w.wrote = true
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
 }
 
 func (w *codeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -97,6 +98,9 @@ type Cache struct {
 	passes  map[string]time.Time // hit-for-pass: primary key → until (pass.go)
 
 	bg gosync.WaitGroup // background revalidations and fills
+
+	sentFiles     atomic.Int64 // hits sent with sendfile
+	sentFileBytes atomic.Int64
 }
 
 // New opens a cache over cfg.Storage, rebuilding its index from what the
@@ -211,17 +215,26 @@ func (c *Cache) Run(ctx context.Context) error {
 // tests and shutdown use it before closing the storage.
 func (c *Cache) Wait() { c.bg.Wait() }
 
-// Stats describes the cache's contents.
+// Stats describes the cache's contents and how its hits were sent.
 type Stats struct {
 	Entries  int   `json:"entries"`
 	Bytes    int64 `json:"bytes"`
 	MaxBytes int64 `json:"max_bytes"`
+	// MemoryBytes is what the RAM tier holds: bodies, and the copies of
+	// those sent with sendfile.
+	MemoryBytes int64 `json:"memory_bytes"`
+	// SendfileHits counts hits sent with sendfile(2) (plain HTTP/1.1,
+	// bodies of 64 KiB and more in the RAM tier), SendfileBytes their
+	// bytes.
+	SendfileHits  int64 `json:"sendfile_hits"`
+	SendfileBytes int64 `json:"sendfile_bytes"`
 }
 
 // Stats returns the number of entries and bytes stored.
 func (c *Cache) Stats() Stats {
-	n, b := c.idx.stats()
-	return Stats{Entries: n, Bytes: b, MaxBytes: c.cfg.MaxBytes}
+	n, b, mb := c.idx.stats()
+	return Stats{Entries: n, Bytes: b, MaxBytes: c.cfg.MaxBytes, MemoryBytes: mb,
+		SendfileHits: c.sentFiles.Load(), SendfileBytes: c.sentFileBytes.Load()}
 }
 
 // delete removes it from storage.

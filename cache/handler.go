@@ -421,6 +421,51 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	http.ServeContent(w, r, "", m.LastModified, rd)
 }
 
+// sendFileMin is the smallest body sent with sendfile. Below it one
+// write of the headers and the body together costs less than a write of
+// the headers, a seek and a sendfile.
+const sendFileMin = 64 << 10
+
+// sendFile sends the RAM-tier body mem of it with sendfile(2), from its
+// memfd copy, and reports whether it did. Only plain HTTP/1.1 can: TLS
+// and HTTP/2 and 3 frame the bytes in the process. The headers are set;
+// the first sendFileHead bytes go out with them from memory, in one write
+// (net/http's ReadFrom would otherwise read them from the file first, to
+// sniff a content type), and the rest from the file.
+func (h *handler) sendFile(w http.ResponseWriter, r *http.Request, it *item, mem []byte) bool {
+	if len(mem) < sendFileMin || r.TLS != nil || r.ProtoMajor != 1 {
+		return false
+	}
+	if _, ok := w.(io.ReaderFrom); !ok {
+		return false // a wrapper would copy through a buffer instead
+	}
+	fb := h.c.idx.file(it, mem)
+	if fb == nil {
+		return false
+	}
+	f := fb.open(sendFileHead)
+	if f == nil {
+		return false
+	}
+	defer fb.put(f)
+	n, err := w.Write(mem[:sendFileHead])
+	if err == nil {
+		// Without a flush (a wrapper that cannot) ReadFrom sniffs the
+		// next bytes from the file, which still come in order.
+		_ = http.NewResponseController(w).Flush()
+		var m int64
+		m, _ = io.Copy(w, &io.LimitedReader{R: f, N: int64(len(mem) - sendFileHead)})
+		n += int(m)
+	}
+	h.c.sentFiles.Add(1)
+	h.c.sentFileBytes.Add(int64(n))
+	return true
+}
+
+// sendFileHead is what sendFile writes from memory with the headers: as
+// much as net/http's ReadFrom sniffs, so that it sniffs nothing.
+const sendFileHead = 512
+
 // conditional reports whether r has a range or a precondition, which
 // http.ServeContent evaluates; the other requests get the whole body.
 // The server hands handlers canonical header keys.
@@ -452,7 +497,9 @@ func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m
 		return
 	}
 	if mem != nil {
-		_, _ = w.Write(mem)
+		if !h.sendFile(w, r, it, mem) {
+			_, _ = w.Write(mem)
+		}
 		return
 	}
 	bp := bufPool.Get().(*[]byte)

@@ -25,6 +25,7 @@ type item struct {
 
 	mem     []byte        // the body, when the RAM tier holds it
 	memElem *list.Element // in index.memList
+	file    *fileBody     // mem's copy for sendfile, once sent over plain HTTP
 }
 
 // index is the in-memory view of what storage holds: entries by key, by
@@ -308,10 +309,10 @@ func (x *index) tagged(tag string) []*item {
 }
 
 // stats returns the number of entries and their bytes.
-func (x *index) stats() (entries int, bytes int64) {
+func (x *index) stats() (entries int, bytes, memBytes int64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return len(x.items), x.bytes
+	return len(x.items), x.bytes, x.memBytes
 }
 
 // rebuild loads items read from storage at open, oldest response first

@@ -69,5 +69,39 @@ func (x *index) dropMemLocked(it *item) {
 	}
 	x.memList.Remove(it.memElem)
 	x.memBytes -= int64(len(it.mem))
-	it.mem, it.memElem = nil, nil
+	if it.file != nil {
+		x.memBytes -= int64(len(it.mem))
+		it.file.close()
+	}
+	it.mem, it.memElem, it.file = nil, nil, nil
+}
+
+// file returns the sendfile copy of it's in-memory body mem, making it
+// on first use, or nil when the body has left the RAM tier or no copy
+// can be made. The copy counts against the tier's budget like the body.
+func (x *index) file(it *item, mem []byte) *fileBody {
+	x.mu.Lock()
+	fb, in := it.file, it.memElem != nil
+	x.mu.Unlock()
+	if fb != nil || !in {
+		return fb
+	}
+	// Made outside the lock, which every hit takes; racing makers each
+	// make one, and all but the first close theirs.
+	fb, err := newFileBody(mem)
+	if err != nil {
+		return nil
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if it.memElem == nil || it.file != nil {
+		fb.close()
+		return it.file
+	}
+	it.file = fb
+	x.memBytes += int64(len(mem))
+	for x.memBytes > x.memMax {
+		x.dropMemLocked(x.memList.Back().Value.(*item))
+	}
+	return it.file // nil if the budget had no room for it
 }

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -45,7 +46,11 @@ func run() error {
 	certFile := flag.String("cert", "", "PEM certificate chain for HTTPS")
 	keyFile := flag.String("key", "", "PEM private key for HTTPS")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	// 400 is agent.DefaultGCPercent, which a tern agent runs with; this
+	// command may not import the agent package (internal/archtest).
+	gcPercent := flag.Int("gc-percent", 400, "garbage collector target (GOGC), the agent's default gc_percent")
 	flag.Parse()
+	debug.SetGCPercent(*gcPercent)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
