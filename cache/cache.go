@@ -93,9 +93,11 @@ type Cache struct {
 	now    func() time.Time
 	logger *slog.Logger
 
-	mu      gosync.Mutex // guards flights and passes
+	mu      gosync.Mutex // guards flights, passes, fills and purges
 	flights map[string]*flight
 	passes  map[string]time.Time // hit-for-pass: primary key → until (pass.go)
+	// fills are the fills in flight, which purges mark (purge.go).
+	fills map[*fill]struct{}
 
 	bg gosync.WaitGroup // background revalidations and fills
 
@@ -157,6 +159,7 @@ func New(cfg Config) (*Cache, error) {
 		logger:  cfg.Logger,
 		flights: map[string]*flight{},
 		passes:  map[string]time.Time{},
+		fills:   map[*fill]struct{}{},
 	}
 	if s, ok := cfg.Storage.(sweeper); ok {
 		if err := s.Sweep(); err != nil {
@@ -259,13 +262,34 @@ func (c *Cache) release(body string) {
 	}
 }
 
-// commit stores the entry of a finished fill and indexes it, evicting
-// what the budget requires. Variants of the same primary key stored under
-// a different Vary are obsolete and go too. small is the whole body when
-// it fits one chunk; with inline, it is not in storage yet and goes there
-// with the entry (the storage is a smallCommitter).
-func (c *Cache) commit(key, body string, size int64, m *meta, small []byte, inline bool) error {
-	e := Entry{Key: key, Body: body, Size: size, Meta: m.encode()}
+// commit stores the entry of finished fill f, whose body has size bytes,
+// and indexes it, evicting what the budget requires. Variants of the same
+// primary key stored under a different Vary are obsolete and go too.
+// small is the whole body when it fits one chunk; with inline, it is not
+// in storage yet and goes there with the entry (the storage is a
+// smallCommitter). An entry that a purge made since f began selects is
+// dropped again at once, or marked stale if the purges were soft.
+func (c *Cache) commit(f *fill, size int64, small []byte, inline bool) error {
+	m := f.meta
+	it := &item{key: f.key, body: f.body, size: size, meta: m}
+	c.mu.Lock()
+	mark := f.purge
+	c.mu.Unlock()
+	if mark == hardPurged {
+		// No entry, so that it cannot replace one fetched since the
+		// purge; the body only for the readers still on it, deleted when
+		// the last is done.
+		if inline {
+			if err := c.st.WriteChunk(f.body, 0, small); err != nil {
+				return fmt.Errorf("store purged body of %q for its readers: %w", m.Primary, err)
+			}
+		}
+		if c.idx.discard(it) {
+			c.delete(it)
+		}
+		return nil
+	}
+	e := Entry{Key: f.key, Body: f.body, Size: size, Meta: m.encode()}
 	var err error
 	if inline {
 		err = c.st.(smallCommitter).CommitSmall(e, small)
@@ -275,19 +299,35 @@ func (c *Cache) commit(key, body string, size int64, m *meta, small []byte, inli
 	if err != nil {
 		return fmt.Errorf("commit %q: %w", m.Primary, err)
 	}
-	it := &item{key: key, body: body, size: size, meta: m}
-	defer func() {
-		if small != nil {
-			c.idx.setMem(it, bytes.Clone(small))
-		}
-	}()
 	for _, v := range c.idx.variants(m.Primary) {
-		if v.key != key && !equalStrings(v.meta.Vary, m.Vary) {
+		if v.key != f.key && !equalStrings(v.meta.Vary, m.Vary) {
 			c.drop(v)
 		}
 	}
-	for _, v := range c.idx.add(it) {
+	// Indexing and reading the purge mark are one step under c.mu, as
+	// marking is: either the purge's index scan, which follows its
+	// marking, finds the entry, or the entry finds the mark.
+	c.mu.Lock()
+	evicted := c.idx.add(it)
+	mark = f.purge
+	c.mu.Unlock()
+	for _, v := range evicted {
 		c.delete(v)
+	}
+	if mark == softPurged {
+		nm := *m
+		nm.Invalid = true
+		if err := c.updateMeta(it, &nm); err != nil {
+			c.logger.Warn("soft purge of a fill failed; purging hard", "url", m.Primary, "err", err)
+			mark = hardPurged
+		}
+	}
+	if mark == hardPurged {
+		c.drop(it)
+		return nil
+	}
+	if small != nil {
+		c.idx.setMem(it, bytes.Clone(small))
 	}
 	return nil
 }

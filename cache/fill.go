@@ -12,9 +12,12 @@ import (
 // per fill or per large read.
 var bufPool = gosync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
 
-// fill is a body being written to storage. Readers follow it chunk by
-// chunk as chunks land, so clients receive a large body while it is
-// stored, and any number of collapsed requests share one origin fetch.
+// fill is a body being written to storage. Readers follow it as it
+// arrives from the origin: the chunk being stored from memory, earlier
+// chunks from storage. So clients receive a large body while it is
+// stored, any number of collapsed requests share one origin fetch, and
+// no client waits for a storage write: a client whose body has arrived
+// in full is answered while the entry is still being committed.
 type fill struct {
 	c    *Cache
 	key  string
@@ -23,15 +26,25 @@ type fill struct {
 	// length is the Content-Length announced by the origin, or -1.
 	length int64
 
-	mu      gosync.Mutex
-	written int64         // bytes readable from storage
-	done    bool          // no more bytes will come
-	err     error         // why the fill failed, when it did
-	changed chan struct{} // closed and replaced on every change
+	purge purgeMark // what purges since it began did to it; under Cache.mu
+
+	mu       gosync.Mutex
+	written  int64         // bytes readable from storage
+	cur      []byte        // the latest chunk from the origin, until the next
+	curAt    int64         // offset of cur[0]
+	arrived  int64         // bytes received from the origin
+	complete bool          // the origin's body arrived in full, as announced
+	done     bool          // no more bytes will come: committed, or failed
+	err      error         // why the fill failed, when it did
+	changed  chan struct{} // closed and replaced on every change
 }
 
-func newFill(c *Cache, key string, m *meta, length int64) *fill {
-	return &fill{c: c, key: key, body: newBodyName(), meta: m, length: length, changed: make(chan struct{})}
+// newFill starts a fill of key for flight fl (nil for none); its run
+// ends it.
+func newFill(c *Cache, fl *flight, key string, m *meta, length int64) *fill {
+	f := &fill{c: c, key: key, body: newBodyName(), meta: m, length: length, changed: make(chan struct{})}
+	c.startFill(f, fl)
+	return f
 }
 
 func (f *fill) progress(n int64, done bool, err error) {
@@ -41,23 +54,74 @@ func (f *fill) progress(n int64, done bool, err error) {
 	if err != nil && f.err == nil {
 		f.err = err
 	}
+	f.notifyLocked()
+	f.mu.Unlock()
+}
+
+// arrive publishes chunk b, just read from the origin at offset at, to
+// readers; complete says the origin's body ends with it. b stays readable
+// until the next call, which is how the caller may reuse its buffer; a
+// nil b (with complete false) only withdraws the previous chunk.
+func (f *fill) arrive(b []byte, at int64, complete bool) {
+	f.mu.Lock()
+	f.cur, f.curAt = b, at
+	f.arrived = max(f.arrived, at+int64(len(b)))
+	f.complete = f.complete || complete
+	f.notifyLocked()
+	f.mu.Unlock()
+}
+
+func (f *fill) notifyLocked() {
 	close(f.changed)
 	f.changed = make(chan struct{})
-	f.mu.Unlock()
+}
+
+// arrivedInFull reports whether the origin's body has arrived in full,
+// so that only its commit is pending.
+func (f *fill) arrivedInFull() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.complete
+}
+
+// wait blocks until the fill is committed or has failed, or ctx ends.
+func (f *fill) wait(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		done, changed := f.done, f.changed
+		f.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // run copies src into storage chunk by chunk, then commits the entry. It
 // owns src and closes it.
 func (f *fill) run(src io.ReadCloser) {
 	defer src.Close()
+	defer f.c.endFill(f)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
+	defer f.arrive(nil, 0, false) // readers let go of buf before the pool has it
 	buf := *bp
 	var size int64
 	var small []byte // the whole body, when it fits one chunk
 	_, inline := f.c.st.(smallCommitter)
 	for idx := 0; ; idx++ {
+		if idx > 0 {
+			f.arrive(nil, 0, false) // buf is refilled next; its chunk is stored
+		}
 		n, rerr := readChunk(src, buf)
+		if rerr == nil || rerr == io.EOF {
+			end := rerr == io.EOF
+			f.arrive(buf[:n], size, end && (f.length < 0 || size+int64(n) == f.length))
+		}
 		if idx == 0 && rerr == io.EOF && inline {
 			// The whole body is in buf: stored with the entry, in one write.
 			size, small = int64(n), buf[:n]
@@ -86,7 +150,7 @@ func (f *fill) run(src io.ReadCloser) {
 		f.abort(fmt.Errorf("fill %s: origin sent %d bytes of %d", f.meta.Primary, size, f.length))
 		return
 	}
-	if err := f.c.commit(f.key, f.body, size, f.meta, small, inline && small != nil); err != nil {
+	if err := f.c.commit(f, size, small, inline && small != nil); err != nil {
 		f.c.logger.Warn("cache commit failed", "url", f.meta.Primary, "err", err)
 		// Readers may still finish from the written chunks, which are
 		// then collected.
@@ -144,8 +208,18 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		f.mu.Lock()
-		written, done, err, changed := f.written, f.done, f.err, f.changed
+		if r.off >= f.curAt && r.off < f.curAt+int64(len(f.cur)) {
+			// From memory, under the lock that keeps the buffer from reuse.
+			n := copy(p, f.cur[r.off-f.curAt:])
+			f.mu.Unlock()
+			r.off += int64(n)
+			return n, nil
+		}
+		written, arrived, complete, done, err, changed := f.written, f.arrived, f.complete, f.done, f.err, f.changed
 		f.mu.Unlock()
+		if complete && r.off >= arrived {
+			return 0, io.EOF // whether or not the commit is done, or worked
+		}
 		if err != nil {
 			return 0, err
 		}

@@ -60,6 +60,11 @@ type flight struct {
 	resp   *http.Response // outPass, owned by the leader
 	reason string         // outPass: why it was not stored
 	err    error          // outError
+
+	// Set when it starts: what purges match it by before its response.
+	primary string
+	tags    []string  // of the entry being revalidated
+	purge   purgeMark // under Cache.mu, passed on to its fill
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -147,6 +152,25 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 	switch f.kind {
 	case outFill:
 		fl := f.fill
+		if !leader && fl.arrivedInFull() {
+			// Only the commit is pending: wait for it (normally well under
+			// a millisecond) and answer from the entry if it is fresh, as
+			// for a request that came just after. The client that caused
+			// the fill, and those that joined while its body streamed in,
+			// never wait on storage.
+			if fl.wait(r.Context()) != nil {
+				return
+			}
+			now := c.now()
+			it, m, mem := c.idx.hit(primaryKey(r), r.Header, now)
+			if it != nil && mem == nil {
+				defer c.release(it.body)
+			}
+			if it != nil && m.fresh(now) {
+				h.serveEntry(w, r, it, m, mem, now, "hit; ttl="+strconv.FormatInt(ttl(m, now), 10))
+				return
+			}
+		}
 		if len(fl.meta.Vary) > 0 && !equalStrings(varyValues(r.Header, fl.meta.Vary), fl.meta.VaryValues) {
 			h.pass(w, r, fwd+"; detail=vary-mismatch")
 			return
@@ -238,7 +262,10 @@ func (h *handler) join(key string, r *http.Request, it *item, m *meta, foregroun
 		c.mu.Unlock()
 		return f, false
 	}
-	f := &flight{ready: make(chan struct{}), refs: 1}
+	f := &flight{ready: make(chan struct{}), refs: 1, primary: primaryKey(r)}
+	if m != nil {
+		f.tags = m.Tags
+	}
 	if foreground {
 		f.refs++
 	}
@@ -253,9 +280,12 @@ func (h *handler) join(key string, r *http.Request, it *item, m *meta, foregroun
 	return f, true
 }
 
-func (h *handler) endFlight(key string) {
+// endFlight removes f from the flights, unless a purge detached it.
+func (h *handler) endFlight(key string, f *flight) {
 	h.c.mu.Lock()
-	delete(h.c.flights, key)
+	if h.c.flights[key] == f {
+		delete(h.c.flights, key)
+	}
 	h.c.mu.Unlock()
 }
 
@@ -277,7 +307,7 @@ func (h *handler) leave(f *flight) {
 func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *meta, foreground bool) {
 	c := h.c
 	defer h.leave(f)
-	defer h.endFlight(key)
+	defer h.endFlight(key, f)
 	requestTime := c.now()
 	resp, err := h.up.RoundTrip(out)
 	responseTime := c.now()
@@ -327,7 +357,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		}
 		nm.VaryValues = varyValues(out.Header, nm.Vary)
 		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
-		fl := newFill(c, storageKey(pk, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
+		fl := newFill(c, f, storageKey(pk, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
 		c.idx.acquire(fl.body) // released when the last reader leaves
 		f.kind, f.fill = outFill, fl
 		close(f.ready)

@@ -141,6 +141,14 @@ func (x *index) discardLocked(it *item) bool {
 	return true
 }
 
+// discard decides the fate of an item that was never indexed, like
+// discardLocked.
+func (x *index) discard(it *item) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.discardLocked(it)
+}
+
 // touch records a hit for SLRU.
 func (x *index) touch(it *item) {
 	x.mu.Lock()

@@ -101,7 +101,7 @@ func (n *Namespace) Store(key string, resp *http.Response) error {
 		ChunkSize: ChunkSize,
 	}
 	m.freshness(resp.Header, now, now, c.cfg.HeuristicMax)
-	fl := newFill(c, m.Primary, m, resp.ContentLength)
+	fl := newFill(c, nil, m.Primary, m, resp.ContentLength)
 	fl.run(resp.Body)
 	if fl.err != nil {
 		return fmt.Errorf("cache store %q: %w", key, fl.err)

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -38,9 +39,12 @@ type PurgeResult struct {
 // ErrBadPurge reports a malformed purge request.
 var ErrBadPurge = errors.New("bad purge request")
 
-// Purge removes (or, when soft, marks stale) the selected entries.
-// Purging what is not stored is not an error; a malformed URL or an empty
-// prefix is, wrapping ErrBadPurge, and then nothing is purged.
+// Purge removes (or, when soft, marks stale) the selected entries, and
+// the selected bodies still being fetched: fetched before the purge, they
+// are not kept (or kept stale). It counts both. Requests from its return
+// on never join a fetch it selects. Purging what is not stored is not an
+// error; a malformed URL or an empty prefix is, wrapping ErrBadPurge, and
+// then nothing is purged.
 func (c *Cache) Purge(req PurgeRequest) (PurgeResult, error) {
 	set := map[*item]bool{}
 	var keys []string
@@ -61,6 +65,14 @@ func (c *Cache) Purge(req PurgeRequest) (PurgeResult, error) {
 		}
 		prefixes = append(prefixes, strings.ToLower(p[:hostEnd(p)])+p[hostEnd(p):])
 	}
+	inFlight := c.markInFlight(&purgeMatch{keys: keys, prefixes: prefixes, tags: req.Tags, soft: req.Soft})
+	for _, f := range inFlight {
+		if f != nil && f.arrivedInFull() {
+			// Only its commit is pending, which applies the mark: wait,
+			// so that what the purge left (a stale entry) is there now.
+			_ = f.wait(context.Background())
+		}
+	}
 	for _, k := range keys {
 		for _, it := range c.idx.variants(k) {
 			set[it] = true
@@ -77,6 +89,9 @@ func (c *Cache) Purge(req PurgeRequest) (PurgeResult, error) {
 		}
 	}
 	n := 0
+	for it := range set {
+		delete(inFlight, it.key) // committed since: counted once
+	}
 	for it := range set {
 		if req.Soft {
 			c.idx.mu.Lock()
@@ -97,7 +112,109 @@ func (c *Cache) Purge(req PurgeRequest) (PurgeResult, error) {
 		}
 		n++
 	}
-	return PurgeResult{Purged: n}, nil
+	return PurgeResult{Purged: n + len(inFlight)}, nil
+}
+
+// purgeMatch is what a purge selects, to match the work in flight.
+type purgeMatch struct {
+	keys     []string // primary keys
+	prefixes []string // of primary keys
+	tags     []string
+	soft     bool
+}
+
+// matches reports whether the purge selects an entry with m.
+func (p *purgeMatch) matches(m *meta) bool {
+	for _, k := range p.keys {
+		if m.Primary == k {
+			return true
+		}
+	}
+	for _, pre := range p.prefixes {
+		if strings.HasPrefix(m.Primary, pre) {
+			return true
+		}
+	}
+	for _, t := range p.tags {
+		for _, mt := range m.Tags {
+			if t == mt {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// purgeMark is what purges did to a fill or flight in progress: none,
+// soft (keep it stale) or hard (do not keep it). A harder mark wins.
+type purgeMark uint8
+
+const (
+	unpurged purgeMark = iota
+	softPurged
+	hardPurged
+)
+
+// markInFlight applies a purge to the work in progress, under the lock
+// that commit takes to index a fill, and returns the fills it selects
+// by key, and the misses whose response has not come yet by flight key
+// (with a nil fill). A fill that a purge selects was fetched before it: when it
+// finishes it is not kept, or with a soft purge is kept stale. Flights
+// the purge may select are detached, so that requests from now on fetch
+// anew instead of joining them; a flight whose response has not come yet
+// is detached when its URL matches, or when the purge names tags (which
+// only the response will tell).
+func (c *Cache) markInFlight(p *purgeMatch) map[string]*fill {
+	mark := hardPurged
+	if p.soft {
+		mark = softPurged
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	matched := map[string]*fill{}
+	for f := range c.fills {
+		if p.matches(f.meta) {
+			f.purge = max(f.purge, mark)
+			matched[f.key] = f
+		}
+	}
+	for key, fl := range c.flights {
+		var hit bool
+		select {
+		case <-fl.ready:
+			hit = fl.kind == outFill && p.matches(fl.fill.meta) ||
+				fl.kind != outFill && p.matches(&meta{Primary: fl.primary, Tags: fl.tags})
+		default:
+			hit = p.matches(&meta{Primary: fl.primary})
+			if hit && key[0] == 'm' {
+				matched[key] = nil // a miss's fetch it selects: counted
+			}
+			hit = hit || len(p.tags) > 0
+		}
+		if hit {
+			fl.purge = max(fl.purge, mark)
+			delete(c.flights, key)
+		}
+	}
+	return matched
+}
+
+// startFill records f, started by flight fl (nil for none), as in
+// flight; it inherits what purges did to fl.
+func (c *Cache) startFill(f *fill, fl *flight) {
+	c.mu.Lock()
+	if fl != nil {
+		f.purge = fl.purge
+	}
+	c.fills[f] = struct{}{}
+	c.mu.Unlock()
+}
+
+// endFill records that f is no longer in flight.
+func (c *Cache) endFill(f *fill) {
+	c.mu.Lock()
+	delete(c.fills, f)
+	c.mu.Unlock()
 }
 
 // hostEnd is the length of the host part of "host/path".
