@@ -22,6 +22,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
@@ -46,11 +47,22 @@ func run() error {
 	certFile := flag.String("cert", "", "PEM certificate chain for HTTPS")
 	keyFile := flag.String("key", "", "PEM private key for HTTPS")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	traceFile := flag.String("trace", "", "write an execution trace of the whole run to this file")
 	// 400 is agent.DefaultGCPercent, which a tern agent runs with; this
 	// command may not import the agent package (internal/archtest).
 	gcPercent := flag.Int("gc-percent", 400, "garbage collector target (GOGC), the agent's default gc_percent")
 	flag.Parse()
 	debug.SetGCPercent(*gcPercent)
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		if err := trace.Start(f); err != nil {
+			return fmt.Errorf("trace: %w", err)
+		}
+		defer trace.Stop()
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
