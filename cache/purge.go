@@ -156,14 +156,14 @@ const (
 )
 
 // markInFlight applies a purge to the work in progress, under the lock
-// that commit takes to index a fill, and returns the fills it selects
-// by key, and the misses whose response has not come yet by flight key
-// (with a nil fill). A fill that a purge selects was fetched before it: when it
-// finishes it is not kept, or with a soft purge is kept stale. Flights
-// the purge may select are detached, so that requests from now on fetch
-// anew instead of joining them; a flight whose response has not come yet
-// is detached when its URL matches, or when the purge names tags (which
-// only the response will tell).
+// that commit takes to index a fill. It returns the fills it selects by
+// entry key, and the misses it selects whose response has not come yet
+// (nil, under a key no entry can have). A fill that a purge selects was
+// fetched before it: when it finishes it is not kept, or with a soft
+// purge is kept stale. Flights the purge may select are detached, so that
+// requests from now on fetch anew instead of joining them; a flight whose
+// response has not come yet is detached when its URL matches, or when the
+// purge names tags (which only the response will tell).
 func (c *Cache) markInFlight(p *purgeMatch) map[string]*fill {
 	mark := hardPurged
 	if p.soft {
@@ -187,7 +187,7 @@ func (c *Cache) markInFlight(p *purgeMatch) map[string]*fill {
 		default:
 			hit = p.matches(&meta{Primary: fl.primary})
 			if hit && key[0] == 'm' {
-				matched[key] = nil // a miss's fetch it selects: counted
+				matched["\x00"+key] = nil // a miss's fetch it selects: counted
 			}
 			hit = hit || len(p.tags) > 0
 		}

@@ -58,6 +58,7 @@ func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) er
 	step := fs.Duration("step", time.Hour, "decision interval and planner grid")
 	capacity := fs.Int("capacity", 0, "jobs each site runs at once (0: unlimited)")
 	fc := fs.String("forecast", "regression", "Tern's forecast: regression (14-day seasonal profile with a correction fitted per horizon), blend (14-day seasonal profile blended with the latest deviation), seasonal (7-day seasonal mean), naive (yesterday), level (3-day mean with level correction), or oracle (perfect knowledge)")
+	archive := fs.String("forecast-archive", "", "CSV of forecasts as a provider issued them (issued,time,gco2_per_kwh), replayed as Tern's forecast of the one --trace; --forecast fills what it lacks")
 	plot := fs.String("plot", "", "write an SVG of the first site's intensity with the chosen start times")
 	plotDays := fs.Int("plot-days", 7, "days of the simulation to plot, from its start")
 	fs.Usage = func() {
@@ -88,6 +89,16 @@ func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) er
 		cfg.Perfect = true
 	default:
 		return fmt.Errorf("--forecast %q: want regression, blend, seasonal, naive, level or oracle", *fc)
+	}
+	if *archive != "" {
+		if len(traces) != 1 || cfg.Perfect {
+			return fmt.Errorf("--forecast-archive %s: replays one site's forecast: give exactly one --trace, and a --forecast other than oracle for what it lacks", *archive)
+		}
+		issues, err := readArchiveFile(*archive)
+		if err != nil {
+			return err
+		}
+		cfg.Forecaster = carbon.Archive{Issues: issues, Source: filepath.Base(*archive), Fallback: cfg.Forecaster}
 	}
 	for _, path := range traces {
 		rs, err := readTraceFile(path)
@@ -151,4 +162,13 @@ func readTraceFile(path string) ([]carbon.Reading, error) {
 	}
 	defer f.Close()
 	return provider.ReadTrace(f, filepath.Base(path))
+}
+
+func readArchiveFile(path string) ([]carbon.Issue, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return provider.ReadForecastArchive(f, filepath.Base(path))
 }

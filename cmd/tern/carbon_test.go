@@ -120,3 +120,40 @@ func TestCarbonStatus(t *testing.T) {
 		t.Fatalf("agent down: %d %s", code, out.String())
 	}
 }
+
+// TestCarbonSimForecastArchive replays a provider's forecast archive as
+// Tern's forecast: an archive whose every issue holds the actual values
+// ahead makes Tern equal the oracle; an archive for one site cannot be
+// given with two.
+func TestCarbonSimForecastArchive(t *testing.T) {
+	traces := filepath.Join("..", "..", "carbon", "testdata", "traces")
+	ciso := filepath.Join(traces, "ciso-2020-06-01_05.csv")
+	src, err := os.ReadFile(ciso)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(string(src)), "\n")[1:]
+	var b strings.Builder
+	b.WriteString("issued,time,gco2_per_kwh\n")
+	for i, row := range rows {
+		issued := strings.SplitN(row, ",", 2)[0]
+		for _, ahead := range rows[i:min(i+48, len(rows))] {
+			b.WriteString(issued + "," + ahead + "\n")
+		}
+	}
+	archive := filepath.Join(t.TempDir(), "perfect.csv")
+	if err := os.WriteFile(archive, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	args := []string{"carbon", "sim", "--trace", ciso, "--every", "1h", "--forecast-archive", archive}
+	if code := run(context.Background(), args, &out, &out); code != 0 ||
+		!strings.Contains(out.String(), "archive:perfect.csv+seasonal-regression") || !strings.Contains(out.String(), "tern kept 100.0 % of the oracle's saving") {
+		t.Fatalf("tern %v = %d\n%s\nwant Tern equal to the oracle with a perfect archive", args, code, out.String())
+	}
+	out.Reset()
+	args = []string{"carbon", "sim", "--trace", ciso, "--trace", ciso, "--forecast-archive", archive}
+	if code := run(context.Background(), args, &out, &out); code != 1 || !strings.Contains(out.String(), "exactly one --trace") {
+		t.Fatalf("tern %v = %d\n%s\nwant exit 1 asking for one trace", args, code, out.String())
+	}
+}
