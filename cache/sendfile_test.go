@@ -1,3 +1,5 @@
+//go:build linux
+
 package cache_test
 
 import (
@@ -7,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime"
 	"strings"
 	gosync "sync"
 	"testing"
@@ -41,9 +42,6 @@ func memfdCount(t *testing.T) int {
 // tier's budget evict bodies with sends in flight. No memfd outlives the
 // bodies.
 func TestSendfileHits(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("sendfile of cached bodies needs Linux")
-	}
 	const size = 100 << 10
 	clk := newClock()
 	o := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {

@@ -94,14 +94,14 @@ func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) er
 		if len(traces) != 1 || cfg.Perfect {
 			return fmt.Errorf("--forecast-archive %s: replays one site's forecast: give exactly one --trace, and a --forecast other than oracle for what it lacks", *archive)
 		}
-		issues, err := readArchiveFile(*archive)
+		issues, err := readFile(*archive, provider.ReadForecastArchive)
 		if err != nil {
 			return err
 		}
 		cfg.Forecaster = carbon.Archive{Issues: issues, Source: filepath.Base(*archive), Fallback: cfg.Forecaster}
 	}
 	for _, path := range traces {
-		rs, err := readTraceFile(path)
+		rs, err := readFile(path, provider.ReadTrace)
 		if err != nil {
 			return err
 		}
@@ -155,20 +155,14 @@ func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-func readTraceFile(path string) ([]carbon.Reading, error) {
+// readFile opens path and parses it with read, which names it by its base
+// name in errors.
+func readFile[T any](path string, read func(io.Reader, string) (T, error)) (T, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		var zero T
+		return zero, err
 	}
 	defer f.Close()
-	return provider.ReadTrace(f, filepath.Base(path))
-}
-
-func readArchiveFile(path string) ([]carbon.Issue, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return provider.ReadForecastArchive(f, filepath.Base(path))
+	return read(f, filepath.Base(path))
 }
