@@ -98,12 +98,22 @@ type Cache struct {
 	passes  map[string]time.Time // hit-for-pass: primary key → until (pass.go)
 	// fills are the fills in flight, which purges mark (purge.go).
 	fills map[*fill]struct{}
+	// commitSlots bounds the fills whose clients have been answered while
+	// their commit is pending (fill.run).
+	commitSlots chan struct{}
 
 	bg gosync.WaitGroup // background revalidations and fills
 
 	sentFiles     atomic.Int64 // hits sent with sendfile
 	sentFileBytes atomic.Int64
 }
+
+// maxEarlyCommits is how many fills may have answered their clients while
+// their commit is pending. Storage stalls of tens of milliseconds (a
+// value-log file synced on rotation) fit in it at a thousand misses a
+// second; a longer one makes further clients wait for their commit, as
+// all did before, instead of holding a chunk buffer each in memory.
+const maxEarlyCommits = 32
 
 // New opens a cache over cfg.Storage, rebuilding its index from what the
 // storage holds and evicting down to the budget.
@@ -160,6 +170,8 @@ func New(cfg Config) (*Cache, error) {
 		flights: map[string]*flight{},
 		passes:  map[string]time.Time{},
 		fills:   map[*fill]struct{}{},
+
+		commitSlots: make(chan struct{}, maxEarlyCommits),
 	}
 	if s, ok := cfg.Storage.(sweeper); ok {
 		if err := s.Sweep(); err != nil {

@@ -119,8 +119,16 @@ func (f *fill) run(src io.ReadCloser) {
 		}
 		n, rerr := readChunk(src, buf)
 		if rerr == nil || rerr == io.EOF {
-			end := rerr == io.EOF
-			f.arrive(buf[:n], size, end && (f.length < 0 || size+int64(n) == f.length))
+			f.arrive(buf[:n], size, false)
+			if rerr == io.EOF && (f.length < 0 || size+int64(n) == f.length) {
+				// The body is complete, and its clients may finish before
+				// the commit while few commits are pending. Past that they
+				// wait, so that bodies waiting on slow storage do not pile
+				// up in memory (a chunk buffer each).
+				f.c.commitSlots <- struct{}{}
+				defer func() { <-f.c.commitSlots }()
+				f.arrive(buf[:n], size, true)
+			}
 		}
 		if idx == 0 && rerr == io.EOF && inline {
 			// The whole body is in buf: stored with the entry, in one write.
