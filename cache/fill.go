@@ -16,8 +16,9 @@ var bufPool = gosync.Pool{New: func() any { b := make([]byte, ChunkSize); return
 // arrives from the origin: the chunk being stored from memory, earlier
 // chunks from storage. So clients receive a large body while it is
 // stored, any number of collapsed requests share one origin fetch, and
-// no client waits for a storage write: a client whose body has arrived
-// in full is answered while the entry is still being committed.
+// clients do not wait for storage writes: a client whose body has arrived
+// in full is answered while the entry is still being committed (while
+// fewer than maxEarlyCommits fills are).
 type fill struct {
 	c    *Cache
 	key  string

@@ -157,7 +157,7 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 			// a millisecond) and answer from the entry if it is fresh, as
 			// for a request that came just after. The client that caused
 			// the fill, and those that joined while its body streamed in,
-			// never wait on storage.
+			// do not wait on storage (up to maxEarlyCommits fills).
 			if fl.wait(r.Context()) != nil {
 				return
 			}
