@@ -9,17 +9,35 @@ import (
 	"time"
 )
 
-// bodyRoundTripper answers every request with body, cacheable.
-type bodyRoundTripper []byte
+// bodyRoundTripper answers every request with body, cacheable, and
+// closes read once the cache has read all of it.
+type bodyRoundTripper struct {
+	body []byte
+	read chan struct{}
+}
 
 func (b bodyRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	return &http.Response{
 		StatusCode:    http.StatusOK,
 		Header:        http.Header{"Cache-Control": {"max-age=600"}},
-		Body:          io.NopCloser(bytes.NewReader(b)),
-		ContentLength: int64(len(b)),
+		Body:          io.NopCloser(&eofSignal{r: bytes.NewReader(b.body), eof: b.read}),
+		ContentLength: int64(len(b.body)),
 		Request:       r,
 	}, nil
+}
+
+// eofSignal closes eof when r reports io.EOF.
+type eofSignal struct {
+	r   io.Reader
+	eof chan struct{}
+}
+
+func (e *eofSignal) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err == io.EOF {
+		close(e.eof)
+	}
+	return n, err
 }
 
 // TestEarlyCommitsBounded fills every slot for commits that answered their
@@ -36,29 +54,41 @@ func TestEarlyCommitsBounded(t *testing.T) {
 		c.commitSlots <- struct{}{}
 	}
 	body := bytes.Repeat([]byte("x"), 1000)
+	up := bodyRoundTripper{body: body, read: make(chan struct{})}
 	done := make(chan *httptest.ResponseRecorder, 1)
 	go func() {
 		w := httptest.NewRecorder()
-		c.Handler(bodyRoundTripper(body)).ServeHTTP(w, httptest.NewRequest("GET", "http://example.com/a", nil))
+		c.Handler(up).ServeHTTP(w, httptest.NewRequest("GET", "http://example.com/a", nil))
 		done <- w
 	}()
 
-	// Wait until the fill has the whole body: only a slot is missing.
+	// The fill has read the whole body and published it: only a slot is
+	// missing for its clients' end of body.
+	select {
+	case <-up.read:
+	case <-time.After(time.Minute):
+		t.Fatal("the fill did not read the origin's body")
+	}
+	c.mu.Lock()
 	var fl *fill
-	for deadline := time.Now().Add(time.Minute); fl == nil; {
-		if time.Now().After(deadline) {
-			t.Fatal("no fill with the whole body")
+	for f := range c.fills {
+		fl = f
+	}
+	c.mu.Unlock()
+	if fl == nil {
+		t.Fatal("no fill in flight")
+	}
+	for {
+		fl.mu.Lock()
+		arrived, complete, changed := fl.arrived, fl.complete, fl.changed
+		fl.mu.Unlock()
+		if complete {
+			t.Fatal("the body was complete for its clients with every early-commit slot taken")
 		}
-		c.mu.Lock()
-		for f := range c.fills {
-			f.mu.Lock()
-			if f.arrived == int64(len(body)) {
-				fl = f
-			}
-			f.mu.Unlock()
+		if arrived == int64(len(body)) {
+			break
 		}
-		c.mu.Unlock()
-		time.Sleep(time.Millisecond)
+		<-changed
 	}
 	select {
 	case <-done:

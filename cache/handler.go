@@ -262,9 +262,9 @@ func (h *handler) join(key string, r *http.Request, it *item, m *meta, foregroun
 		c.mu.Unlock()
 		return f, false
 	}
-	f := &flight{ready: make(chan struct{}), refs: 1, primary: primaryKey(r)}
+	f := &flight{ready: make(chan struct{}), refs: 1, primary: key[1:]} // a miss: "m" + primary key
 	if m != nil {
-		f.tags = m.Tags
+		f.primary, f.tags = m.Primary, m.Tags // a revalidation of m's entry
 	}
 	if foreground {
 		f.refs++

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -49,8 +47,8 @@ func ReadForecastArchive(r io.Reader, name string) ([]carbon.Issue, error) {
 		if err != nil {
 			return nil, fmt.Errorf("forecast archive %s line %d: time %q: %w", name, line, rec[1], carbon.ErrInvalid)
 		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(rec[2]), 64)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		v, ok := parseIntensity(rec[2])
+		if !ok {
 			return nil, fmt.Errorf("forecast archive %s line %d: intensity %q: want a finite number ≥ 0: %w", name, line, rec[2], carbon.ErrInvalid)
 		}
 		issued, t = issued.UTC(), t.UTC()

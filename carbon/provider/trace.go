@@ -84,8 +84,8 @@ func readCSVTrace(r io.Reader, name string) ([]carbon.Reading, error) {
 		if err != nil {
 			return nil, fmt.Errorf("trace %s line %d: time %q: %w", name, line, rec[0], carbon.ErrInvalid)
 		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(rec[1]), 64)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		v, ok := parseIntensity(rec[1])
+		if !ok {
 			return nil, fmt.Errorf("trace %s line %d: intensity %q: want a finite number ≥ 0: %w", name, line, rec[1], carbon.ErrInvalid)
 		}
 		if n := len(starts); n > 0 && !t.After(starts[n-1]) {
@@ -103,6 +103,12 @@ func readCSVTrace(r io.Reader, name string) ([]carbon.Reading, error) {
 	}
 	fillDurations(out, nil)
 	return out, nil
+}
+
+// parseIntensity parses a CSV intensity field: a finite number ≥ 0.
+func parseIntensity(field string) (float64, bool) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(field), 64)
+	return v, err == nil && !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0
 }
 
 // fillDurations sets each reading without a duration to last until the
