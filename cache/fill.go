@@ -264,12 +264,35 @@ func (r *fillReader) Close() error {
 	return nil
 }
 
+// errDamaged marks a committed body with a missing or short chunk: what
+// a power cut can leave of chunks the storage had not synced yet.
+var errDamaged = errors.New("stored body is damaged")
+
+// readStored reads chunk idx of committed entry it, whose body was
+// written in chunks of chunkSize, into buf[:0], and checks its length
+// against the entry's size. A damaged body drops the entry, so that the
+// next request fetches it anew instead of failing the same way.
+func (c *Cache) readStored(it *item, chunkSize int64, idx int, buf []byte) ([]byte, error) {
+	b, err := c.st.ReadChunk(it.body, idx, buf)
+	want := min(chunkSize, it.size-int64(idx)*chunkSize)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		err = fmt.Errorf("%w: %w", errDamaged, err)
+	case err == nil && int64(len(b)) != want:
+		err = fmt.Errorf("read body %s chunk %d: %d bytes, want %d: %w", it.body, idx, len(b), want, errDamaged)
+	}
+	if errors.Is(err, errDamaged) {
+		c.logger.Warn("cache entry damaged, dropped", "url", it.meta.Primary, "err", err)
+		c.drop(it)
+	}
+	return b, err
+}
+
 // entryReader reads a committed body; it is an io.ReadSeeker so that
 // http.ServeContent can serve ranges and conditionals from it.
 type entryReader struct {
-	st        Storage
-	body      string
-	size      int64
+	c         *Cache
+	it        *item
 	chunkSize int64
 	off       int64
 	buf       []byte
@@ -277,27 +300,30 @@ type entryReader struct {
 	bp        *[]byte
 }
 
+// reader returns a reader of the body of committed entry it.
+func (c *Cache) reader(it *item, m *meta) *entryReader {
+	return &entryReader{c: c, it: it, chunkSize: int64(m.ChunkSize)}
+}
+
 func (r *entryReader) Read(p []byte) (int, error) {
-	if r.off >= r.size {
+	size := r.it.size
+	if r.off >= size {
 		return 0, io.EOF
 	}
 	if r.buf == nil || r.off < r.at || r.off >= r.at+int64(len(r.buf)) {
 		idx := r.off / r.chunkSize
 		var dst []byte
-		if r.size <= 4096 {
-			dst = make([]byte, 0, r.size) // small bodies: no pooled MiB
+		if size <= 4096 {
+			dst = make([]byte, 0, size) // small bodies: no pooled MiB
 		} else {
 			if r.bp == nil {
 				r.bp = bufPool.Get().(*[]byte)
 			}
 			dst = (*r.bp)[:0]
 		}
-		b, err := r.st.ReadChunk(r.body, int(idx), dst)
+		b, err := r.c.readStored(r.it, r.chunkSize, int(idx), dst)
 		if err != nil {
 			return 0, err
-		}
-		if len(b) == 0 {
-			return 0, fmt.Errorf("read body %s chunk %d: %w", r.body, idx, io.ErrUnexpectedEOF)
 		}
 		r.buf, r.at = b, idx*r.chunkSize
 	}
@@ -314,7 +340,7 @@ func (r *entryReader) Seek(offset int64, whence int) (int64, error) {
 	case io.SeekCurrent:
 		abs = r.off + offset
 	case io.SeekEnd:
-		abs = r.size + offset
+		abs = r.it.size + offset
 	default:
 		return 0, errors.New("seek: invalid whence")
 	}

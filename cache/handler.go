@@ -94,7 +94,9 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 		defer c.release(it.body)
 	}
 	if it != nil && m.fresh(now) {
-		h.serveEntry(w, r, it, m, mem, now, "hit; ttl="+strconv.FormatInt(ttl(m, now), 10))
+		if !h.serveEntry(w, r, it, m, mem, now, "hit; ttl="+strconv.FormatInt(ttl(m, now), 10)) {
+			h.refetch(w, r)
+		}
 		return
 	}
 	if reqCC.onlyIfCached {
@@ -118,11 +120,20 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 	if !m.MustRevalidate && !m.NoCache && m.SWR >= 0 && stale <= m.SWR {
 		// Serve now, refresh behind the client (RFC 5861 §3).
 		h.join("v"+it.key, r, it, m, false)
-		h.serveEntry(w, r, it, m, nil, now, fmt.Sprintf("hit; ttl=%d; detail=stale-while-revalidate", ttl(m, now)))
+		if !h.serveEntry(w, r, it, m, nil, now, fmt.Sprintf("hit; ttl=%d; detail=stale-while-revalidate", ttl(m, now))) {
+			h.refetch(w, r)
+		}
 		return
 	}
 	f, leader := h.join("v"+it.key, r, it, m, true)
 	h.await(w, r, f, leader, it, m, "fwd=stale")
+}
+
+// refetch answers r from the origin, as a miss, after serveEntry found
+// its entry's body damaged and dropped the entry.
+func (h *handler) refetch(w http.ResponseWriter, r *http.Request) {
+	f, leader := h.join("m"+primaryKey(r), r, nil, nil, true)
+	h.await(w, r, f, leader, nil, nil, "fwd=miss; detail=damaged")
 }
 
 // await waits for f and answers the client from its outcome.
@@ -166,8 +177,8 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 			if it != nil && mem == nil {
 				defer c.release(it.body)
 			}
-			if it != nil && m.fresh(now) {
-				h.serveEntry(w, r, it, m, mem, now, "hit; ttl="+strconv.FormatInt(ttl(m, now), 10))
+			// A damaged entry is dropped and the fill answers instead.
+			if it != nil && m.fresh(now) && h.serveEntry(w, r, it, m, mem, now, "hit; ttl="+strconv.FormatInt(ttl(m, now), 10)) {
 				return
 			}
 		}
@@ -183,7 +194,9 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 		h.serveFill(w, r, fl, part, status+"; stored")
 	case outUpdated:
 		now := c.now()
-		h.serveEntry(w, r, f.item, f.meta, nil, now, fmt.Sprintf("%s; ttl=%d", status, ttl(f.meta, now)))
+		if !h.serveEntry(w, r, f.item, f.meta, nil, now, fmt.Sprintf("%s; ttl=%d", status, ttl(f.meta, now))) {
+			h.pass(w, r, status+"; detail=damaged")
+		}
 	case outError:
 		if it != nil {
 			if why := h.staleAllowed(m, true); why != "" {
@@ -240,7 +253,9 @@ func (h *handler) staleAllowed(m *meta, unreachable bool) string {
 
 func (h *handler) serveStale(w http.ResponseWriter, r *http.Request, it *item, m *meta, why, status string) {
 	now := h.c.now()
-	h.serveEntry(w, r, it, m, nil, now, fmt.Sprintf("hit; ttl=%d; %s; detail=%s", ttl(m, now), strings.TrimPrefix(status, "fwd=stale; "), why))
+	if !h.serveEntry(w, r, it, m, nil, now, fmt.Sprintf("hit; ttl=%d; %s; detail=%s", ttl(m, now), strings.TrimPrefix(status, "fwd=stale; "), why)) {
+		h.error(w, http.StatusBadGateway, "stored response damaged and origin failing", status)
+	}
 }
 
 // ttl is the remaining freshness in whole seconds (negative when stale).
@@ -398,8 +413,44 @@ func upstreamRequest(r *http.Request, m *meta) *http.Request {
 // serveEntry answers from a committed entry, with ranges and
 // preconditions for 200 responses, and records the use for eviction. mem
 // is the body from the RAM tier when the caller already has it (and has
-// recorded the use), else nil.
-func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m *meta, mem []byte, now time.Time, status string) {
+// recorded the use), else nil. It reports false, having written nothing,
+// when the body turns out damaged before anything went out (the entry is
+// dropped then), so that the caller can answer some other way.
+func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m *meta, mem []byte, now time.Time, status string) bool {
+	if mem == nil {
+		mem = h.c.idx.use(it)
+	}
+	whole := m.Status == http.StatusOK && !conditional(r)
+	var first []byte // chunk 0, for a whole body from storage
+	if mem == nil && it.size <= h.c.cfg.MemoryObjectBytes && h.c.cfg.MemoryBytes > 0 {
+		// Small: read it whole, and keep it for the next hit.
+		er := h.c.reader(it, m)
+		b, err := io.ReadAll(er)
+		er.Close()
+		if errors.Is(err, errDamaged) {
+			return false
+		}
+		if err != nil {
+			h.c.logger.Warn("cache read failed", "url", m.Primary, "err", err)
+			h.error(w, http.StatusBadGateway, "cache read failed", status)
+			return true
+		}
+		h.c.idx.setMem(it, b)
+		mem = b
+	} else if mem == nil && whole && r.Method != http.MethodHead && it.size > 0 {
+		bp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(bp)
+		b, err := h.c.readStored(it, int64(m.ChunkSize), 0, (*bp)[:0])
+		if errors.Is(err, errDamaged) {
+			return false
+		}
+		if err != nil {
+			h.c.logger.Warn("cache read failed", "url", m.Primary, "err", err)
+			h.error(w, http.StatusBadGateway, "cache read failed", status)
+			return true
+		}
+		first = b
+	}
 	hdr := w.Header()
 	for k, v := range m.Header {
 		hdr[k] = v
@@ -407,31 +458,15 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	// Canonical keys assigned directly: this is the hit path.
 	hdr["Age"] = []string{strconv.FormatInt(int64(m.age(now)/time.Second), 10)}
 	hdr["Cache-Status"] = []string{h.c.cfg.Name + "; " + status}
-	if mem == nil {
-		mem = h.c.idx.use(it)
-	}
-	if mem == nil && it.size <= h.c.cfg.MemoryObjectBytes && h.c.cfg.MemoryBytes > 0 {
-		// Small: read it whole, and keep it for the next hit.
-		er := &entryReader{st: h.c.st, body: it.body, size: it.size, chunkSize: int64(m.ChunkSize)}
-		b, err := io.ReadAll(er)
-		er.Close()
-		if err != nil {
-			h.c.logger.Warn("cache read failed", "url", m.Primary, "err", err)
-			h.error(w, http.StatusBadGateway, "cache read failed", status)
-			return
-		}
-		h.c.idx.setMem(it, b)
-		mem = b
-	}
-	if m.Status == http.StatusOK && !conditional(r) {
-		h.writeWhole(w, r, it, m, mem)
-		return
+	if whole {
+		h.writeWhole(w, r, it, m, mem, first)
+		return true
 	}
 	var rd io.ReadSeeker
 	if mem != nil {
 		rd = bytes.NewReader(mem)
 	} else {
-		er := &entryReader{st: h.c.st, body: it.body, size: it.size, chunkSize: int64(m.ChunkSize)}
+		er := h.c.reader(it, m)
 		defer er.Close()
 		rd = er
 	}
@@ -443,12 +478,13 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 		if r.Method != http.MethodHead {
 			_, _ = io.Copy(w, rd)
 		}
-		return
+		return true
 	}
 	if _, ok := hdr["Content-Type"]; !ok {
 		hdr["Content-Type"] = nil // stops ServeContent from sniffing
 	}
 	http.ServeContent(w, r, "", m.LastModified, rd)
+	return true
 }
 
 // sendFileMin is the smallest body sent with sendfile. Below it one
@@ -515,7 +551,7 @@ var acceptRanges = []string{"bytes"}
 // copies through a 32 KiB buffer after flushing the first 512 bytes with
 // the headers, which costs two syscalls for a 1 KB body and six for
 // 100 KB.
-func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m *meta, mem []byte) {
+func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m *meta, mem, first []byte) {
 	hdr := w.Header()
 	hdr["Accept-Ranges"] = acceptRanges
 	hdr["Content-Length"] = []string{strconv.FormatInt(it.size, 10)}
@@ -532,18 +568,19 @@ func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m
 		}
 		return
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	// first, chunk 0, was read before the headers; the next chunks reuse
+	// its buffer once it is written.
+	b := first
 	for idx, off := 0, int64(0); off < it.size; idx++ {
-		b, err := h.c.st.ReadChunk(it.body, idx, (*bp)[:0])
-		if err == nil && len(b) == 0 {
-			err = io.ErrUnexpectedEOF
-		}
-		if err != nil {
-			// Headers are out: cut the connection so the client sees a
-			// truncated body, not a complete-looking short one.
-			h.c.logger.Warn("cache read failed", "url", m.Primary, "chunk", idx, "err", err)
-			panic(http.ErrAbortHandler)
+		if idx > 0 {
+			var err error
+			b, err = h.c.readStored(it, int64(m.ChunkSize), idx, b[:0])
+			if err != nil {
+				// Headers are out: cut the connection so the client sees
+				// a truncated body, not a complete-looking short one.
+				h.c.logger.Warn("cache read failed", "url", m.Primary, "chunk", idx, "err", err)
+				panic(http.ErrAbortHandler)
+			}
 		}
 		if _, err := w.Write(b); err != nil {
 			return // the client left
@@ -605,8 +642,7 @@ func (h *handler) serveHead(w http.ResponseWriter, r *http.Request) {
 	if it != nil && mem == nil {
 		defer h.c.release(it.body)
 	}
-	if it != nil && m.fresh(now) {
-		h.serveEntry(w, r, it, m, mem, now, "hit; ttl="+strconv.FormatInt(ttl(m, now), 10))
+	if it != nil && m.fresh(now) && h.serveEntry(w, r, it, m, mem, now, "hit; ttl="+strconv.FormatInt(ttl(m, now), 10)) {
 		return
 	}
 	h.pass(w, r, "fwd=method")

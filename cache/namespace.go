@@ -62,21 +62,20 @@ func (n *Namespace) Lookup(key string) (*http.Response, error) {
 		ProtoMinor:    1,
 		Header:        h,
 		ContentLength: it.size,
-		Body:          &releasingReader{entryReader{st: c.st, body: it.body, size: it.size, chunkSize: int64(m.ChunkSize)}, c, gosync.Once{}},
+		Body:          &releasingReader{entryReader: *c.reader(it, m)},
 	}, nil
 }
 
 // releasingReader ends the read of its body on Close.
 type releasingReader struct {
 	entryReader
-	c    *Cache
 	once gosync.Once
 }
 
 func (r *releasingReader) Close() error {
 	r.once.Do(func() {
 		r.entryReader.Close()
-		r.c.release(r.body)
+		r.c.release(r.it.body)
 	})
 	return nil
 }

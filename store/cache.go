@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -22,9 +23,9 @@ const (
 // CacheStore keeps HTTP cache entries in the store's badger database. It
 // implements cache.Storage; get one with Store.Cache.
 //
-// Chunks of 1 MiB or more go to badger's value log rather than its LSM
-// tree, so they are written once instead of being rewritten by every
-// compaction; Store.RunValueLogGC reclaims the space of deleted ones.
+// Chunks of 64 KiB or more are files in the store's directory (see
+// cacheFilesDir), so that a stream of misses never waits on badger's value
+// log; smaller ones and all entries live in badger's LSM tree.
 type CacheStore struct{ s *Store }
 
 var _ cache.Storage = (*CacheStore)(nil)
@@ -141,30 +142,46 @@ func (c *CacheStore) Walk(fn func(cache.Entry) error) error {
 	return nil
 }
 
-// WriteChunk stores chunk idx of body.
+// WriteChunk stores chunk idx of body: in a file from fileChunkMin bytes,
+// in badger below.
 func (c *CacheStore) WriteChunk(body string, idx int, p []byte) error {
-	err := c.s.db.Update(func(txn *badger.Txn) error {
-		return txn.Set(chunkKey(body, idx), p)
-	})
+	var err error
+	if len(p) >= fileChunkMin {
+		err = c.writeChunkFile(body, idx, p)
+	} else {
+		err = c.s.db.Update(func(txn *badger.Txn) error {
+			return txn.Set(chunkKey(body, idx), p)
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("write cache chunk %s/%d (%d bytes): %w", body, idx, len(p), err)
 	}
 	return nil
 }
 
-// ReadChunk appends chunk idx of body to buf[:0].
+// ReadChunk appends chunk idx of body to buf[:0]. It looks in badger
+// first, where small bodies are and where earlier versions kept large
+// ones, then for a file.
 func (c *CacheStore) ReadChunk(body string, idx int, buf []byte) ([]byte, error) {
+	found := false
 	err := c.s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(chunkKey(body, idx))
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return cache.ErrNotFound
+			return nil
 		}
 		if err != nil {
 			return err
 		}
+		found = true
 		buf, err = item.ValueCopy(buf[:0])
 		return err
 	})
+	if err == nil && !found {
+		buf, err = c.readChunkFile(body, idx, buf)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = cache.ErrNotFound
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read cache chunk %s/%d: %w", body, idx, err)
 	}
@@ -183,9 +200,16 @@ func (c *CacheStore) Commit(e cache.Entry) error {
 	return nil
 }
 
-// CommitSmall stores p as the single chunk of e.Body and commits e, in
-// one transaction: a small fill costs one synced write, not two.
+// CommitSmall stores p as the single chunk of e.Body and commits e. Below
+// fileChunkMin both are one transaction, so a small fill costs one write,
+// not two; from there the chunk is a file written first.
 func (c *CacheStore) CommitSmall(e cache.Entry, p []byte) error {
+	if len(p) >= fileChunkMin {
+		if err := c.writeChunkFile(e.Body, 0, p); err != nil {
+			return fmt.Errorf("commit cache entry %q with its body (%d bytes): %w", e.Key, len(p), err)
+		}
+		return c.Commit(e)
+	}
 	err := c.s.db.Update(func(txn *badger.Txn) error {
 		if len(p) > 0 {
 			if err := txn.Set(chunkKey(e.Body, 0), p); err != nil {
@@ -255,6 +279,9 @@ func (c *CacheStore) DeleteBody(body string) error {
 	if err == nil {
 		err = c.deleteKeys(keys)
 	}
+	if err == nil {
+		err = c.removeChunkFiles(body)
+	}
 	if err != nil {
 		return fmt.Errorf("delete cache body %s: %w", body, err)
 	}
@@ -275,16 +302,24 @@ func (c *CacheStore) deleteKeys(keys [][]byte) error {
 	return wb.Flush()
 }
 
-// Sweep deletes chunks that no committed entry refers to: what a crash in
-// the middle of a fill leaves behind. It must run before the cache starts
-// writing, since the chunks of a fill in progress look the same.
+// Sweep deletes chunks, in badger and in files, that no committed entry
+// refers to: what a crash in the middle of a fill leaves behind. It must
+// run before the cache starts writing, since the chunks of a fill in
+// progress look the same.
 func (c *CacheStore) Sweep() error {
-	live := map[string]bool{}
-	if err := c.Walk(func(e cache.Entry) error { live[e.Body] = true; return nil }); err != nil {
+	live, liveFiles := map[string]bool{}, map[string]bool{}
+	err := c.Walk(func(e cache.Entry) error {
+		live[e.Body], liveFiles[encodeBodyName(e.Body)] = true, true
+		return nil
+	})
+	if err == nil {
+		err = c.sweepChunkFiles(liveFiles)
+	}
+	if err != nil {
 		return fmt.Errorf("sweep cache: %w", err)
 	}
 	var keys [][]byte
-	err := c.s.db.View(func(txn *badger.Txn) error {
+	err = c.s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(cacheChunkPrefix)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

@@ -1,8 +1,15 @@
 package store
 
 import (
+	"bytes"
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/tern-edge/tern/cache"
 	"github.com/tern-edge/tern/cache/cachetest"
@@ -18,7 +25,7 @@ func TestCacheStoreSurvivesReopenAndSweepsOrphans(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir)
 	c := s.Cache()
-	big := make([]byte, 1<<20) // reaches the value log
+	big := make([]byte, 1<<20) // a chunk file
 	for i := range big {
 		big[i] = byte(i)
 	}
@@ -56,6 +63,9 @@ func TestCacheStoreSurvivesReopenAndSweepsOrphans(t *testing.T) {
 	if len(es) != 1 || es[0].Size != 1<<20+4 || string(es[0].Meta) != "meta" {
 		t.Fatalf("entries after reopen = %+v", es)
 	}
+	if _, err := os.Stat(c.chunkPath("orphan", 0)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("orphan chunk file after sweep: %v", err)
+	}
 	// Value log GC runs (nothing to rewrite yet is not an error).
 	if err := c.GC(); err != nil {
 		t.Fatal(err)
@@ -75,5 +85,81 @@ func TestDecodeEntryRejectsGarbage(t *testing.T) {
 	got, err := decodeEntry("k", encodeEntry(e))
 	if err != nil || got.Body != "b" || got.Size != 7 || string(got.Meta) != "m" {
 		t.Fatalf("round trip = %+v, %v", got, err)
+	}
+}
+
+func TestCacheStoreChunkPlacement(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	c := s.Cache()
+	big := bytes.Repeat([]byte("0123456789abcdef"), fileChunkMin/16)
+	small := []byte("small body")
+	// An odd body name is encoded, and cannot leave the cache's directory.
+	odd := "../x.1/y"
+	for _, err := range []error{
+		c.WriteChunk("big", 0, big),
+		c.WriteChunk("big", 1, small), // a short last chunk stays in badger
+		c.CommitSmall(cache.Entry{Key: "k1", Body: "one", Size: int64(len(big))}, big),
+		c.CommitSmall(cache.Entry{Key: "k2", Body: "tiny", Size: int64(len(small))}, small),
+		c.WriteChunk(odd, 0, big),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		body string
+		idx  int
+		file bool
+		want []byte
+	}{
+		{"big", 0, true, big},
+		{"big", 1, false, small},
+		{"one", 0, true, big},
+		{"tiny", 0, false, small},
+		{odd, 0, true, big},
+	} {
+		_, err := os.Stat(c.chunkPath(tc.body, tc.idx))
+		if (err == nil) != tc.file {
+			t.Errorf("%s/%d: chunk file exists %v, want %v", tc.body, tc.idx, err == nil, tc.file)
+		}
+		got, err := c.ReadChunk(tc.body, tc.idx, nil)
+		if err != nil || !bytes.Equal(got, tc.want) {
+			t.Errorf("ReadChunk %s/%d = %d bytes, %v", tc.body, tc.idx, len(got), err)
+		}
+	}
+	root := filepath.Join(s.dir, cacheFilesDir)
+	if p := c.chunkPath(odd, 0); !strings.HasPrefix(p, root+string(filepath.Separator)) || strings.Count(p[len(root):], string(filepath.Separator)) != 2 {
+		t.Errorf("chunk path of %q is %s, want one directory under %s", odd, p, root)
+	}
+
+	// A chunk file lost in a crash reads as absent.
+	if err := os.Remove(c.chunkPath("one", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReadChunk("one", 0, nil); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("ReadChunk of a lost chunk file: %v", err)
+	}
+
+	// Deleting a body removes its files and its badger chunks.
+	if err := c.DeleteBody("big"); err != nil {
+		t.Fatal(err)
+	}
+	for idx := range 2 {
+		if _, err := c.ReadChunk("big", idx, nil); !errors.Is(err, cache.ErrNotFound) {
+			t.Errorf("chunk %d after DeleteBody: %v", idx, err)
+		}
+	}
+	if _, err := os.Stat(c.chunkPath("big", 0)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("chunk file after DeleteBody: %v", err)
+	}
+
+	// Large chunks that earlier versions kept in badger's value log stay
+	// readable.
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(chunkKey("old", 0), big) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ReadChunk("old", 0, nil); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("ReadChunk of a value-log chunk = %d bytes, %v", len(got), err)
 	}
 }

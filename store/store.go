@@ -43,14 +43,15 @@ type App struct {
 
 // MaxValueBytes is the largest single value the store holds, such as an
 // app's KV value: the size of badger's value-log files, which must hold a
-// value whole. Cache bodies and job blobs are stored in parts of 1 MiB and
-// modules are files, so none of them is bound by it.
+// value whole. Job blobs are stored in parts of 1 MiB, and modules and
+// large cache chunks are files, so none of them is bound by it.
 //
 // Small files rather than badger's 1 GiB default, because badger closes a
 // full value-log file (truncating and remapping it) when it rotates to the
 // next, and that stalls the writes behind it in proportion to the file's
-// size: a cache filling 100 KB misses saw an 88 ms p99 with 256 MiB files,
-// 53 ms with 64 MiB and 15–28 ms with 16 MiB (docs/CACHE.md).
+// size: a cache filling 100 KB misses, when its chunks were values, saw an
+// 88 ms p99 with 256 MiB files, 53 ms with 64 MiB and 15–28 ms with 16 MiB
+// (docs/CACHE.md).
 const MaxValueBytes = 16 << 20
 
 // Store is an open badger database. All methods are safe for concurrent use.
@@ -85,19 +86,20 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 		// the agent's gc_percent of 400): with 16 MiB tables the arenas
 		// were 21 of an idle agent's 35 MB of heap, and 100 agents in one
 		// process spent 17 ms of CPU per 1 MiB deploy each, against 12 ms
-		// with 4 MiB (docs/FLEET.md). Bodies of 64 KiB and more go to the
-		// value log, so a memtable holds keys, metadata and small bodies.
+		// with 4 MiB (docs/FLEET.md). Values of 64 KiB and more go to the
+		// value log (and cache chunks that large are files), so a memtable
+		// holds keys, metadata and small bodies.
 		WithMemTableSize(4 << 20).
 		WithValueLogFileSize(MaxValueBytes).
 		// Two compactors (the fewest badger allows) instead of four: each
 		// wakes up every 50 ms, which on an idle gateway is most of the
 		// process's CPU.
 		WithNumCompactors(2).
-		// Values from 64 KiB up (cache chunks, modules) go to the value
-		// log, not the LSM tree: a cache filling 100 KB bodies otherwise
-		// fills a memtable every few hundred misses and rewrites the
-		// bodies in every compaction. Measured: a 100 KB miss added 0.76
-		// ms at p50 with badger's 1 MiB threshold, 0.33 ms with this.
+		// Values from 64 KiB up (job blob parts) go to the value log, not
+		// the LSM tree, which would otherwise rewrite them in every
+		// compaction: when cache chunks were values, a 100 KB miss added
+		// 0.76 ms at p50 with badger's 1 MiB threshold, 0.33 ms with this.
+		// Cache chunks below it stay values (fileChunkMin).
 		WithValueThreshold(64 << 10).
 		WithNumVersionsToKeep(1)
 	db, err := badger.Open(opts)
