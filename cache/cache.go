@@ -102,7 +102,15 @@ type Cache struct {
 	// their commit is pending (fill.run).
 	commitSlots chan struct{}
 
-	bg gosync.WaitGroup // background revalidations and fills
+	bg gosync.WaitGroup // background revalidations, fills and deletes
+
+	// deletes are the evicted entries waiting to leave storage, and
+	// deleting says whether a goroutine is removing them (deleteLater).
+	delMu      gosync.Mutex
+	deletes    []*item
+	delPending int   // queued or being deleted
+	delBytes   int64 // their sizes
+	deleting   bool
 
 	sentFiles     atomic.Int64 // hits sent with sendfile
 	sentFileBytes atomic.Int64
@@ -226,8 +234,8 @@ func (c *Cache) Run(ctx context.Context) error {
 	}
 }
 
-// Wait blocks until background revalidations and fills have finished;
-// tests and shutdown use it before closing the storage.
+// Wait blocks until background revalidations, fills and deletes have
+// finished; tests and shutdown use it before closing the storage.
 func (c *Cache) Wait() { c.bg.Wait() }
 
 // Stats describes the cache's contents and how its hits were sent.
@@ -264,6 +272,78 @@ func (c *Cache) delete(it *item) {
 func (c *Cache) drop(it *item) {
 	if c.idx.remove(it) {
 		c.delete(it)
+	}
+}
+
+// Evicted entries waiting to leave storage are at most
+// maxPendingDeletes, and their bodies at most a quarter of the cache's
+// budget: the disk may hold that much more than the budget while it is
+// slow to delete.
+const (
+	maxPendingDeletes  = 1 << 16
+	pendingDeleteShare = 4
+)
+
+// deleteLater removes the entries a commit evicted (or replaced) from
+// storage in the background, off the fill that made room for its entry. A
+// delete can wait on the disk as long as a write does (unlinking a file
+// whose pages are being written back waits for that write), and under a
+// steady stream of misses the commits queued behind such deletes until
+// clients waited too, hundreds of milliseconds at p99 (docs/CACHE.md).
+// Past the bounds above the fill deletes its victims itself, which slows
+// fills to the disk's pace rather than let the store outgrow its budget.
+//
+// Only evictions wait: a crash before their delete brings back entries
+// that are still correct. Purges delete at once.
+func (c *Cache) deleteLater(its []*item) {
+	if len(its) == 0 {
+		return
+	}
+	var size int64
+	for _, it := range its {
+		size += it.size
+	}
+	c.delMu.Lock()
+	if c.delPending+len(its) > maxPendingDeletes ||
+		c.cfg.MaxBytes > 0 && c.delBytes+size > c.cfg.MaxBytes/pendingDeleteShare {
+		c.delMu.Unlock()
+		for _, it := range its {
+			c.delete(it)
+		}
+		return
+	}
+	c.deletes = append(c.deletes, its...)
+	c.delPending += len(its)
+	c.delBytes += size
+	start := !c.deleting
+	c.deleting = true
+	c.delMu.Unlock()
+	if start {
+		c.bg.Add(1)
+		go c.deleteQueued()
+	}
+}
+
+// deleteQueued deletes what deleteLater queued until none is left.
+func (c *Cache) deleteQueued() {
+	defer c.bg.Done()
+	for {
+		c.delMu.Lock()
+		q := c.deletes
+		c.deletes = nil
+		if len(q) == 0 {
+			c.deleting = false
+			c.delMu.Unlock()
+			return
+		}
+		c.delMu.Unlock()
+		for _, it := range q {
+			c.delete(it)
+			c.delMu.Lock()
+			c.delPending--
+			c.delBytes -= it.size
+			c.delMu.Unlock()
+		}
 	}
 }
 
@@ -323,9 +403,7 @@ func (c *Cache) commit(f *fill, size int64, small []byte, inline bool) error {
 	evicted := c.idx.add(it)
 	mark = f.purge
 	c.mu.Unlock()
-	for _, v := range evicted {
-		c.delete(v)
-	}
+	c.deleteLater(evicted)
 	if mark == softPurged {
 		nm := *m
 		nm.Invalid = true

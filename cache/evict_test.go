@@ -1,0 +1,84 @@
+package cache_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tern-edge/tern/cache"
+)
+
+// stuckDeletes is a storage whose deletes wait until release is closed,
+// as an unlink does behind a disk busy writing back.
+type stuckDeletes struct {
+	cache.MemStorage
+	release chan struct{}
+	stuck   atomic.Int64
+}
+
+func (s *stuckDeletes) Delete(key, body string) error {
+	s.stuck.Add(1)
+	<-s.release
+	return s.MemStorage.Delete(key, body)
+}
+
+// TestEvictionDoesNotHoldCommits checks that fills that evict commit
+// their entries without waiting for the evicted entries' deletes, and
+// that the deletes still happen: Wait returns only once storage holds
+// exactly what the index does. Were each fill to wait for its deletes,
+// the 33rd client would wait too (maxEarlyCommits), here for ever.
+func TestEvictionDoesNotHoldCommits(t *testing.T) {
+	const size, room, extra = 100, 400, 50
+	clk := newClock()
+	o := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Write(bytes.Repeat([]byte{'x'}, size))
+	})
+	st := &stuckDeletes{release: make(chan struct{})}
+	// A quarter of the budget, 100 bodies, may wait to be deleted.
+	c, err := cache.New(cache.Config{Storage: st, Now: clk.Now, MaxBytes: room * size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := c.Handler(o)
+	get := func(i int) string {
+		return request(h, "GET", fmt.Sprintf("http://example.com/%d", i), nil).Header().Get("Cache-Status")
+	}
+	for i := range room {
+		get(i)
+	}
+	c.Wait()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := room; i < room+extra; i++ {
+			get(i) // each evicts one, and the first delete is stuck
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("fills that evict wait for the evicted entries' deletes")
+	}
+	if cs := get(room + extra - 1); !contains(cs, "hit") {
+		t.Fatalf("last body while deletes are stuck: Cache-Status %q, want a hit", cs)
+	}
+	if n := st.stuck.Load(); n != 1 {
+		t.Fatalf("%d deletes started, want one (stuck) and the rest queued", n)
+	}
+	if st := c.Stats(); st.Entries != room {
+		t.Fatalf("index holds %d entries, want %d", st.Entries, room)
+	}
+	close(st.release)
+	c.Wait()
+	if got := len(st.Bodies()); got != room {
+		t.Fatalf("storage holds %d bodies after Wait, want the %d indexed", got, room)
+	}
+	if cs := get(0); !contains(cs, "miss") {
+		t.Fatalf("evicted entry: Cache-Status %q, want a miss", cs)
+	}
+	c.Wait()
+}
