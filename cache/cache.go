@@ -246,9 +246,9 @@ type Stats struct {
 	// MemoryBytes is what the RAM tier holds: bodies, and the copies of
 	// those sent with sendfile.
 	MemoryBytes int64 `json:"memory_bytes"`
-	// SendfileHits counts hits sent with sendfile(2) (plain HTTP/1.1,
-	// bodies of 64 KiB and more in the RAM tier), SendfileBytes their
-	// bytes.
+	// SendfileHits counts hits sent with sendfile(2) (plain HTTP/1.1:
+	// bodies of 64 KiB and more in the RAM tier, and larger ones from the
+	// chunk files of the storage), SendfileBytes the bytes it sent.
 	SendfileHits  int64 `json:"sendfile_hits"`
 	SendfileBytes int64 `json:"sendfile_bytes"`
 }

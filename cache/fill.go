@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	gosync "sync"
 )
 
@@ -274,18 +275,46 @@ var errDamaged = errors.New("stored body is damaged")
 // next request fetches it anew instead of failing the same way.
 func (c *Cache) readStored(it *item, chunkSize int64, idx int, buf []byte) ([]byte, error) {
 	b, err := c.st.ReadChunk(it.body, idx, buf)
-	want := min(chunkSize, it.size-int64(idx)*chunkSize)
-	switch {
+	switch want := min(chunkSize, it.size-int64(idx)*chunkSize); {
 	case errors.Is(err, ErrNotFound):
 		err = fmt.Errorf("%w: %w", errDamaged, err)
 	case err == nil && int64(len(b)) != want:
 		err = fmt.Errorf("read body %s chunk %d: %d bytes, want %d: %w", it.body, idx, len(b), want, errDamaged)
 	}
+	return b, c.checkDamage(it, err)
+}
+
+// openStored opens chunk idx of committed entry it, as readStored reads
+// it, when the storage keeps it as a file; nil and no error when not (or
+// when the storage cannot tell), so the caller reads it instead.
+func (c *Cache) openStored(it *item, chunkSize int64, idx int) (*os.File, error) {
+	cf, ok := c.st.(chunkFiler)
+	if !ok {
+		return nil, nil
+	}
+	f, err := cf.ChunkFile(it.body, idx)
+	if f == nil || err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if want := min(chunkSize, it.size-int64(idx)*chunkSize); err == nil && fi.Size() != want {
+		err = fmt.Errorf("open body %s chunk %d: %d bytes, want %d: %w", it.body, idx, fi.Size(), want, errDamaged)
+	}
+	if err != nil {
+		f.Close()
+		return nil, c.checkDamage(it, err)
+	}
+	return f, nil
+}
+
+// checkDamage drops entry it when err says its body is damaged, and
+// returns err.
+func (c *Cache) checkDamage(it *item, err error) error {
 	if errors.Is(err, errDamaged) {
 		c.logger.Warn("cache entry damaged, dropped", "url", it.meta.Primary, "err", err)
 		c.drop(it)
 	}
-	return b, err
+	return err
 }
 
 // entryReader reads a committed body; it is an io.ReadSeeker so that

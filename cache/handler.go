@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -421,7 +422,11 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 		mem = h.c.idx.use(it)
 	}
 	whole := m.Status == http.StatusOK && !conditional(r)
-	var first []byte // chunk 0, for a whole body from storage
+	// Chunk 0 of a whole body from storage, as a file to send or read into
+	// memory: opened or read before the headers, so that a damaged body
+	// can still be fetched anew.
+	var first []byte
+	var firstFile *os.File
 	if mem == nil && it.size <= h.c.cfg.MemoryObjectBytes && h.c.cfg.MemoryBytes > 0 {
 		// Small: read it whole, and keep it for the next hit.
 		er := h.c.reader(it, m)
@@ -438,9 +443,17 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 		h.c.idx.setMem(it, b)
 		mem = b
 	} else if mem == nil && whole && r.Method != http.MethodHead && it.size > 0 {
-		bp := bufPool.Get().(*[]byte)
-		defer bufPool.Put(bp)
-		b, err := h.c.readStored(it, int64(m.ChunkSize), 0, (*bp)[:0])
+		var err error
+		if canSendFile(w, r) {
+			firstFile, err = h.c.openStored(it, int64(m.ChunkSize), 0)
+		}
+		if firstFile != nil {
+			defer firstFile.Close()
+		} else if err == nil {
+			bp := bufPool.Get().(*[]byte)
+			defer bufPool.Put(bp)
+			first, err = h.c.readStored(it, int64(m.ChunkSize), 0, (*bp)[:0])
+		}
 		if errors.Is(err, errDamaged) {
 			return false
 		}
@@ -449,7 +462,6 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 			h.error(w, http.StatusBadGateway, "cache read failed", status)
 			return true
 		}
-		first = b
 	}
 	hdr := w.Header()
 	for k, v := range m.Header {
@@ -459,7 +471,7 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	hdr["Age"] = []string{strconv.FormatInt(int64(m.age(now)/time.Second), 10)}
 	hdr["Cache-Status"] = []string{h.c.cfg.Name + "; " + status}
 	if whole {
-		h.writeWhole(w, r, it, m, mem, first)
+		h.writeWhole(w, r, it, m, mem, first, firstFile)
 		return true
 	}
 	var rd io.ReadSeeker
@@ -499,11 +511,8 @@ const sendFileMin = 64 << 10
 // (net/http's ReadFrom would otherwise read them from the file first, to
 // sniff a content type), and the rest from the file.
 func (h *handler) sendFile(w http.ResponseWriter, r *http.Request, it *item, mem []byte) bool {
-	if len(mem) < sendFileMin || r.TLS != nil || r.ProtoMajor != 1 {
+	if len(mem) < sendFileMin || !canSendFile(w, r) {
 		return false
-	}
-	if _, ok := w.(io.ReaderFrom); !ok {
-		return false // a wrapper would copy through a buffer instead
 	}
 	fb := h.c.idx.file(it, mem)
 	if fb == nil {
@@ -528,6 +537,15 @@ func (h *handler) sendFile(w http.ResponseWriter, r *http.Request, it *item, mem
 	return true
 }
 
+// canSendFile reports whether the response to r can be sent with
+// sendfile(2): plain HTTP/1.1 (TLS and HTTP/2 and 3 frame the bytes in the
+// process), through a writer that passes files on to the connection (a
+// wrapper without ReadFrom would copy them through a buffer instead).
+func canSendFile(w http.ResponseWriter, r *http.Request) bool {
+	_, ok := w.(io.ReaderFrom)
+	return ok && r.TLS == nil && r.ProtoMajor == 1
+}
+
 // sendFileHead is what sendFile writes from memory with the headers: as
 // much as net/http's ReadFrom sniffs, so that it sniffs nothing.
 const sendFileHead = 512
@@ -547,11 +565,13 @@ var acceptRanges = []string{"bytes"}
 // would add (Accept-Ranges, Content-Length), in as few writes as
 // net/http allows: a body from the RAM tier goes to the response writer
 // in one Write (with the headers, in one syscall, when it fits the
-// server's buffer), a stored one chunk by chunk. ServeContent instead
-// copies through a 32 KiB buffer after flushing the first 512 bytes with
-// the headers, which costs two syscalls for a 1 KB body and six for
-// 100 KB.
-func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m *meta, mem, first []byte) {
+// server's buffer) or with sendfile, a stored one chunk by chunk, with
+// sendfile for the chunks the storage keeps as files when the connection
+// allows it. ServeContent instead copies through a 32 KiB buffer after
+// flushing the first 512 bytes with the headers, which costs two syscalls
+// for a 1 KB body and six for 100 KB. first or firstFile is chunk 0 of a
+// stored body, already read or opened.
+func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m *meta, mem, first []byte, firstFile *os.File) {
 	hdr := w.Header()
 	hdr["Accept-Ranges"] = acceptRanges
 	hdr["Content-Length"] = []string{strconv.FormatInt(it.size, 10)}
@@ -568,19 +588,41 @@ func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m
 		}
 		return
 	}
-	// first, chunk 0, was read before the headers; the next chunks reuse
-	// its buffer once it is written.
+	files := firstFile != nil
+	if files {
+		h.c.sentFiles.Add(1)
+	}
 	b := first
 	for idx, off := 0, int64(0); off < it.size; idx++ {
+		f := firstFile
+		var err error
 		if idx > 0 {
-			var err error
-			b, err = h.c.readStored(it, int64(m.ChunkSize), idx, b[:0])
+			f = nil
+			if files {
+				f, err = h.c.openStored(it, int64(m.ChunkSize), idx)
+			}
+			if f == nil && err == nil {
+				// Read into the buffer of the chunk before, written by now.
+				b, err = h.c.readStored(it, int64(m.ChunkSize), idx, b[:0])
+			}
 			if err != nil {
 				// Headers are out: cut the connection so the client sees
 				// a truncated body, not a complete-looking short one.
 				h.c.logger.Warn("cache read failed", "url", m.Primary, "chunk", idx, "err", err)
 				panic(http.ErrAbortHandler)
 			}
+		}
+		if f != nil {
+			n, err := io.Copy(w, f) // sendfile(2), via the connection's ReadFrom
+			if idx > 0 {
+				f.Close()
+			}
+			h.c.sentFileBytes.Add(n)
+			if err != nil {
+				return // the client left
+			}
+			off += n
+			continue
 		}
 		if _, err := w.Write(b); err != nil {
 			return // the client left

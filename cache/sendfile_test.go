@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"syscall"
 	gosync "sync"
 	"testing"
 
@@ -20,16 +21,33 @@ import (
 // every offset, so a body sent from the wrong file or offset shows.
 func bodyOf(path string, size int) []byte { return pattern(size, path[len(path)-1]) }
 
-// memfdCount counts the process's open cache-body memfds.
-func memfdCount(t *testing.T) int {
+// memfds returns the inodes of the process's open cache-body memfds (a
+// memfd and the descriptions opened on it share one).
+func memfds(t *testing.T) map[uint64]bool {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	inodes := map[uint64]bool{}
 	for _, e := range ents {
-		if dst, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(dst, "/memfd:tern-cache-body") {
+		p := "/proc/self/fd/" + e.Name()
+		if dst, err := os.Readlink(p); err != nil || !strings.HasPrefix(dst, "/memfd:tern-cache-body") {
+			continue
+		}
+		if fi, err := os.Stat(p); err == nil {
+			inodes[fi.Sys().(*syscall.Stat_t).Ino] = true
+		}
+	}
+	return inodes
+}
+
+// newMemfds counts the memfds open now that were not in before: caches
+// of earlier tests in this process may still hold some.
+func newMemfds(t *testing.T, before map[uint64]bool) int {
+	n := 0
+	for ino := range memfds(t) {
+		if !before[ino] {
 			n++
 		}
 	}
@@ -43,8 +61,7 @@ func memfdCount(t *testing.T) int {
 // bodies.
 func TestSendfileHits(t *testing.T) {
 	const size = 100 << 10
-	// Caches of earlier tests in this process may still hold memfds.
-	base := memfdCount(t)
+	before := memfds(t)
 	clk := newClock()
 	o := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
@@ -148,7 +165,7 @@ func TestSendfileHits(t *testing.T) {
 		b, _ := get(pc, plain.URL, "/a")
 		check("/a", b)
 	}
-	if n := memfdCount(t); n == base {
+	if n := newMemfds(t, before); n == 0 {
 		t.Error("no memfd open while a body sent with sendfile is in the RAM tier")
 	}
 	for _, p := range paths {
@@ -160,10 +177,71 @@ func TestSendfileHits(t *testing.T) {
 	// read the whole body; Close waits for every handler to return.
 	plain.Close()
 	secure.Close()
-	if n := memfdCount(t) - base; n != 0 {
+	if n := newMemfds(t, before); n != 0 {
 		t.Errorf("%d memfds open after every body was purged", n)
 	}
 	if c.Stats().MemoryBytes != 0 {
 		t.Errorf("RAM tier holds %d bytes after every body was purged", c.Stats().MemoryBytes)
+	}
+}
+
+// TestSendfileFromChunkFiles serves hits of a body too large for the RAM
+// tier through a real server: over plain HTTP/1.1 its chunks go out with
+// sendfile from the storage's chunk files (a short last chunk, kept in
+// badger, is written from memory), over TLS they are read and written;
+// every body is right, ranges included.
+func TestSendfileFromChunkFiles(t *testing.T) {
+	size := 2*cache.ChunkSize + 1000 // two chunk files and a small last chunk
+	clk := newClock()
+	o := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Write(bodyOf(r.URL.Path, size))
+	})
+	c, _ := newCache(t, clk, cache.Config{})
+	h := c.Handler(o)
+	plain := httptest.NewServer(h)
+	defer plain.Close()
+	secure := httptest.NewTLSServer(h)
+	defer secure.Close()
+	get := func(client *http.Client, base, path string) ([]byte, error) {
+		resp, err := client.Get(base + path)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		return io.ReadAll(resp.Body)
+	}
+	check := func(what string, got []byte, err error) {
+		t.Helper()
+		if err != nil || !bytes.Equal(got, bodyOf("/a", size)) {
+			t.Fatalf("%s: %d bytes, %v", what, len(got), err)
+		}
+	}
+	b, err := get(plain.Client(), plain.URL, "/a")
+	check("miss", b, err)
+	c.Wait()
+	for range 2 {
+		b, err := get(plain.Client(), plain.URL, "/a")
+		check("plain hit", b, err)
+	}
+	st := c.Stats()
+	if st.SendfileHits != 2 || st.SendfileBytes != 2*2*cache.ChunkSize {
+		t.Errorf("after two plain hits: %d hits, %d bytes sent with sendfile; want 2, %d", st.SendfileHits, st.SendfileBytes, 2*2*cache.ChunkSize)
+	}
+	b, err = get(secure.Client(), secure.URL, "/a")
+	check("TLS hit", b, err)
+	req, _ := http.NewRequest("GET", plain.URL+"/a", nil)
+	req.Header.Set("Range", "bytes=1048570-1048580")
+	resp, err := plain.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(rb, bodyOf("/a", size)[1048570:1048581]) {
+		t.Fatalf("range across chunk files: %d %q", resp.StatusCode, rb)
+	}
+	if got := c.Stats().SendfileHits; got != 2 {
+		t.Errorf("a TLS hit or a range sent with sendfile: %d hits, want 2", got)
 	}
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	gosync "sync"
 )
@@ -73,6 +74,13 @@ type (
 	// every write to disk, that halves the syncs of a small miss.
 	smallCommitter interface {
 		CommitSmall(e Entry, p []byte) error
+	}
+	// chunkFiler opens chunk idx of body when the storage keeps it as a
+	// file, so that hits over plain HTTP can send it with sendfile(2),
+	// and returns nil and no error when it keeps it some other way (or
+	// not at all: ReadChunk then says so).
+	chunkFiler interface {
+		ChunkFile(body string, idx int) (*os.File, error)
 	}
 )
 

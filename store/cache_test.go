@@ -128,6 +128,23 @@ func TestCacheStoreChunkPlacement(t *testing.T) {
 			t.Errorf("ReadChunk %s/%d = %d bytes, %v", tc.body, tc.idx, len(got), err)
 		}
 	}
+	// ChunkFile opens the chunks that are files, and only those.
+	for _, tc := range []struct {
+		body string
+		idx  int
+		file bool
+	}{{"big", 0, true}, {"big", 1, false}, {"tiny", 0, false}, {"absent", 0, false}} {
+		f, err := c.ChunkFile(tc.body, tc.idx)
+		if err != nil || (f != nil) != tc.file {
+			t.Errorf("ChunkFile %s/%d = %v, %v; want a file: %v", tc.body, tc.idx, f, err, tc.file)
+		}
+		if f != nil {
+			if fi, err := f.Stat(); err != nil || fi.Size() != int64(len(big)) {
+				t.Errorf("ChunkFile %s/%d: %v, %v", tc.body, tc.idx, fi, err)
+			}
+			f.Close()
+		}
+	}
 	root := filepath.Join(s.dir, cacheFilesDir)
 	if p := c.chunkPath(odd, 0); !strings.HasPrefix(p, root+string(filepath.Separator)) || strings.Count(p[len(root):], string(filepath.Separator)) != 2 {
 		t.Errorf("chunk path of %q is %s, want one directory under %s", odd, p, root)

@@ -93,6 +93,20 @@ func writeFile(path string, p []byte) error {
 	return err
 }
 
+// ChunkFile opens chunk idx of body if it is a file, for the cache to send
+// with sendfile(2), and returns nil and no error if it is not: a badger
+// value, or absent. The caller closes the file.
+func (c *CacheStore) ChunkFile(body string, idx int) (*os.File, error) {
+	f, err := os.Open(c.chunkPath(body, idx))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open cache chunk %s/%d: %w", body, idx, err)
+	}
+	return f, nil
+}
+
 // readChunkFile appends chunk idx of body to buf[:0]; it returns
 // fs.ErrNotExist when there is no such file.
 func (c *CacheStore) readChunkFile(body string, idx int, buf []byte) ([]byte, error) {

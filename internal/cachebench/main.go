@@ -79,7 +79,7 @@ func run() error {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	// The origin: fixed bodies of 1 KB and 100 KB, cacheable for a day.
-	bodies := map[string][]byte{"/1k": make([]byte, 1<<10), "/100k": make([]byte, 100<<10)}
+	bodies := map[string][]byte{"/1k": make([]byte, 1<<10), "/100k": make([]byte, 100<<10), "/4m": make([]byte, 4<<20)}
 	for _, b := range bodies {
 		for i := range b {
 			b[i] = 'a' + byte(i%26)
