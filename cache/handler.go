@@ -427,23 +427,17 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	// can still be fetched anew.
 	var first []byte
 	var firstFile *os.File
-	if mem == nil && it.size <= h.c.cfg.MemoryObjectBytes && h.c.cfg.MemoryBytes > 0 {
+	var err error
+	switch {
+	case mem == nil && it.size <= h.c.cfg.MemoryObjectBytes && h.c.cfg.MemoryBytes > 0:
 		// Small: read it whole, and keep it for the next hit.
 		er := h.c.reader(it, m)
-		b, err := io.ReadAll(er)
+		mem, err = io.ReadAll(er)
 		er.Close()
-		if errors.Is(err, errDamaged) {
-			return false
+		if err == nil {
+			h.c.idx.setMem(it, mem)
 		}
-		if err != nil {
-			h.c.logger.Warn("cache read failed", "url", m.Primary, "err", err)
-			h.error(w, http.StatusBadGateway, "cache read failed", status)
-			return true
-		}
-		h.c.idx.setMem(it, b)
-		mem = b
-	} else if mem == nil && whole && r.Method != http.MethodHead && it.size > 0 {
-		var err error
+	case mem == nil && whole && r.Method != http.MethodHead && it.size > 0:
 		if canSendFile(w, r) {
 			firstFile, err = h.c.openStored(it, int64(m.ChunkSize), 0)
 		}
@@ -454,14 +448,14 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 			defer bufPool.Put(bp)
 			first, err = h.c.readStored(it, int64(m.ChunkSize), 0, (*bp)[:0])
 		}
-		if errors.Is(err, errDamaged) {
-			return false
-		}
-		if err != nil {
-			h.c.logger.Warn("cache read failed", "url", m.Primary, "err", err)
-			h.error(w, http.StatusBadGateway, "cache read failed", status)
-			return true
-		}
+	}
+	if errors.Is(err, errDamaged) {
+		return false
+	}
+	if err != nil {
+		h.c.logger.Warn("cache read failed", "url", m.Primary, "err", err)
+		h.error(w, http.StatusBadGateway, "cache read failed", status)
+		return true
 	}
 	hdr := w.Header()
 	for k, v := range m.Header {

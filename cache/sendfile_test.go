@@ -10,8 +10,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"syscall"
 	gosync "sync"
+	"syscall"
 	"testing"
 
 	"github.com/tern-edge/tern/cache"
