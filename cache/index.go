@@ -48,9 +48,13 @@ type index struct {
 	memMax    int64 // RAM tier budget; 0 disables it
 	memObjMax int64 // largest body the RAM tier holds
 
-	mu             gosync.Mutex // guards everything below
-	items          map[string]*item
-	byPrimary      map[string]map[string]*item
+	mu        gosync.Mutex // guards everything below
+	items     map[string]*item
+	byPrimary map[string]map[string]*item
+	// byHost holds the primary keys of each host (the primary key up to
+	// its first '/'), so that a purge by prefix scans one host's keys, or
+	// the host names, instead of every key with the lock held.
+	byHost         map[string]map[string]struct{}
 	byTag          map[string]map[string]*item
 	probation      list.List
 	protectedList  list.List
@@ -73,6 +77,7 @@ func newIndex(max, memMax, memObjMax int64) *index {
 		memObjMax: memObjMax,
 		items:     map[string]*item{},
 		byPrimary: map[string]map[string]*item{},
+		byHost:    map[string]map[string]struct{}{},
 		byTag:     map[string]map[string]*item{},
 		inUse:     map[string]int{},
 		doomed:    map[string]string{},
@@ -196,6 +201,11 @@ func (x *index) add(it *item) (evicted []*item) {
 	if p == nil {
 		p = map[string]*item{}
 		x.byPrimary[it.meta.Primary] = p
+		host := hostOf(it.meta.Primary)
+		if x.byHost[host] == nil {
+			x.byHost[host] = map[string]struct{}{}
+		}
+		x.byHost[host][it.meta.Primary] = struct{}{}
 	}
 	p[it.key] = it
 	for _, t := range it.meta.Tags {
@@ -244,6 +254,11 @@ func (x *index) removeLocked(it *item) {
 		delete(p, it.key)
 		if len(p) == 0 {
 			delete(x.byPrimary, it.meta.Primary)
+			host := hostOf(it.meta.Primary)
+			delete(x.byHost[host], it.meta.Primary)
+			if len(x.byHost[host]) == 0 {
+				delete(x.byHost, host)
+			}
 		}
 	}
 	for _, t := range it.meta.Tags {
@@ -288,22 +303,38 @@ func (x *index) variants(primary string) []*item {
 	return out
 }
 
-// withPrefix returns the items whose primary key starts with prefix. It
-// scans every primary key: purges are rare, and a sorted structure would
-// tax every insert.
+// withPrefix returns the items whose primary key starts with prefix. A
+// prefix with a path looks at its host's keys only; one that ends in a
+// host name, at the host names.
 func (x *index) withPrefix(prefix string) []*item {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var out []*item
-	for p, vs := range x.byPrimary {
-		if strings.HasPrefix(p, prefix) {
-			for _, it := range vs {
-				out = append(out, it)
+	add := func(primary string) {
+		for _, it := range x.byPrimary[primary] {
+			out = append(out, it)
+		}
+	}
+	if h := hostEnd(prefix); h < len(prefix) {
+		for p := range x.byHost[prefix[:h]] {
+			if strings.HasPrefix(p, prefix) {
+				add(p)
+			}
+		}
+		return out
+	}
+	for host, ps := range x.byHost {
+		if strings.HasPrefix(host, prefix) {
+			for p := range ps {
+				add(p)
 			}
 		}
 	}
 	return out
 }
+
+// hostOf is the host part of primary key p.
+func hostOf(p string) string { return p[:hostEnd(p)] }
 
 // tagged returns the items carrying tag.
 func (x *index) tagged(tag string) []*item {
