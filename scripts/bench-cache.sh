@@ -12,8 +12,8 @@
 # to nginx are taken within each round, then the median is reported.
 #
 # Misses: wrk with one connection and a unique URL per request (each one
-# a miss), through each cache and straight to the origin; the added
-# latency is the cache's percentile minus the origin's.
+# a miss), through each cache and straight to the origin, after a sync;
+# the added latency is the cache's percentile minus the origin's.
 #
 # The origin (a Go static handler, part of internal/cachebench) is also
 # measured directly over HTTP: the ceiling of a Go server on this machine.
@@ -268,6 +268,10 @@ for round in $(seq 1 "$ROUNDS"); do
   for path in $PATHS; do
     for s in $miss_servers; do
       out="$tmp/wrk.out"
+      # Each server starts with no other's cache writes waiting to reach
+      # the disk: without this, a server's round paid for the writeback
+      # of the gigabyte the server before it wrote.
+      sync
       wrk -t1 -c1 -d"$MISS_DURATION" --latency -s "$tmp/unique.lua" "${url[$s,http]}" -- "$path/r$round-$s-$RANDOM$RANDOM-" >"$out"
       record miss "$round" http "$path" "$s" "$out"
     done
