@@ -83,10 +83,7 @@ func TestRestartKeepsEntries(t *testing.T) {
 	o := newOrigin(t, clk, validating("max-age=60"))
 	dir := t.TempDir()
 	s := openStore(t, dir)
-	c, err := cache.New(cache.Config{Storage: s.Cache(), Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := storeCache(t, s, clk)
 	big := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		w.Header().Set("Surrogate-Key", "big")
@@ -101,10 +98,7 @@ func TestRestartKeepsEntries(t *testing.T) {
 
 	s = openStore(t, dir)
 	defer s.Close()
-	c, err = cache.New(cache.Config{Storage: s.Cache(), Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = storeCache(t, s, clk)
 	if st := c.Stats(); st.Entries != 2 || st.Bytes != 1+5*cache.ChunkSize/2 {
 		t.Fatalf("stats after reopen = %+v", st)
 	}

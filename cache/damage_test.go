@@ -2,7 +2,6 @@ package cache_test
 
 import (
 	"bytes"
-	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -34,10 +33,7 @@ func TestDamagedBodyIsRefetched(t *testing.T) {
 	})
 	dir := t.TempDir()
 	s := openStore(t, dir)
-	c, err := cache.New(cache.Config{Storage: s.Cache(), Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := storeCache(t, s, clk)
 	for _, p := range []string{"/small", "/big", "/tail"} {
 		request(c.Handler(o), "GET", "http://example.com"+p, nil)
 	}
@@ -50,7 +46,7 @@ func TestDamagedBodyIsRefetched(t *testing.T) {
 	// 0 of one 2.5 MiB body and the last chunk of the other.
 	var smallChunk string
 	var lastChunks, firstChunks []string
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.Contains(filepath.Base(path), ".") {
 			return err
 		}
@@ -93,23 +89,12 @@ func TestDamagedBodyIsRefetched(t *testing.T) {
 
 	s = openStore(t, dir)
 	defer s.Close()
-	c, err = cache.New(cache.Config{Storage: s.Cache(), Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = storeCache(t, s, clk)
 	defer c.Wait()
 	srv := httptest.NewServer(c.Handler(o))
 	defer srv.Close()
 	get := func(p string) (*http.Response, []byte, error) {
-		req, _ := http.NewRequest("GET", srv.URL+p, nil)
-		req.Host = "example.com"
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		return resp, b, err
+		return fetch(srv.Client(), srv.URL+p, "example.com")
 	}
 
 	// Damage found before the headers went out: answered from the origin.

@@ -121,3 +121,34 @@ func body(w *httptest.ResponseRecorder) string {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// fetch GETs url with client, with host as the Host header unless it is
+// empty, and returns the response, its whole body, and the error of the
+// request or of reading the body.
+func fetch(client *http.Client, url, host string) (*http.Response, []byte, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+// storeCache opens a cache over s with the clock injected, as an agent
+// does on start: rebuilding its index from what s holds.
+func storeCache(t testing.TB, s *store.Store, clk *clock) *cache.Cache {
+	t.Helper()
+	c, err := cache.New(cache.Config{Storage: s.Cache(), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

@@ -83,15 +83,12 @@ func TestSendfileHits(t *testing.T) {
 
 	get := func(client *http.Client, base, path string) ([]byte, string) {
 		t.Helper()
-		resp, err := client.Get(base + path)
-		if err != nil {
-			t.Error(err)
-			return nil, ""
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
+		resp, b, err := fetch(client, base+path, "")
 		if err != nil {
 			t.Errorf("GET %s: %v", path, err)
+		}
+		if resp == nil {
+			return nil, ""
 		}
 		return b, resp.Header.Get("Cache-Status")
 	}
@@ -204,12 +201,8 @@ func TestSendfileFromChunkFiles(t *testing.T) {
 	secure := httptest.NewTLSServer(h)
 	defer secure.Close()
 	get := func(client *http.Client, base, path string) ([]byte, error) {
-		resp, err := client.Get(base + path)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		return io.ReadAll(resp.Body)
+		_, b, err := fetch(client, base+path, "")
+		return b, err
 	}
 	check := func(what string, got []byte, err error) {
 		t.Helper()
