@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	gosync "sync"
+
+	"github.com/google/btree"
 )
 
 // protectedShare is the part of the byte budget the protected segment may
@@ -51,10 +53,10 @@ type index struct {
 	mu        gosync.Mutex // guards everything below
 	items     map[string]*item
 	byPrimary map[string]map[string]*item
-	// byHost holds the primary keys of each host (the primary key up to
-	// its first '/'), so that a purge by prefix scans one host's keys, or
-	// the host names, instead of every key with the lock held.
-	byHost         map[string]map[string]struct{}
+	// primaries holds the keys of byPrimary in order, so that a purge by
+	// prefix visits only the keys that start with it, in O(log n + k),
+	// instead of scanning a host's keys, or every key, with the lock held.
+	primaries      *btree.BTreeG[string]
 	byTag          map[string]map[string]*item
 	probation      list.List
 	protectedList  list.List
@@ -70,6 +72,11 @@ type index struct {
 	memBytes int64
 }
 
+// primariesDegree is the B-tree degree of index.primaries: nodes of up to
+// 63 keys, a few cache lines of string headers, shallow even with
+// millions of keys.
+const primariesDegree = 32
+
 func newIndex(max, memMax, memObjMax int64) *index {
 	return &index{
 		max:       max,
@@ -77,7 +84,7 @@ func newIndex(max, memMax, memObjMax int64) *index {
 		memObjMax: memObjMax,
 		items:     map[string]*item{},
 		byPrimary: map[string]map[string]*item{},
-		byHost:    map[string]map[string]struct{}{},
+		primaries: btree.NewOrderedG[string](primariesDegree),
 		byTag:     map[string]map[string]*item{},
 		inUse:     map[string]int{},
 		doomed:    map[string]string{},
@@ -201,11 +208,7 @@ func (x *index) add(it *item) (evicted []*item) {
 	if p == nil {
 		p = map[string]*item{}
 		x.byPrimary[it.meta.Primary] = p
-		host := hostOf(it.meta.Primary)
-		if x.byHost[host] == nil {
-			x.byHost[host] = map[string]struct{}{}
-		}
-		x.byHost[host][it.meta.Primary] = struct{}{}
+		x.primaries.ReplaceOrInsert(it.meta.Primary)
 	}
 	p[it.key] = it
 	for _, t := range it.meta.Tags {
@@ -254,11 +257,7 @@ func (x *index) removeLocked(it *item) {
 		delete(p, it.key)
 		if len(p) == 0 {
 			delete(x.byPrimary, it.meta.Primary)
-			host := hostOf(it.meta.Primary)
-			delete(x.byHost[host], it.meta.Primary)
-			if len(x.byHost[host]) == 0 {
-				delete(x.byHost, host)
-			}
+			x.primaries.Delete(it.meta.Primary)
 		}
 	}
 	for _, t := range it.meta.Tags {
@@ -303,38 +302,22 @@ func (x *index) variants(primary string) []*item {
 	return out
 }
 
-// withPrefix returns the items whose primary key starts with prefix. A
-// prefix with a path looks at its host's keys only; one that ends in a
-// host name, at the host names.
+// withPrefix returns the items whose primary key starts with prefix.
 func (x *index) withPrefix(prefix string) []*item {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var out []*item
-	add := func(primary string) {
-		for _, it := range x.byPrimary[primary] {
+	x.primaries.AscendGreaterOrEqual(prefix, func(p string) bool {
+		if !strings.HasPrefix(p, prefix) {
+			return false // past the keys that start with prefix
+		}
+		for _, it := range x.byPrimary[p] {
 			out = append(out, it)
 		}
-	}
-	if h := hostEnd(prefix); h < len(prefix) {
-		for p := range x.byHost[prefix[:h]] {
-			if strings.HasPrefix(p, prefix) {
-				add(p)
-			}
-		}
-		return out
-	}
-	for host, ps := range x.byHost {
-		if strings.HasPrefix(host, prefix) {
-			for p := range ps {
-				add(p)
-			}
-		}
-	}
+		return true
+	})
 	return out
 }
-
-// hostOf is the host part of primary key p.
-func hostOf(p string) string { return p[:hostEnd(p)] }
 
 // tagged returns the items carrying tag.
 func (x *index) tagged(tag string) []*item {
