@@ -443,14 +443,21 @@ func equalStrings(a, b []string) bool {
 	return true
 }
 
-// storageKey is the key of one variant: the primary key, then the
-// request's values of the Vary fields.
-func storageKey(primary string, vary, values []string) string {
-	if len(vary) == 0 {
+// storageKey is the key of one variant: the primary key, the scheme
+// (empty for entries that any scheme may use), then the request's values
+// of the Vary fields.
+func storageKey(primary, scheme string, vary, values []string) string {
+	if scheme == "" && len(vary) == 0 {
 		return primary
 	}
 	var b strings.Builder
 	b.WriteString(primary)
+	if scheme != "" {
+		// ':' cannot occur in a field name, so this never reads as a
+		// Vary value.
+		b.WriteString("\x00:scheme=")
+		b.WriteString(scheme)
+	}
 	for i, n := range vary {
 		b.WriteByte(0)
 		b.WriteString(n)
@@ -460,9 +467,22 @@ func storageKey(primary string, vary, values []string) string {
 	return b.String()
 }
 
-// primaryKey is host + request target: the URI without scheme.
+// primaryKey is host + request target: the URI without scheme. Purges
+// name entries by it, so one purge covers both schemes; the scheme tells
+// the variants apart (see schemeOf).
 func primaryKey(r *http.Request) string {
 	return strings.ToLower(r.Host) + r.URL.RequestURI()
+}
+
+// schemeOf is the scheme of the URI r targets. It is part of the cache
+// key (§2): the origin learns it from X-Forwarded-Proto and may answer
+// differently, typically with a redirect to https for http, which must
+// never be served to an https client.
+func schemeOf(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 func newBodyName() string { return rand.Text() }

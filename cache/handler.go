@@ -90,7 +90,7 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 	}
 	pk := primaryKey(r)
 	now := c.now()
-	it, m, mem := c.idx.hit(pk, r.Header, now)
+	it, m, mem := c.idx.hit(pk, schemeOf(r), r.Header, now)
 	if it != nil && mem == nil {
 		defer c.release(it.body)
 	}
@@ -113,7 +113,7 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 		if len(c.idx.variants(pk)) > 0 {
 			fwd = "fwd=vary-miss"
 		}
-		f, leader := h.join("m"+pk, r, nil, nil, true)
+		f, leader := h.join(missKey(r), r, nil, nil, true)
 		h.await(w, r, f, leader, nil, nil, fwd)
 		return
 	}
@@ -133,7 +133,7 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 // refetch answers r from the origin, as a miss, after serveEntry found
 // its entry's body damaged and dropped the entry.
 func (h *handler) refetch(w http.ResponseWriter, r *http.Request) {
-	f, leader := h.join("m"+primaryKey(r), r, nil, nil, true)
+	f, leader := h.join(missKey(r), r, nil, nil, true)
 	h.await(w, r, f, leader, nil, nil, "fwd=miss; detail=damaged")
 }
 
@@ -174,7 +174,7 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 				return
 			}
 			now := c.now()
-			it, m, mem := c.idx.hit(primaryKey(r), r.Header, now)
+			it, m, mem := c.idx.hit(primaryKey(r), schemeOf(r), r.Header, now)
 			if it != nil && mem == nil {
 				defer c.release(it.body)
 			}
@@ -183,7 +183,8 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 				return
 			}
 		}
-		if len(fl.meta.Vary) > 0 && !equalStrings(varyValues(r.Header, fl.meta.Vary), fl.meta.VaryValues) {
+		if fl.meta.Scheme != "" && fl.meta.Scheme != schemeOf(r) ||
+			len(fl.meta.Vary) > 0 && !equalStrings(varyValues(r.Header, fl.meta.Vary), fl.meta.VaryValues) {
 			h.pass(w, r, fwd+"; detail=vary-mismatch")
 			return
 		}
@@ -264,6 +265,12 @@ func ttl(m *meta, now time.Time) int64 {
 	return int64((m.Lifetime - m.age(now)) / time.Second)
 }
 
+// missKey is the flight key of a miss for r: "m", the scheme and the
+// primary key, so that an http and an https miss never share a response.
+func missKey(r *http.Request) string {
+	return "m" + schemeOf(r) + " " + primaryKey(r)
+}
+
 // join returns the flight under key, starting it if there is none; the
 // starter is the leader. A foreground caller awaits the flight (and must
 // leave it); a flight started in the foreground hands a non-storable
@@ -278,7 +285,7 @@ func (h *handler) join(key string, r *http.Request, it *item, m *meta, foregroun
 		c.mu.Unlock()
 		return f, false
 	}
-	f := &flight{ready: make(chan struct{}), refs: 1, primary: key[1:]} // a miss: "m" + primary key
+	f := &flight{ready: make(chan struct{}), refs: 1, primary: primaryKey(r)} // a miss
 	if m != nil {
 		f.primary, f.tags = m.Primary, m.Tags // a revalidation of m's entry
 	}
@@ -345,6 +352,11 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		}
 		nm.freshness(hh, requestTime, responseTime, c.cfg.HeuristicMax)
 		nm.Invalid = false
+		if nm.Scheme == "" {
+			// An entry from before schemes were recorded: now known good
+			// for this one.
+			nm.Scheme = schemeOf(out)
+		}
 		if err := c.updateMeta(it, &nm); err != nil {
 			c.logger.Warn("cache revalidation update failed", "url", m.Primary, "err", err)
 		}
@@ -365,6 +377,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		c.unmarkPass(pk)
 		nm := &meta{
 			Primary:   pk,
+			Scheme:    schemeOf(out),
 			Status:    resp.StatusCode,
 			Header:    storedHeader(resp.Header),
 			Vary:      varyNames(resp.Header),
@@ -373,7 +386,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		}
 		nm.VaryValues = varyValues(out.Header, nm.Vary)
 		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
-		fl := newFill(c, f, storageKey(pk, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
+		fl := newFill(c, f, storageKey(pk, nm.Scheme, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
 		c.idx.acquire(fl.body) // released when the last reader leaves
 		f.kind, f.fill = outFill, fl
 		close(f.ready)
@@ -674,7 +687,7 @@ func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, pa
 // bandwidth.
 func (h *handler) serveHead(w http.ResponseWriter, r *http.Request) {
 	now := h.c.now()
-	it, m, mem := h.c.idx.hit(primaryKey(r), r.Header, now)
+	it, m, mem := h.c.idx.hit(primaryKey(r), schemeOf(r), r.Header, now)
 	if it != nil && mem == nil {
 		defer h.c.release(it.body)
 	}

@@ -91,13 +91,13 @@ func newIndex(max, memMax, memObjMax int64) *index {
 	}
 }
 
-// match returns the stored variant of primary that matches the request
-// headers (§4.1), or nil, and its meta. The caller must release a
-// returned item's body.
-func (x *index) match(primary string, h http.Header) (*item, *meta) {
+// match returns the stored variant of primary that matches the request's
+// scheme ("" for any) and headers (§4.1), or nil, and its meta. The
+// caller must release a returned item's body.
+func (x *index) match(primary, scheme string, h http.Header) (*item, *meta) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	best := x.matchLocked(primary, h)
+	best := x.matchLocked(primary, scheme, h)
 	if best == nil {
 		return nil, nil
 	}
@@ -105,11 +105,15 @@ func (x *index) match(primary string, h http.Header) (*item, *meta) {
 	return best, best.meta
 }
 
-// matchLocked returns the variant of primary that matches h, or nil.
-func (x *index) matchLocked(primary string, h http.Header) *item {
+// matchLocked returns the variant of primary that matches scheme and h,
+// or nil.
+func (x *index) matchLocked(primary, scheme string, h http.Header) *item {
 	var best *item
 	for _, it := range x.byPrimary[primary] {
 		m := it.meta
+		if scheme != "" && m.Scheme != "" && m.Scheme != scheme {
+			continue
+		}
 		if len(m.Vary) > 0 && !slices.Equal(varyValues(h, m.Vary), m.VaryValues) {
 			continue
 		}

@@ -16,10 +16,10 @@ import (
 // from storage, and the slice outlives any removal). Otherwise it returns
 // what match returns and a nil body: the caller must release the item.
 // One lock either way.
-func (x *index) hit(primary string, h http.Header, now time.Time) (*item, *meta, []byte) {
+func (x *index) hit(primary, scheme string, h http.Header, now time.Time) (*item, *meta, []byte) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	best := x.matchLocked(primary, h)
+	best := x.matchLocked(primary, scheme, h)
 	if best == nil {
 		return nil, nil, nil
 	}

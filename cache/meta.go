@@ -23,6 +23,10 @@ type meta struct {
 	VaryValues []string    `json:"vv,omitempty"` // request values for Vary, in order
 	Tags       []string    `json:"t,omitempty"`  // Surrogate-Key and Cache-Tag values
 	ChunkSize  int         `json:"c"`            // chunk size the body was written with
+	// Scheme is the scheme of the request the response answered: a
+	// variant serves only that scheme. Empty for entries stored by
+	// functions and by versions that did not record it, which serve both.
+	Scheme string `json:"sc,omitempty"`
 	// LastModified is Last-Modified parsed, zero when absent or invalid,
 	// kept so hits need not parse dates.
 	LastModified time.Time `json:"lm,omitzero"`

@@ -42,7 +42,7 @@ func (c *Cache) Namespace(app string) (*Namespace, error) {
 func (n *Namespace) Lookup(key string) (*http.Response, error) {
 	c := n.c
 	now := c.now()
-	it, m := c.idx.match(n.prefix+key, nil)
+	it, m := c.idx.match(n.prefix+key, "", nil)
 	if it == nil {
 		return nil, fmt.Errorf("cache lookup %q: %w", key, ErrNotFound)
 	}
