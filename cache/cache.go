@@ -471,7 +471,18 @@ func storageKey(primary, scheme string, vary, values []string) string {
 // name entries by it, so one purge covers both schemes; the scheme tells
 // the variants apart (see schemeOf).
 func primaryKey(r *http.Request) string {
-	return strings.ToLower(r.Host) + r.URL.RequestURI()
+	return normalHost(r.Host, schemeOf(r)) + r.URL.RequestURI()
+}
+
+// normalHost is host in lower case and without the scheme's default
+// port (RFC 9110 §4.2.3), so that "Example.com:443" and "example.com"
+// name one entry and one purge removes it.
+func normalHost(host, scheme string) string {
+	host = strings.ToLower(host)
+	if scheme == "https" {
+		return strings.TrimSuffix(host, ":443")
+	}
+	return strings.TrimSuffix(host, ":80")
 }
 
 // schemeOf is the scheme of the URI r targets. It is part of the cache

@@ -711,7 +711,7 @@ func (h *handler) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 		for _, f := range []string{"Location", "Content-Location"} {
 			if v := resp.Header.Get(f); v != "" {
 				if u, err := r.URL.Parse(v); err == nil && (u.Host == "" || strings.EqualFold(u.Host, r.Host)) {
-					h.c.invalidate(strings.ToLower(r.Host) + u.RequestURI())
+					h.c.invalidate(normalHost(r.Host, schemeOf(r)) + u.RequestURI())
 				}
 			}
 		}
@@ -793,5 +793,5 @@ func primaryKeyOf(raw string) (string, error) {
 			return "", fmt.Errorf("url %q: no host", raw)
 		}
 	}
-	return strings.ToLower(u.Host) + u.RequestURI(), nil
+	return normalHost(u.Host, u.Scheme) + u.RequestURI(), nil
 }

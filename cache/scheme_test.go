@@ -42,7 +42,8 @@ func redirectToHTTPS(_ int64, w http.ResponseWriter, r *http.Request) {
 // TestSchemeIsPartOfTheKey checks that a response to an http request is
 // never served to an https one, nor the other way round: a cached
 // redirect to https served to https clients would send them round in a
-// loop. One purge still covers both schemes.
+// loop. One purge still covers both schemes, and a default port makes no
+// difference.
 func TestSchemeIsPartOfTheKey(t *testing.T) {
 	clk := newClock()
 	o := newOrigin(t, clk, redirectToHTTPS)
@@ -63,8 +64,11 @@ func TestSchemeIsPartOfTheKey(t *testing.T) {
 	check("https://example.com/page", http.StatusOK, 2, "stored")
 	check("http://example.com/page", http.StatusMovedPermanently, 2, "hit")
 	check("https://example.com/page", http.StatusOK, 2, "hit")
+	// A scheme's default port names the same resource (RFC 9110 §4.2.3).
+	check("https://Example.com:443/page", http.StatusOK, 2, "hit")
+	check("http://example.com:80/page", http.StatusMovedPermanently, 2, "hit")
 
-	res, err := c.Purge(cache.PurgeRequest{URLs: []string{"https://example.com/page"}})
+	res, err := c.Purge(cache.PurgeRequest{URLs: []string{"https://example.com:443/page"}})
 	if err != nil || res.Purged != 2 {
 		t.Fatalf("purge of the URL: %+v, %v; want both schemes' entries purged", res, err)
 	}
