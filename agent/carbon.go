@@ -153,7 +153,8 @@ func (a *Agent) carbonSite() carbon.Site {
 
 // intensity builds the fallback chain: the live provider (cached, its
 // current readings recorded in the store), its last forecast, a forecast
-// from the recorded history, the trace, the constant.
+// from the recorded history, the trace, the constant. It is nil, with no
+// error, when the config names none of them.
 func (a *Agent) intensity(logger *slog.Logger) (carbon.Provider, error) {
 	c := a.cfg.Carbon
 	chain := &carbon.Chain{Constant: c.Constant, Now: a.now, Logger: logger}
@@ -221,6 +222,12 @@ func (a *Agent) intensity(logger *slog.Logger) (carbon.Provider, error) {
 		tr := provider.NewTrace("", rs)
 		tr.Replay, tr.Now = true, a.now
 		chain.Trace = tr
+	}
+	if chain.Live == nil && chain.Trace == nil && c.Constant <= 0 {
+		// No source at all, as documented for the default config: plan
+		// without forecasts rather than warn at every refresh that the
+		// sources failed.
+		return nil, nil
 	}
 	return chain, nil
 }

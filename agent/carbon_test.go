@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"os"
@@ -287,5 +288,30 @@ func TestScheduledRuns(t *testing.T) {
 	ticks <- time.Time{}
 	if st := ta.jobs.Status(); st.Queued != 0 || st.Running != 0 {
 		t.Fatalf("after the run: %+v", st)
+	}
+}
+
+// TestNoCarbonSource checks that a config naming no intensity source
+// plans without forecasts (no provider), rather than with a chain whose
+// every refresh fails and warns; any source gives a provider.
+func TestNoCarbonSource(t *testing.T) {
+	for _, tc := range []struct {
+		toml string
+		want bool
+	}{
+		{"", false},
+		{"region = \"DE\"\n", false},
+		{"constant = 300\n", true},
+		{"trace = \"../carbon/testdata/traces/gb-2020-10-29_11-01.csv\"\n", true},
+	} {
+		cfg, err := ParseConfig([]byte("version = 1\n[carbon]\n" + tc.toml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.toml, err)
+		}
+		a := &Agent{cfg: cfg, now: time.Now}
+		p, err := a.intensity(slog.New(slog.DiscardHandler))
+		if err != nil || (p != nil) != tc.want {
+			t.Errorf("%q: provider %v, err %v; want a provider: %v", tc.toml, p, err, tc.want)
+		}
 	}
 }
