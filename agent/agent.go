@@ -171,7 +171,13 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	tuneGC(cfg)
+	if limit := tuneGC(cfg); limit > 0 {
+		from := "memory_limit"
+		if cfg.MemoryLimit == 0 {
+			from = "default: share of available memory"
+		}
+		logger.Info("soft memory limit", "limit", artifact.Size(limit).String(), "from", from)
+	}
 
 	if a.id, err = loadAgentID(cfg.Data); err != nil {
 		return nil, err

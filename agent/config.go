@@ -56,8 +56,10 @@ type Config struct {
 	// when set, wins.
 	GCPercent int `toml:"gc_percent"`
 	// MemoryLimit is a soft limit on the agent's memory (GOMEMLIMIT): the
-	// collector works harder as it is approached. 0 means none. The
-	// GOMEMLIMIT environment variable, when set, wins.
+	// collector works harder as it is approached. 0 means
+	// DefaultMemoryShare of the memory available to the process (its
+	// cgroup's limit, else the machine's). The GOMEMLIMIT environment
+	// variable, when set, wins ("off" for none).
 	MemoryLimit artifact.Size `toml:"memory_limit"`
 	// Heartbeat is how often the agent reports its state to the hub.
 	Heartbeat artifact.Duration `toml:"heartbeat"`
@@ -274,8 +276,9 @@ const MaxArtifactCeiling = 1 << 30
 const DefaultGCPercent = 400
 
 // tuneGC applies the config's collector settings unless the environment
-// sets them.
-func tuneGC(c Config) {
+// sets them, and returns the soft memory limit it set (0: none, or the
+// environment's).
+func tuneGC(c Config) int64 {
 	if os.Getenv("GOGC") == "" {
 		p := c.GCPercent
 		if p == 0 {
@@ -283,9 +286,17 @@ func tuneGC(c Config) {
 		}
 		debug.SetGCPercent(p)
 	}
-	if os.Getenv("GOMEMLIMIT") == "" && c.MemoryLimit > 0 {
-		debug.SetMemoryLimit(int64(c.MemoryLimit))
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return 0
 	}
+	limit := int64(c.MemoryLimit)
+	if limit == 0 {
+		limit = defaultMemoryLimit()
+	}
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	return limit
 }
 
 // ParseLevel parses a log level name.
