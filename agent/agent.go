@@ -176,7 +176,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		if cfg.MemoryLimit == 0 {
 			from = "default: share of available memory"
 		}
-		logger.Info("soft memory limit", "limit", artifact.Size(limit).String(), "from", from)
+		logger.Info("soft memory limit", "mib", limit>>20, "from", from)
 	}
 
 	if a.id, err = loadAgentID(cfg.Data); err != nil {

@@ -22,9 +22,9 @@ import (
 const DefaultMemoryShare = 0.75
 
 // defaultMemoryLimit is DefaultMemoryShare of the memory available to
-// this process, or 0 when that is unknown.
+// this process, in whole MiB, or 0 when that is unknown.
 func defaultMemoryLimit() int64 {
-	return int64(float64(memoryAvailable("/")) * DefaultMemoryShare)
+	return int64(float64(memoryAvailable("/"))*DefaultMemoryShare) &^ (1<<20 - 1)
 }
 
 // memoryAvailable is the memory this process may use, in bytes: the
