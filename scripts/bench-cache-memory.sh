@@ -37,20 +37,11 @@ done
 cache=$(awk '$1 == "cache" {print $2}' "$tmp/addr")
 [ -n "$cache" ] || { echo "cachebench did not start:"; cat "$tmp/log"; exit 1; }
 
-cat >"$tmp/unique.lua" <<'LUA'
-local prefix, n = "", 0
-function init(args) prefix = args[1] end
-function request()
-  n = n + 1
-  return wrk.format("GET", prefix .. n)
-end
-LUA
-
 mem() { awk '/^(VmHWM|RssAnon):/ {printf "%s %d MB  ", $1, $2 / 1024}' "/proc/$pid/status"; }
 echo "misses of unique $PATH_PREFIX URLs, one connection, $ROUNDS runs of $DURATION; GOMEMLIMIT=${GOMEMLIMIT:-unset}"
 for r in $(seq 1 "$ROUNDS"); do
   sync
-  wrk -t1 -c1 -d"$DURATION" --latency -s "$tmp/unique.lua" "http://$cache" -- "$PATH_PREFIX/r$r-" >"$tmp/wrk.out"
+  wrk -t1 -c1 -d"$DURATION" --latency -s scripts/unique-urls.lua "http://$cache" -- "$PATH_PREFIX/r$r-" >"$tmp/wrk.out"
   printf 'run %d: %8s req/s  p99 %8s  %s\n' "$r" \
     "$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out")" \
     "$(awk '$1 == "99%" {print $2}' "$tmp/wrk.out")" "$(mem)"

@@ -255,14 +255,6 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # Misses: one connection, unique URLs, 1 KB and 100 KB bodies.
-cat >"$tmp/unique.lua" <<'LUA'
-local prefix, n = "", 0
-function init(args) prefix = args[1] end
-function request()
-  n = n + 1
-  return wrk.format("GET", prefix .. n)
-end
-LUA
 miss_servers="origin $servers"
 for round in $(seq 1 "$ROUNDS"); do
   for path in $PATHS; do
@@ -272,7 +264,7 @@ for round in $(seq 1 "$ROUNDS"); do
       # the disk: without this, a server's round paid for the writeback
       # of the gigabyte the server before it wrote.
       sync
-      wrk -t1 -c1 -d"$MISS_DURATION" --latency -s "$tmp/unique.lua" "${url[$s,http]}" -- "$path/r$round-$s-$RANDOM$RANDOM-" >"$out"
+      wrk -t1 -c1 -d"$MISS_DURATION" --latency -s scripts/unique-urls.lua "${url[$s,http]}" -- "$path/r$round-$s-$RANDOM$RANDOM-" >"$out"
       record miss "$round" http "$path" "$s" "$out"
     done
   done
