@@ -183,8 +183,11 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 				return
 			}
 		}
-		if fl.meta.Scheme != "" && fl.meta.Scheme != schemeOf(r) ||
-			len(fl.meta.Vary) > 0 && !equalStrings(varyValues(r.Header, fl.meta.Vary), fl.meta.VaryValues) {
+		if !servesScheme(fl.meta, r) {
+			h.pass(w, r, fwd+"; detail=scheme-mismatch")
+			return
+		}
+		if len(fl.meta.Vary) > 0 && !equalStrings(varyValues(r.Header, fl.meta.Vary), fl.meta.VaryValues) {
 			h.pass(w, r, fwd+"; detail=vary-mismatch")
 			return
 		}
@@ -195,6 +198,10 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 		}
 		h.serveFill(w, r, fl, part, status+"; stored")
 	case outUpdated:
+		if !servesScheme(f.meta, r) {
+			h.pass(w, r, status+"; detail=scheme-mismatch")
+			return
+		}
 		now := c.now()
 		if !h.serveEntry(w, r, f.item, f.meta, nil, now, fmt.Sprintf("%s; ttl=%d", status, ttl(f.meta, now))) {
 			h.pass(w, r, status+"; detail=damaged")
@@ -263,6 +270,14 @@ func (h *handler) serveStale(w http.ResponseWriter, r *http.Request, it *item, m
 // ttl is the remaining freshness in whole seconds (negative when stale).
 func ttl(m *meta, now time.Time) int64 {
 	return int64((m.Lifetime - m.age(now)) / time.Second)
+}
+
+// servesScheme reports whether an entry (or fill) with meta m may answer
+// r. Only a flight on an entry stored before schemes were recorded can
+// hand a client a response for the other scheme: its revalidation is
+// shared by requests of both.
+func servesScheme(m *meta, r *http.Request) bool {
+	return m.Scheme == "" || m.Scheme == schemeOf(r)
 }
 
 // missKey is the flight key of a miss for r: "m", the scheme and the

@@ -111,7 +111,7 @@ func (x *index) matchLocked(primary, scheme string, h http.Header) *item {
 	var best *item
 	for _, it := range x.byPrimary[primary] {
 		m := it.meta
-		if scheme != "" && m.Scheme != "" && m.Scheme != scheme {
+		if scheme != "" && m.Scheme != "" && m.Scheme != scheme { // see servesScheme
 			continue
 		}
 		if len(m.Vary) > 0 && !slices.Equal(varyValues(h, m.Vary), m.VaryValues) {
