@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Cache benchmark: Tern's cache against nginx (proxy_cache) and Varnish,
 # all in front of the same test origin on loopback, loaded by wrk in the
-# same run.
+# same run. Tern runs twice: as the cache handler alone behind net/http
+# (internal/cachebench, "tern") and as the agent a user runs ("agent":
+# tern up with an [[origins]] route, through its router, metrics and
+# listeners, over its plain listener and its TLS port).
 #
 # Hits: requests/s and p50/p99 latency for 1 KB and 100 KB objects over
 # plain HTTP and over HTTPS, with one certificate for all (a self-signed
-# ECDSA P-256 certificate made here) and TLS 1.3 with AES-128-GCM for all.
+# ECDSA P-256 certificate made here; the agent serves its own local CA's,
+# also ECDSA P-256) and TLS 1.3 with AES-128-GCM for all.
 # Varnish has no TLS: over HTTPS it sits behind hitch (Varnish's TLS
 # proxy), which passes connections on with the PROXY protocol. Servers are
 # measured in turn, ROUNDS times, the order rotating each round; ratios
@@ -91,6 +95,31 @@ url[tern,http]="http://$tern"
 url[tern,https]="https://$tern_tls"
 url[origin,http]="http://$origin"
 servers="tern"
+
+# The agent, as `tern up` runs it, in front of the same origin.
+go build -o "$tmp/tern" ./cmd/tern
+aport=$(freeport) aplain=$(freeport) aadmin=$(freeport) ahub=$(freeport)
+cat >"$tmp/agent.conf" <<CONF
+version = 1
+[acme]
+http_listen = "127.0.0.1:$aplain"
+[cache]
+max_size = "1GiB"
+[[origins]]
+name = "bench"
+upstreams = ["http://$origin"]
+CONF
+"$tmp/tern" up --config "$tmp/agent.conf" --data "$tmp/agent" --listen "127.0.0.1:$aport" \
+  --admin "127.0.0.1:$aadmin" --hub-listen "127.0.0.1:$ahub" --log-level warn >"$tmp/agent.log" 2>&1 &
+pids+=($!)
+if wait_for "http://127.0.0.1:$aplain/1k"; then
+  url[agent,http]="http://127.0.0.1:$aplain"
+  url[agent,https]="https://127.0.0.1:$aport"
+  servers+=" agent"
+else
+  echo "the agent did not start: skipping it" >&2
+  cat "$tmp/agent.log" >&2
+fi
 
 if [ -n "$NGINX" ]; then
   port=$(freeport) tport=$(freeport)
@@ -289,7 +318,7 @@ def ratio(kind, proto, path, a, b):
 
 print("\nHits (median of rounds; ratio = requests/s over nginx's in the same round, median [min-max])")
 print(f"{'proto':6} {'object':7} {'server':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  vs nginx")
-for (kind, proto, path, server), rs in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2] != "/1k", kv[0][2], ["tern", "nginx", "varnish", "origin"].index(kv[0][3]))):
+for (kind, proto, path, server), rs in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2] != "/1k", kv[0][2], ["tern", "agent", "nginx", "varnish", "origin"].index(kv[0][3]))):
     if kind != "hit":
         continue
     r = ratio("hit", proto, path, server, "nginx")
@@ -303,7 +332,7 @@ for path in sorted({k[2] for k in rows if k[0] == "miss"}, key=lambda p: (p != "
     if not base:
         continue
     b50, b99 = med(x[2] for x in base), med(x[3] for x in base)
-    for server in ["origin", "tern", "nginx", "varnish"]:
+    for server in ["origin", "tern", "agent", "nginx", "varnish"]:
         rs = rows.get(("miss", "http", path, server))
         if not rs:
             continue
