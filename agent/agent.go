@@ -187,7 +187,10 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		a.site, _ = os.Hostname()
 	}
 
-	a.store, err = store.Open(filepath.Join(cfg.Data, "store"), logger.With("component", "store"))
+	a.store, err = store.OpenWith(filepath.Join(cfg.Data, "store"), store.Options{
+		Logger:        logger.With("component", "store"),
+		MemTableBytes: int64(cfg.Cache.Memtable),
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,11 @@ type CacheConfig struct {
 	// AdminToken is the bearer token of the purge API on the admin
 	// listener (/cache). Empty: a random token in data/admin.token.
 	AdminToken string `toml:"admin_token"`
+	// Memtable is the size of the store's memtables, where every miss of
+	// a small object is written first; 0 means store.DefaultMemTableBytes
+	// (16 MiB). Smaller saves heap and costs miss latency once the store
+	// is large.
+	Memtable artifact.Size `toml:"memtable"`
 }
 
 // OriginConfig routes a host/path to upstream servers through the cache.

@@ -158,3 +158,19 @@ func TestPlainHitsSendfile(t *testing.T) {
 		t.Fatalf("cache stats: %d hits, %d bytes sent with sendfile; want the four hits, %d bytes", st.SendfileHits, st.SendfileBytes, 4*len(body))
 	}
 }
+
+// TestCacheConfigMemtable checks the bounds of [cache] memtable.
+func TestCacheConfigMemtable(t *testing.T) {
+	for _, tc := range []struct{ toml, err string }{
+		{"", ""},
+		{"memtable = \"4MiB\"\n", ""},
+		{"memtable = \"256MiB\"\n", ""},
+		{"memtable = \"512KiB\"\n", "cache.memtable = 512KiB: must lie in [1MiB, 256MiB]"},
+		{"memtable = \"1GiB\"\n", "cache.memtable = 1GiB: must lie in [1MiB, 256MiB]"},
+	} {
+		_, err := ParseConfig([]byte("version = 1\n[cache]\n" + tc.toml))
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || err.Error() != tc.err) {
+			t.Errorf("%q: err %v, want %q", tc.toml, err, tc.err)
+		}
+	}
+}

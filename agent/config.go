@@ -206,6 +206,9 @@ func (c Config) Validate() error {
 		}
 	}
 	names := map[string]bool{}
+	if m := c.Cache.Memtable; m != 0 && (m < artifact.MiB || m > 256*artifact.MiB) {
+		return fmt.Errorf("cache.memtable = %s: must lie in [1MiB, 256MiB]", m)
+	}
 	for i, o := range c.Origins {
 		switch {
 		case o.Name == "" || names[o.Name]:

@@ -65,11 +65,40 @@ type Store struct {
 	apps sync.Mutex
 }
 
-// Open opens (or creates) the store in dir. A nil logger discards badger's
-// messages.
+// DefaultMemTableBytes is the size of badger's memtables when Options
+// leave it zero. Every cache miss of a small object is written to the
+// memtable, and each full one becomes a level-0 table that compactions
+// merge down the tree on the same cores that serve requests. With 4 MiB
+// tables, unique 1 KB misses had a p99 of 26–37 ms by the fourth and
+// fifth 5 s run (about 60 000 entries); with 16 MiB 6.6–14 ms
+// (scripts/bench-cache-memory.sh, docs/CACHE.md).
+const DefaultMemTableBytes = 16 << 20
+
+// Options tune a Store. The zero value is the default.
+type Options struct {
+	// Logger receives badger's messages; nil discards them.
+	Logger *slog.Logger
+	// MemTableBytes is the size of badger's memtables; 0 means
+	// DefaultMemTableBytes. Badger allocates each whole on the Go heap,
+	// one in use and up to one more being flushed.
+	MemTableBytes int64
+}
+
+// Open opens (or creates) the store in dir with default options but the
+// logger; a nil logger discards badger's messages.
 func Open(dir string, logger *slog.Logger) (*Store, error) {
+	return OpenWith(dir, Options{Logger: logger})
+}
+
+// OpenWith opens (or creates) the store in dir.
+func OpenWith(dir string, o Options) (*Store, error) {
+	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	memTable := o.MemTableBytes
+	if memTable == 0 {
+		memTable = DefaultMemTableBytes
 	}
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{logger}).
@@ -81,15 +110,15 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 		WithSyncWrites(false).
 		// Edge nodes and gateways are small machines; badger's defaults
 		// (64 MiB memtables, 1 GiB value logs) are sized for servers.
-		// Badger allocates a memtable's arena whole on the Go heap, and
-		// the collector's target grows with the heap (five times over at
-		// the agent's gc_percent of 400): with 16 MiB tables the arenas
-		// were 21 of an idle agent's 35 MB of heap, and 100 agents in one
-		// process spent 17 ms of CPU per 1 MiB deploy each, against 12 ms
-		// with 4 MiB (docs/FLEET.md). Values of 64 KiB and more go to the
-		// value log (and cache chunks that large are files), so a memtable
-		// holds keys, metadata and small bodies.
-		WithMemTableSize(4 << 20).
+		// Memtables: see DefaultMemTableBytes. Badger allocates a
+		// memtable's arena whole on the Go heap: with 16 MiB tables the
+		// arenas were 21 of an idle agent's 35 MB of heap, and 100 agents
+		// in one process spent 17 ms of CPU per 1 MiB deploy each,
+		// against 12 ms with 4 MiB, which the fleet benchmark therefore
+		// sets (docs/FLEET.md). Values of 64 KiB and more go to the value
+		// log (and cache chunks that large are files), so a memtable holds
+		// keys, metadata and small bodies.
+		WithMemTableSize(memTable).
 		WithValueLogFileSize(MaxValueBytes).
 		// Two compactors (the fewest badger allows) instead of four: each
 		// wakes up every 50 ms, which on an idle gateway is most of the

@@ -167,7 +167,7 @@ func (f *fleet) measureHubAlone(ctx context.Context, rep *report) error {
 // until every one has published a heartbeat to the hub.
 func (f *fleet) startAgents(ctx context.Context, data string, rep *report) error {
 	cfg := filepath.Join(data, "agent.toml")
-	toml := fmt.Appendf(nil, "version = 1\nheartbeat = %q\n", f.o.heartbeat.String())
+	toml := fmt.Appendf(nil, "version = 1\nheartbeat = %q\n[cache]\nmemtable = %q\n", f.o.heartbeat.String(), benchMemtable.String())
 	if f.o.compress != "" {
 		toml = fmt.Appendf(toml, "\n[hub]\ncompression = %q\n", f.o.compress)
 	}
