@@ -69,8 +69,8 @@ type Store struct {
 // leave it zero. Every cache miss of a small object is written to the
 // memtable, and each full one becomes a level-0 table that compactions
 // merge down the tree on the same cores that serve requests. With 4 MiB
-// tables, unique 1 KB misses had a p99 of 26–37 ms by the fourth and
-// fifth 5 s run (about 60 000 entries); with 16 MiB 6.6–14 ms
+// tables, unique 1 KB misses reached a p99 of 25–38 ms in the fourth or
+// fifth 5 s run (about 60 000 entries); with 16 MiB, 13–14 ms at most
 // (scripts/bench-cache-memory.sh, docs/CACHE.md).
 const DefaultMemTableBytes = 16 << 20
 
