@@ -14,8 +14,8 @@ import (
 // that it sets as its soft memory limit when the config sets none. With
 // gc_percent = 400 the heap may grow to five times what is live between
 // collections; under a stream of cache misses much of what is live is
-// the buffers of badger's compactions, and a 1 KB miss stream grew an
-// agent's heap past 1.4 GB in 25 s (docs/CACHE.md). The limit makes the
+// the buffers of badger's compactions, and 25 s of unique 1 KB misses
+// took the cache's process past 1.2 GB (docs/CACHE.md). The limit makes the
 // collector run before that reaches the OOM killer. The quarter left over
 // is for what the limit does not count: compiled wasm code, badger's
 // memory-mapped files, other processes.
