@@ -276,9 +276,7 @@ func ttl(m *meta, now time.Time) int64 {
 // r. Only a flight on an entry stored before schemes were recorded can
 // hand a client a response for the other scheme: its revalidation is
 // shared by requests of both.
-func servesScheme(m *meta, r *http.Request) bool {
-	return m.Scheme == "" || m.Scheme == schemeOf(r)
-}
+func servesScheme(m *meta, r *http.Request) bool { return m.serves(schemeOf(r)) }
 
 // missKey is the flight key of a miss for r: "m", the scheme and the
 // primary key, so that an http and an https miss never share a response.

@@ -72,6 +72,13 @@ func decodeMeta(b []byte) (*meta, error) {
 	return &m, nil
 }
 
+// serves reports whether the entry may answer a request for scheme: one
+// stored without a scheme answers both, and scheme "" (a lookup by a
+// function's key) matches any entry.
+func (m *meta) serves(scheme string) bool {
+	return scheme == "" || m.Scheme == "" || m.Scheme == scheme
+}
+
 // age is the entry's current_age at now (§4.2.3).
 func (m *meta) age(now time.Time) time.Duration {
 	resident := now.Sub(m.ResponseTime)

@@ -96,6 +96,22 @@ url[tern,https]="https://$tern_tls"
 url[origin,http]="http://$origin"
 servers="tern"
 
+# serve_or_skip NAME HTTP-URL HTTPS-URL LOG...: once NAME answers over
+# HTTP, records its base URLs and measures it; else shows its logs and
+# leaves it out.
+serve_or_skip() {
+  local name=$1 http=$2 https=$3
+  shift 3
+  if wait_for "$http/1k"; then
+    url[$name,http]=$http
+    url[$name,https]=$https
+    servers+=" $name"
+  else
+    echo "$name did not start: skipping it" >&2
+    cat "$@" >&2 || true
+  fi
+}
+
 # The agent, as `tern up` runs it, in front of the same origin.
 go build -o "$tmp/tern" ./cmd/tern
 aport=$(freeport) aplain=$(freeport) aadmin=$(freeport) ahub=$(freeport)
@@ -112,14 +128,7 @@ CONF
 "$tmp/tern" up --config "$tmp/agent.conf" --data "$tmp/agent" --listen "127.0.0.1:$aport" \
   --admin "127.0.0.1:$aadmin" --hub-listen "127.0.0.1:$ahub" --log-level warn >"$tmp/agent.log" 2>&1 &
 pids+=($!)
-if wait_for "http://127.0.0.1:$aplain/1k"; then
-  url[agent,http]="http://127.0.0.1:$aplain"
-  url[agent,https]="https://127.0.0.1:$aport"
-  servers+=" agent"
-else
-  echo "the agent did not start: skipping it" >&2
-  cat "$tmp/agent.log" >&2
-fi
+serve_or_skip agent "http://127.0.0.1:$aplain" "https://127.0.0.1:$aport" "$tmp/agent.log"
 
 if [ -n "$NGINX" ]; then
   port=$(freeport) tport=$(freeport)
@@ -163,14 +172,7 @@ http {
 CONF
   "$NGINX" -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -g 'daemon off;' 2>"$tmp/nginx/logs/stderr" &
   pids+=($!)
-  if wait_for "http://127.0.0.1:$port/1k"; then
-    url[nginx,http]="http://127.0.0.1:$port"
-    url[nginx,https]="https://127.0.0.1:$tport"
-    servers+=" nginx"
-  else
-    echo "nginx did not start: skipping it" >&2
-    cat "$tmp/nginx/logs/stderr" "$tmp/nginx/logs/error.log" >&2 || true
-  fi
+  serve_or_skip nginx "http://127.0.0.1:$port" "https://127.0.0.1:$tport" "$tmp/nginx/logs/stderr" "$tmp/nginx/logs/error.log"
 fi
 
 if [ -n "$VARNISHD" ]; then
