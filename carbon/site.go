@@ -118,7 +118,10 @@ func (o *occupancy) add(a, b int64, d int32) {
 	}
 	if need := int(b-o.base) + 1; need > len(o.counts) {
 		if need <= cap(o.counts) {
+			// The tail past len may hold counts that trim shifted away.
+			n := len(o.counts)
 			o.counts = o.counts[:need]
+			clear(o.counts[n:])
 		} else {
 			grown := make([]int32, need, need*2)
 			copy(grown, o.counts)
