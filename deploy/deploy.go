@@ -43,6 +43,10 @@ type Options struct {
 	// agent: otherwise anyone able to write to the hub could have the
 	// publisher sign their module.
 	Trusted artifact.KeySet
+	// Supersede lets a deploy or rollback replace a current release that
+	// does not verify, building on the newest one that does (which agents
+	// still run), instead of refusing.
+	Supersede bool
 }
 
 // RolloutPlan says how a staged release reaches the fleet.
@@ -88,7 +92,8 @@ func Dir(ctx context.Context, dir string, opts Options) (Result, error) {
 // is one more than the hub's current one for the app, so agents accept it
 // as newer; a concurrent deploy of the same app makes one of the two retry.
 // The current release must verify against opts.Trusted and opts.Key as an
-// agent would verify it, or Push fails with [ErrUnverified] naming it.
+// agent would verify it, or Push fails with [ErrUnverifiedCurrent] naming
+// it, unless opts.Supersede says to build on the newest that verifies.
 // An origin app (m.Origin set) has no module: wasm must be empty, nothing
 // is uploaded and the release's digest is empty.
 func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (Result, error) {
@@ -138,15 +143,14 @@ func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (
 	}
 	trusted := trustedFor(opts)
 	for attempt := 0; ; attempt++ {
-		_, cur, err := current(ctx, opts.Client, m.Name, trusted)
+		_, cur, rev, err := current(ctx, opts.Client, m.Name, trusted, opts.Supersede)
 		if err != nil {
 			return Result{}, fmt.Errorf("deploy %s: %w", m.Name, err)
 		}
 		var seq uint64 = 1
 		var prevRel artifact.Release
-		var rev uint64
 		if cur != nil {
-			prevRel, rev = cur.Release, cur.Revision
+			prevRel = cur.Release
 			seq = prevRel.Sequence + 1
 		}
 		t := now().UTC().Truncate(time.Second)

@@ -32,7 +32,7 @@ func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result,
 	if r, _, err := opts.Client.Rollout(ctx, app); err == nil && r.State == ternsync.RolloutActive {
 		return Result{}, fmt.Errorf("rollback %s: a staged rollout is in progress: %w", app, ErrRolloutActive)
 	}
-	hist, cur, err := current(ctx, opts.Client, app, trustedFor(opts))
+	hist, cur, rev, err := current(ctx, opts.Client, app, trustedFor(opts), opts.Supersede)
 	if err != nil {
 		return Result{}, fmt.Errorf("rollback %s: %w", app, err)
 	}
@@ -40,8 +40,16 @@ func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result,
 		return Result{}, fmt.Errorf("rollback %s: %w", app, ternsync.ErrNotFound)
 	}
 	var target, claimed *Entry
-	for i := len(hist) - 2; i >= 0 && target == nil; i-- {
-		e := &hist[i]
+	// Candidates are the releases before the current one, which, with
+	// Supersede, need not be the newest entry.
+	var below []Entry
+	for i := range hist {
+		if &hist[i] == cur {
+			below = hist[:i]
+		}
+	}
+	for i := len(below) - 1; i >= 0 && target == nil; i-- {
+		e := &below[i]
 		switch {
 		case e.Err != nil:
 			if to != 0 && e.Release.Sequence == to && claimed == nil {
@@ -76,7 +84,7 @@ func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result,
 	if err != nil {
 		return Result{}, fmt.Errorf("sign rollback %s@%d: %w", app, rel.Sequence, err)
 	}
-	if err := opts.Client.PutRelease(ctx, app, env, cur.Revision); err != nil {
+	if err := opts.Client.PutRelease(ctx, app, env, rev); err != nil {
 		return Result{}, fmt.Errorf("rollback %s: %w", app, err)
 	}
 	return Result{Release: rel, Envelope: env, From: target.Release.Sequence}, nil

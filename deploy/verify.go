@@ -101,29 +101,45 @@ func History(ctx context.Context, c *ternsync.Client, app string, trusted artifa
 	return CheckHistory(app, hist, trusted), nil
 }
 
-// current reads app's history and returns it with its current release:
-// the newest entry, which must verify. It returns a nil current and no
-// error when the hub has no release of app. An unverifiable newest entry
-// is an error naming it: nothing a publisher signs may build on it.
-func current(ctx context.Context, c *ternsync.Client, app string, trusted artifact.KeySet) ([]Entry, *Entry, error) {
+// current reads app's history and returns it with its current release,
+// the newest entry, which must verify, and the revision a write must
+// replace. It returns a nil current and no error when the hub has no
+// release of app. An unverifiable newest entry is an error naming it:
+// nothing a publisher signs may build on it. With supersede, the newest
+// entry that verifies takes its place instead (agents, which refused the
+// newer one, still run it), so that a publisher can replace what was
+// forged; when none does, there is nothing to number from.
+func current(ctx context.Context, c *ternsync.Client, app string, trusted artifact.KeySet, supersede bool) ([]Entry, *Entry, uint64, error) {
 	hist, err := c.History(ctx, app)
 	if errors.Is(err, ternsync.ErrNotFound) {
-		return nil, nil, nil
+		return nil, nil, 0, nil
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	checked := CheckHistory(app, hist, trusted)
 	if len(checked) == 0 {
-		return nil, nil, nil
+		return nil, nil, 0, nil
 	}
-	cur := &checked[len(checked)-1]
-	if cur.Err != nil {
-		return nil, nil, fmt.Errorf("current release on the hub, claimed signed by key %q: %w; refusing to build on it (see tern apps --history %s)",
-			cur.Publisher, cur.Err, app)
+	newest := &checked[len(checked)-1]
+	if newest.Err == nil {
+		return checked, newest, newest.Revision, nil
 	}
-	return checked, cur, nil
+	if !supersede {
+		return nil, nil, 0, fmt.Errorf("%w on the hub: %w; refusing to build on it (see tern apps --history %s)",
+			ErrUnverifiedCurrent, newest.Err, app)
+	}
+	for i := len(checked) - 2; i >= 0; i-- {
+		if checked[i].Err == nil {
+			return checked, &checked[i], newest.Revision, nil
+		}
+	}
+	return nil, nil, 0, fmt.Errorf("%w on the hub: %w, and no release of the %d the hub keeps verifies, so there is no sequence to follow", ErrUnverifiedCurrent, newest.Err, len(checked))
 }
+
+// ErrUnverifiedCurrent reports that the hub's current release of an app
+// does not verify; Options.Supersede builds on the newest one that does.
+var ErrUnverifiedCurrent = errors.New("unverifiable current release")
 
 // trustedFor is the key set a publisher's tool verifies hub state with:
 // the keys it was given and its own.

@@ -267,6 +267,25 @@ func TestRollbackSkipsUnverifiedHistory(t *testing.T) {
 	if want := []string{"ok", "ok", "untrusted_key", "repeat", "ok"}; !slices.Equal(flags, want) {
 		t.Fatalf("history = %v, want %v", flags, want)
 	}
+
+	// A forged current release: refused, or, told to, superseded from the
+	// newest verified one (sequence 3, module one) back to module two.
+	f.forge("rb2", 9, module("evil"), "/evil")
+	if _, err := deploy.Rollback(ctx, "rb2", 0, opts); !errors.Is(err, deploy.ErrUnverifiedCurrent) {
+		t.Fatalf("rollback over a forged current release: %v, want ErrUnverifiedCurrent", err)
+	}
+	opts.Supersede = true
+	res, err = deploy.Rollback(ctx, "rb2", 0, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Release; r.Sequence != 4 || r.Digest != v2.Release.Digest || res.From != 2 {
+		t.Fatalf("superseding rollback to %s from %d as %d, want module two from 2 as 4", r.Digest, res.From, r.Sequence)
+	}
+	f.waitInstalled("rb2", 4)
+	if f.agent.ever(evil) {
+		t.Fatal("the agent installed the attacker's module")
+	}
 }
 
 // TestDeployRefusesUnverifiedCurrent: an attacker writes a "current"
@@ -286,7 +305,7 @@ func TestDeployRefusesUnverifiedCurrent(t *testing.T) {
 	staged := opts
 	staged.Rollout = &deploy.RolloutPlan{Waves: []ternsync.Selector{{"*"}}, Wait: time.Second}
 	_, err := deploy.Push(ctx, manifest("ro", "2.0.0", "/ro"), module("two"), staged)
-	if !errors.Is(err, deploy.ErrUnverified) || !errors.Is(err, artifact.ErrUntrustedKey) {
+	if !errors.Is(err, deploy.ErrUnverifiedCurrent) || !errors.Is(err, artifact.ErrUntrustedKey) {
 		t.Fatalf("staged deploy over a forged current release: %v, want ErrUnverified and ErrUntrustedKey", err)
 	}
 	// Whatever abort release the rollout record holds, the attacker
@@ -305,6 +324,33 @@ func TestDeployRefusesUnverifiedCurrent(t *testing.T) {
 	}
 	if seq, _ := f.agent.Installed("ro"); seq != 1 {
 		t.Fatalf("agent runs ro@%d, want 1", seq)
+	}
+
+	// Told to, the publisher replaces the forged release, building on
+	// the newest one that verifies: the abort release is that one's.
+	staged.Supersede = true
+	res, err := deploy.Push(ctx, manifest("ro", "2.0.0", "/ro"), module("two"), staged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Release.Sequence != 2 {
+		t.Fatalf("superseding release has sequence %d, want 2", res.Release.Sequence)
+	}
+	r, _, err := f.pub.Rollout(ctx, "ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abort, err := artifact.Open(r.Abort, artifact.NewKeySet(pubOf(key)))
+	if err != nil || abort.Digest != artifact.Digest(module("one")) || abort.Sequence != 3 {
+		t.Fatalf("abort release %s@%d, %v; want module one at 3", abort.Digest, abort.Sequence, err)
+	}
+	// The wave converges and the controller publishes the release.
+	f.write(ternsync.AppsBucket, "ro", r.Release)
+	if got := f.waitInstalled("ro", 2); got.Digest != artifact.Digest(module("two")) {
+		t.Fatalf("agent runs %s, want module two", got.Digest)
+	}
+	if f.agent.ever(evil) {
+		t.Fatal("the agent installed the attacker's module")
 	}
 }
 

@@ -78,7 +78,7 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	waveTimeout := fs.Duration("wave-timeout", 10*time.Minute, "with --rollout: how long a wave may take to converge")
 	maxErrors := fs.Float64("max-error-rate", 0.05, "with --rollout: share of 5xx answers that fails a wave and rolls it back")
 	var trust multiFlag
-	trustFlag(fs, &trust)
+	supersede := trustFlags(fs, &trust)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module) and publishes it to the hub.")
 		fs.PrintDefaults()
@@ -101,7 +101,7 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer c.Close()
-	opts := deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted}
+	opts := deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted, Supersede: *supersede}
 	if *rollout != "" {
 		waves, err := ternsync.ParseWaves(*rollout)
 		if err != nil {
@@ -113,7 +113,7 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	opts.Progress = p.report
 	res, err := deploy.Dir(ctx, fs.Arg(0), opts)
 	if err != nil {
-		return err
+		return unverifiedHint(err)
 	}
 	p.done()
 	r := res.Release
@@ -289,10 +289,20 @@ func showHistory(ctx context.Context, c *ternsync.Client, app string, trusted ar
 	return tw.Flush()
 }
 
-// trustFlag registers --trust: publisher keys, besides the signing key,
-// that hub state may be signed by.
-func trustFlag(fs *flag.FlagSet, trust *multiFlag) {
+// trustFlags registers --trust, publisher keys besides the signing key
+// that hub state may be signed by, and --supersede.
+func trustFlags(fs *flag.FlagSet, trust *multiFlag) *bool {
 	fs.Var(trust, "trust", "another publisher key the fleet trusts (ed25519:… or a .pub file): the current release and history must verify against these and --key; repeatable")
+	return fs.Bool("supersede", false, "replace a current release on the hub that does not verify, building on the newest one that does")
+}
+
+// unverifiedHint adds to an error about an unverifiable current release
+// what the publisher can do about it.
+func unverifiedHint(err error) error {
+	if errors.Is(err, deploy.ErrUnverifiedCurrent) {
+		return fmt.Errorf("%w\nnothing was signed; if the release is another publisher's, pass its key with --trust; if it was forged, --supersede replaces it", err)
+	}
+	return err
 }
 
 // parseKeys reads public keys given as ed25519:… or as .pub files.
@@ -408,7 +418,7 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	to := fs.Uint64("to", 0, "sequence to return to (default: the newest release with another module)")
 	ttl := fs.Duration("ttl", deploy.DefaultTTL, "how long the rollback release stays valid")
 	var trust multiFlag
-	trustFlag(fs, &trust)
+	supersede := trustFlags(fs, &trust)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tern rollback [flags] APP\n\nSigns a new release of APP that points at an earlier module, so agents move back to it.")
 		fs.PrintDefaults()
@@ -426,9 +436,9 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer c.Close()
-	res, err := deploy.Rollback(ctx, fs.Arg(0), *to, deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted})
+	res, err := deploy.Rollback(ctx, fs.Arg(0), *to, deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted, Supersede: *supersede})
 	if err != nil {
-		return err
+		return unverifiedHint(err)
 	}
 	r := res.Release
 	fmt.Fprintf(stdout, "rolled %s back to %s (%s, verified sequence %d) as sequence %d\n", r.App, r.Manifest.Version, r.Digest, res.From, r.Sequence)
