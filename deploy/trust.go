@@ -44,7 +44,7 @@ type TrustChange struct {
 
 // ErrListMismatch reports that the hub's publisher list is not the one the
 // root key signed last, or that no record says which one that was.
-var ErrListMismatch = errors.New("not the publisher list this root signed last")
+var ErrListMismatch = errors.New("refusing to build on the hub's publisher list")
 
 // SignedList is a publisher list as SetPublishers signed it.
 type SignedList struct {
@@ -56,7 +56,8 @@ type SignedList struct {
 // SetPublishers signs, with the root key, a new publisher list and stores
 // it on the hub, from where every agent configured with the root picks it
 // up. The list is the base plus Add minus Revoke, with a sequence above
-// every list it knows of. The base is ch.From, or nothing with ch.Reset,
+// every list of the root it knows of (ch.Last, ch.From, those the hub
+// keeps). The base is ch.From, or nothing with ch.Reset,
 // or else the hub's current list, which must be ch.Last byte for byte
 // ([ErrListMismatch] otherwise); with no list on the hub, ch.Last.
 func SetPublishers(ctx context.Context, c *ternsync.Client, root ed25519.PrivateKey, ch TrustChange) (SignedList, error) {
@@ -108,7 +109,17 @@ func SetPublishers(ctx context.Context, c *ternsync.Client, root ed25519.Private
 		if onHub {
 			if l, err := artifact.OpenPublishers(env, roots); err == nil {
 				hub = &l
-				seq = max(seq, l.Sequence)
+			}
+			// A replayed list may hide newer ones, which agents may hold:
+			// every list of this root that the hub still keeps counts.
+			lists, err := c.PublishersHistory(ctx)
+			if err != nil {
+				return SignedList{}, err
+			}
+			for _, b := range lists {
+				if l, err := artifact.OpenPublishers(b, roots); err == nil {
+					seq = max(seq, l.Sequence)
+				}
 			}
 		}
 		var base []string
@@ -117,11 +128,11 @@ func SetPublishers(ctx context.Context, c *ternsync.Client, root ed25519.Private
 		case from != nil:
 			base = from.Keys
 		case onHub && last == nil:
-			return SignedList{}, fmt.Errorf("the hub holds a publisher list (%s) and nothing records the list this root signed last: %w",
-				describeList(env, hub), ErrListMismatch)
+			return SignedList{}, fmt.Errorf("%w: it (%s) may not be the list this root signed last, and nothing records which that was",
+				ErrListMismatch, describeList(env, hub))
 		case onHub && !bytes.Equal(env, ch.Last):
-			return SignedList{}, fmt.Errorf("the hub's publisher list (%s) is not the list this root signed last (sequence %d, %s): refusing to build on it: %w",
-				describeList(env, hub), last.Sequence, listHash(ch.Last), ErrListMismatch)
+			return SignedList{}, fmt.Errorf("%w: it (%s) is not the list this root signed last (sequence %d, %s)",
+				ErrListMismatch, describeList(env, hub), last.Sequence, listHash(ch.Last))
 		case last != nil:
 			base = last.Keys
 		}

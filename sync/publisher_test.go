@@ -418,22 +418,24 @@ func TestTrustSetRefusesReplayedList(t *testing.T) {
 		t.Fatal("the agent installed the release of the revoked key")
 	}
 
-	// Starting over: from the list signed last, then afresh; each goes
-	// above every sequence known, and neither brings the stolen key back.
-	l3, err := deploy.SetPublishers(ctx, f.pub, root, deploy.TrustChange{From: l2.Envelope, Last: l2.Envelope})
+	// Starting over: afresh, with no record, then from the list signed
+	// last; each goes above every list of the root the hub still keeps
+	// (not only above the replayed one), and neither brings the stolen
+	// key back.
+	l3, err := deploy.SetPublishers(ctx, f.pub, root, deploy.TrustChange{Reset: true, Add: []ed25519.PublicKey{pubOf(p1)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l3.Sequence != 3 || !slices.Equal(l3.Keys, []string{artifact.FormatPublicKey(pubOf(p1))}) {
-		t.Fatalf("list from the last one signed = %d %v", l3.Sequence, l3.Keys)
+	if l3.Sequence != 3 || len(l3.Keys) != 1 {
+		t.Fatalf("reset list = %d %v, want sequence 3 and p1 alone", l3.Sequence, l3.Keys)
 	}
 	waitList(3)
-	l4, err := deploy.SetPublishers(ctx, f.pub, root, deploy.TrustChange{Reset: true, Add: []ed25519.PublicKey{pubOf(p1)}})
+	l4, err := deploy.SetPublishers(ctx, f.pub, root, deploy.TrustChange{From: l2.Envelope, Last: l3.Envelope})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l4.Sequence != 4 || len(l4.Keys) != 1 {
-		t.Fatalf("reset list = %d %v", l4.Sequence, l4.Keys)
+	if l4.Sequence != 4 || !slices.Equal(l4.Keys, []string{artifact.FormatPublicKey(pubOf(p1))}) {
+		t.Fatalf("list from list 2 = %d %v", l4.Sequence, l4.Keys)
 	}
 	waitList(4)
 	// The routine re-sign builds on the hub's list again once it is the

@@ -196,7 +196,7 @@ func TestEndToEnd(t *testing.T) {
 	if err := os.Remove(filepath.Join(keys, "root.key.list")); err != nil {
 		t.Fatal(err)
 	}
-	if code, text := runTern("trust", "set", "--data", data, "--root", filepath.Join(keys, "root.key")); code != 1 || !strings.Contains(text, "nothing records the list this root signed last") || !strings.Contains(text, "--reset") {
+	if code, text := runTern("trust", "set", "--data", data, "--root", filepath.Join(keys, "root.key")); code != 1 || !strings.Contains(text, "nothing records which that was") || !strings.Contains(text, "--reset") {
 		t.Fatalf("trust set without a record: %d %s", code, text)
 	}
 	if code, text := runTern("trust", "set", "--data", data, "--root", filepath.Join(keys, "root.key"), "--reset", "--add", filepath.Join(keys, "pub.key.pub")); code != 0 || !strings.Contains(text, "publisher list 3: 1 keys") || !strings.Contains(text, "warning: --reset") {

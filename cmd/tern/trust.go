@@ -70,6 +70,9 @@ func cmdTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case *reset:
 		fmt.Fprintln(stderr, "warning: --reset: the new list holds only the --add keys; no key of the hub's list or of the last list signed carries over")
 	}
+	if *from != "" || *reset {
+		fmt.Fprintln(stderr, "warning: the new list's sequence follows the newest list of this root that the hub keeps or the record names; an agent holding a newer one refuses it")
+	}
 	for _, list := range []struct {
 		in  multiFlag
 		out *[]ed25519.PublicKey
