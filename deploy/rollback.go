@@ -22,9 +22,11 @@ var ErrNoPrevious = errors.New("no earlier release to roll back to")
 // origin table) differs from the current one.
 //
 // Only what verifies is built on (see [CheckHistory]): the current
-// release must verify against opts.Trusted and opts.Key, and the target is
-// a verified entry of the history, never one that does not verify, which
-// is skipped, or refused with [ErrUnverified] when to names it.
+// release must verify against opts.Trusted and opts.Key
+// ([ErrUnverifiedCurrent] otherwise, unless opts.Supersede), and the
+// target is a verified entry of the history, never one that does not
+// verify, which is skipped, or refused with [ErrUnverified] when to names
+// it and no verified entry has that sequence.
 func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result, error) {
 	if opts.Client == nil || opts.Key == nil {
 		return Result{}, errors.New("rollback: a hub connection and a signing key are required")
