@@ -280,12 +280,15 @@ func TestRootedTrust(t *testing.T) {
 		}
 		return res.Release.Sequence
 	}
+	var lastList []byte
 	setList := func(ch deploy.TrustChange) artifact.Publishers {
+		ch.Last = lastList
 		l, err := deploy.SetPublishers(ctx, pub, root, ch)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return l
+		lastList = l.Envelope
+		return l.Publishers
 	}
 	installed := func(app string) bool { seq, _ := leaf.Installed(app); return seq > 0 }
 

@@ -243,11 +243,15 @@ func TestOriginAppRevocation(t *testing.T) {
 	cfg.Hub.URL = hub.hub.LeafURL()
 	cfg.Trust.Roots = []string{artifact.FormatPublicKey(pubOf(root))}
 	leaf := startAgentWith(t, cfg, Options{})
+	var lastList []byte
 	setList := func(ch deploy.TrustChange) {
 		t.Helper()
-		if _, err := deploy.SetPublishers(ctx, pub, root, ch); err != nil {
+		ch.Last = lastList
+		l, err := deploy.SetPublishers(ctx, pub, root, ch)
+		if err != nil {
 			t.Fatal(err)
 		}
+		lastList = l.Envelope
 	}
 
 	setList(deploy.TrustChange{Add: []ed25519.PublicKey{pubOf(p1)}})

@@ -131,6 +131,15 @@ func NewKeySet(keys ...ed25519.PublicKey) KeySet {
 	return s
 }
 
+// With returns a set trusting the keys of s and keys; s is unchanged.
+func (s KeySet) With(keys ...ed25519.PublicKey) KeySet {
+	out := NewKeySet(keys...)
+	for id, k := range s.keys {
+		out.keys[id] = k
+	}
+	return out
+}
+
 // ParseKeySet parses one key per line in [FormatPublicKey] form. Blank lines
 // and lines starting with "#" are skipped; an error names the line (from 1).
 func ParseKeySet(lines []string) (KeySet, error) {

@@ -130,6 +130,14 @@ func TestKeySet(t *testing.T) {
 	if (KeySet{}).Len() != 0 {
 		t.Error("zero KeySet is not empty")
 	}
+	// With adds to a copy; the zero set takes keys too.
+	one := NewKeySet(a)
+	if both := one.With(b); both.Len() != 2 || !both.Has(KeyID(b)) || one.Len() != 1 {
+		t.Errorf("With: %d keys, original %d", both.Len(), one.Len())
+	}
+	if z := (KeySet{}).With(a); z.Len() != 1 {
+		t.Errorf("zero KeySet With: %d keys", z.Len())
+	}
 	// The set must not alias the caller's slice.
 	c := bytes.Clone(a)
 	s2 := NewKeySet(c)

@@ -37,6 +37,16 @@ type Options struct {
 	// Rollout, when set, stages the release wave by wave instead of
 	// publishing it to every agent at once.
 	Rollout *RolloutPlan
+	// Trusted are the publisher keys, besides Key, that the fleet's agents
+	// trust. What a deploy or rollback builds on (the current release,
+	// the history) must verify against them and Key, as it would on an
+	// agent: otherwise anyone able to write to the hub could have the
+	// publisher sign their module.
+	Trusted artifact.KeySet
+	// Supersede lets a deploy or rollback replace a current release that
+	// does not verify, building on the newest one that does (which agents
+	// still run), instead of refusing.
+	Supersede bool
 }
 
 // RolloutPlan says how a staged release reaches the fleet.
@@ -55,6 +65,9 @@ type RolloutPlan struct {
 type Result struct {
 	Release  artifact.Release
 	Envelope []byte
+	// From is, for a rollback, the sequence of the verified release whose
+	// module and manifest it restores.
+	From uint64
 }
 
 // Dir deploys the app whose tern.toml is in dir (or is dir). An origin
@@ -78,6 +91,9 @@ func Dir(ctx context.Context, dir string, opts Options) (Result, error) {
 // Push signs and publishes m with its module bytes. The release's sequence
 // is one more than the hub's current one for the app, so agents accept it
 // as newer; a concurrent deploy of the same app makes one of the two retry.
+// The current release must verify against opts.Trusted and opts.Key as an
+// agent would verify it, or Push fails with [ErrUnverifiedCurrent] naming
+// it, unless opts.Supersede says to build on the newest that verifies.
 // An origin app (m.Origin set) has no module: wasm must be empty, nothing
 // is uploaded and the release's digest is empty.
 func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (Result, error) {
@@ -125,17 +141,16 @@ func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (
 	if r, _, err := opts.Client.Rollout(ctx, m.Name); err == nil && r.State == ternsync.RolloutActive {
 		return Result{}, fmt.Errorf("app %s: a staged rollout is in progress (wave %d of %d): %w", m.Name, r.Wave+1, len(r.Waves), ErrRolloutActive)
 	}
+	trusted := trustedFor(opts)
 	for attempt := 0; ; attempt++ {
-		prev, rev, err := opts.Client.Release(ctx, m.Name)
-		if err != nil && !errors.Is(err, ternsync.ErrNotFound) {
-			return Result{}, err
+		_, cur, rev, err := current(ctx, opts.Client, m.Name, trusted, opts.Supersede)
+		if err != nil {
+			return Result{}, fmt.Errorf("deploy %s: %w", m.Name, err)
 		}
 		var seq uint64 = 1
 		var prevRel artifact.Release
-		if prev != nil {
-			if prevRel, err = artifact.Peek(prev); err != nil {
-				return Result{}, fmt.Errorf("app %s: current release on the hub: %w", m.Name, err)
-			}
+		if cur != nil {
+			prevRel = cur.Release
 			seq = prevRel.Sequence + 1
 		}
 		t := now().UTC().Truncate(time.Second)
@@ -153,7 +168,7 @@ func Push(ctx context.Context, m artifact.Manifest, wasm []byte, opts Options) (
 			return Result{}, fmt.Errorf("sign %s@%d: %w", m.Name, seq, err)
 		}
 		if opts.Rollout != nil {
-			if prev == nil {
+			if cur == nil {
 				return Result{}, fmt.Errorf("app %s: a staged rollout needs a current release to fall back to; deploy it once first", m.Name)
 			}
 			return stage(ctx, rel, env, prevRel, opts)
@@ -174,7 +189,9 @@ var ErrRolloutActive = errors.New("rollout in progress")
 
 // stage starts a staged rollout of rel. It signs, besides rel, the abort
 // release (the current module, one sequence higher still) that the hub
-// publishes if a wave fails, so the hub never needs a signing key.
+// publishes if a wave fails, so the hub never needs a signing key. prev
+// is the current release as Push verified it: the abort release re-signs
+// its module and manifest.
 func stage(ctx context.Context, rel artifact.Release, env []byte, prev artifact.Release, opts Options) (Result, error) {
 	abort := prev
 	abort.Sequence = rel.Sequence + 1
@@ -208,17 +225,21 @@ type App struct {
 	Release artifact.Release
 	// Publisher is the key ID that signed the release.
 	Publisher string
-	// Verified is set when the signature checked out against the trusted
-	// keys given to List.
+	// Verified is set when the release checks out against the trusted
+	// keys given to List, as an agent would check it: signature, stored
+	// under its own app's key, not expired when the hub stored it.
 	Verified bool
-	Updated  time.Time
+	// Problem says why the release does not verify; nil when Verified.
+	Problem error
+	Updated time.Time
 	// Err says why the release could not be read; the other fields are
 	// then partial.
 	Err error
 }
 
-// List returns every app's current release on the hub. Releases signed by
-// a key in trusted are marked verified.
+// List returns every app's current release on the hub, each checked
+// against trusted. The sequence is not checked: that needs the app's
+// history (see [History]).
 func List(ctx context.Context, c *ternsync.Client, trusted artifact.KeySet) ([]App, error) {
 	entries, err := c.Releases(ctx)
 	if err != nil {
@@ -229,8 +250,11 @@ func List(ctx context.Context, c *ternsync.Client, trusted artifact.KeySet) ([]A
 		a := App{Updated: e.Updated, Publisher: artifact.PeekKeyID(e.Envelope)}
 		a.Release, a.Err = artifact.Peek(e.Envelope)
 		if a.Err == nil {
-			_, err := artifact.Open(e.Envelope, trusted)
-			a.Verified = err == nil
+			if _, err := checkEntry(e.App, e, trusted); err != nil {
+				a.Problem = fmt.Errorf("release %s at revision %d: %w: %w", e.App, e.Revision, ErrUnverified, err)
+			} else {
+				a.Verified = true
+			}
 		}
 		// The hub's key names the app even when the release is unreadable.
 		a.Release.App = e.App

@@ -20,6 +20,13 @@ var ErrNoPrevious = errors.New("no earlier release to roll back to")
 // move back as they would move forward. to selects the sequence to return
 // to; 0 means the newest release whose module (for an origin app, whose
 // origin table) differs from the current one.
+//
+// Only what verifies is built on (see [CheckHistory]): the current
+// release must verify against opts.Trusted and opts.Key
+// ([ErrUnverifiedCurrent] otherwise, unless opts.Supersede), and the
+// target is a verified entry of the history, never one that does not
+// verify, which is skipped, or refused with [ErrUnverified] when to names
+// it and no verified entry has that sequence.
 func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result, error) {
 	if opts.Client == nil || opts.Key == nil {
 		return Result{}, errors.New("rollback: a hub connection and a signing key are required")
@@ -27,29 +34,37 @@ func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result,
 	if r, _, err := opts.Client.Rollout(ctx, app); err == nil && r.State == ternsync.RolloutActive {
 		return Result{}, fmt.Errorf("rollback %s: a staged rollout is in progress: %w", app, ErrRolloutActive)
 	}
-	hist, err := opts.Client.History(ctx, app)
+	hist, cur, rev, err := current(ctx, opts.Client, app, trustedFor(opts), opts.Supersede)
 	if err != nil {
-		return Result{}, err
+		return Result{}, fmt.Errorf("rollback %s: %w", app, err)
 	}
-	if len(hist) == 0 {
+	if cur == nil {
 		return Result{}, fmt.Errorf("rollback %s: %w", app, ternsync.ErrNotFound)
 	}
-	cur, err := artifact.Peek(hist[len(hist)-1].Envelope)
-	if err != nil {
-		return Result{}, fmt.Errorf("rollback %s: current release: %w", app, err)
-	}
-	var target *artifact.Release
-	for i := len(hist) - 2; i >= 0; i-- {
-		r, err := artifact.Peek(hist[i].Envelope)
-		if err != nil {
-			continue
+	var target, claimed *Entry
+	// Candidates are the releases before the current one, which, with
+	// Supersede, need not be the newest entry.
+	var below []Entry
+	for i := range hist {
+		if &hist[i] == cur {
+			below = hist[:i]
 		}
-		if (to == 0 && differs(r, cur)) || (to != 0 && r.Sequence == to) {
-			target = &r
-			break
+	}
+	for i := len(below) - 1; i >= 0 && target == nil; i-- {
+		e := &below[i]
+		switch {
+		case e.Err != nil:
+			if to != 0 && e.Release.Sequence == to && claimed == nil {
+				claimed = e
+			}
+		case to == 0 && differs(e.Release, cur.Release), to != 0 && e.Release.Sequence == to:
+			target = e
 		}
 	}
 	if target == nil {
+		if claimed != nil {
+			return Result{}, fmt.Errorf("rollback %s to sequence %d: %w", app, to, claimed.Err)
+		}
 		if to != 0 {
 			return Result{}, fmt.Errorf("rollback %s to sequence %d: not among the %d releases the hub keeps: %w", app, to, len(hist), ErrNoPrevious)
 		}
@@ -64,17 +79,17 @@ func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result,
 		ttl = DefaultTTL
 	}
 	t := now().UTC().Truncate(time.Second)
-	rel := *target
-	rel.Sequence = cur.Sequence + 1
+	rel := target.Release
+	rel.Sequence = cur.Release.Sequence + 1
 	rel.Issued, rel.Expires = t, t.Add(ttl)
 	env, err := artifact.Sign(rel, opts.Key)
 	if err != nil {
 		return Result{}, fmt.Errorf("sign rollback %s@%d: %w", app, rel.Sequence, err)
 	}
-	if err := opts.Client.PutRelease(ctx, app, env, hist[len(hist)-1].Revision); err != nil {
+	if err := opts.Client.PutRelease(ctx, app, env, rev); err != nil {
 		return Result{}, fmt.Errorf("rollback %s: %w", app, err)
 	}
-	return Result{Release: rel, Envelope: env}, nil
+	return Result{Release: rel, Envelope: env, From: target.Release.Sequence}, nil
 }
 
 // differs reports whether a and b serve differently: another module, or,

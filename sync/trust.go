@@ -48,6 +48,29 @@ func (c *Client) Publishers(ctx context.Context) ([]byte, uint64, error) {
 	return e.Value(), e.Revision(), nil
 }
 
+// PublishersHistory returns the publisher lists the hub still holds,
+// oldest first (the bucket keeps the last 16), unverified.
+func (c *Client) PublishersHistory(ctx context.Context) ([][]byte, error) {
+	kv, err := c.js.KeyValue(ctx, TrustBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", TrustBucket, err)
+	}
+	es, err := kv.History(ctx, publishersKey, jetstream.IgnoreDeletes())
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("history of the publisher list: %w", err)
+	}
+	out := make([][]byte, 0, len(es))
+	for _, e := range es {
+		if e.Operation() == jetstream.KeyValuePut {
+			out = append(out, e.Value())
+		}
+	}
+	return out, nil
+}
+
 // TrustWatcherConfig configures a TrustWatcher.
 type TrustWatcherConfig struct {
 	Client *Client

@@ -77,6 +77,8 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	waveWait := fs.Duration("wave-wait", 30*time.Second, "with --rollout: how long each wave must stay healthy before the next")
 	waveTimeout := fs.Duration("wave-timeout", 10*time.Minute, "with --rollout: how long a wave may take to converge")
 	maxErrors := fs.Float64("max-error-rate", 0.05, "with --rollout: share of 5xx answers that fails a wave and rolls it back")
+	var trust multiFlag
+	supersede := trustFlags(fs, &trust)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module) and publishes it to the hub.")
 		fs.PrintDefaults()
@@ -90,12 +92,16 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	trusted, err := parseKeys(trust)
+	if err != nil {
+		return err
+	}
 	c, err := h.connect("tern-deploy")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	opts := deploy.Options{Client: c, Key: key, TTL: *ttl}
+	opts := deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted, Supersede: *supersede}
 	if *rollout != "" {
 		waves, err := ternsync.ParseWaves(*rollout)
 		if err != nil {
@@ -107,7 +113,7 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	opts.Progress = p.report
 	res, err := deploy.Dir(ctx, fs.Arg(0), opts)
 	if err != nil {
-		return err
+		return unverifiedHint(err)
 	}
 	p.done()
 	r := res.Release
@@ -158,34 +164,30 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var h hubFlags
 	h.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
+	history := fs.String("history", "", "list the releases of this app that the hub keeps, each verified")
 	var trust multiFlag
 	fs.Var(&trust, "trust", "publisher key to verify against (ed25519:… or a .pub file); repeatable; default: the dev key under --data")
 	if fs.Parse(args) != nil {
 		return errUsage
 	}
-	var keys []ed25519.PublicKey
+	trusted, err := parseKeys(trust)
+	if err != nil {
+		return err
+	}
 	if len(trust) == 0 {
 		if k, err := artifact.ReadPrivateKeyFile(filepath.Join(h.data, agent.DevKeyFile)); err == nil {
-			keys = append(keys, k.Public().(ed25519.PublicKey))
+			trusted = trusted.With(k.Public().(ed25519.PublicKey))
 		}
-	}
-	for _, t := range trust {
-		s, err := readPublicKey(t)
-		if err != nil {
-			return err
-		}
-		k, err := artifact.ParsePublicKey(s)
-		if err != nil {
-			return err
-		}
-		keys = append(keys, k)
 	}
 	c, err := h.connect("tern-apps")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	apps, err := deploy.List(ctx, c, artifact.NewKeySet(keys...))
+	if *history != "" {
+		return showHistory(ctx, c, *history, trusted, *asJSON, stdout)
+	}
+	apps, err := deploy.List(ctx, c, trusted)
 	if err != nil {
 		return err
 	}
@@ -200,6 +202,7 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			Verified  bool      `json:"verified"`
 			Expires   time.Time `json:"expires"`
 			Routes    []string  `json:"routes"`
+			Problem   string    `json:"problem,omitempty"`
 			Error     string    `json:"error,omitempty"`
 		}
 		rows := []row{}
@@ -209,6 +212,9 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				Expires: a.Release.Expires, Routes: routeStrings(a.Release.Manifest)}
 			if a.Err != nil {
 				r.Error = a.Err.Error()
+			}
+			if a.Problem != nil {
+				r.Problem = a.Problem.Error()
 			}
 			rows = append(rows, r)
 		}
@@ -225,13 +231,95 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		pub := a.Publisher
 		if !a.Verified {
-			pub += " (unverified)"
+			pub += " (unverified: " + artifact.Reason(a.Problem) + ")"
 		}
 		r := a.Release
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.App, r.Manifest.Version, r.Sequence,
 			shortDigest(r.Digest), pub, r.Expires.Format("2006-01-02"), strings.Join(routeStrings(r.Manifest), " "))
 	}
 	return tw.Flush()
+}
+
+// showHistory prints the releases of app the hub keeps, oldest first,
+// marking those that do not verify: rollback skips them.
+func showHistory(ctx context.Context, c *ternsync.Client, app string, trusted artifact.KeySet, asJSON bool, stdout io.Writer) error {
+	hist, err := deploy.History(ctx, c, app, trusted)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		type row struct {
+			Revision  uint64    `json:"revision"`
+			Updated   time.Time `json:"updated"`
+			Version   string    `json:"version"`
+			Sequence  uint64    `json:"sequence"`
+			Digest    string    `json:"digest"`
+			Publisher string    `json:"publisher"`
+			Verified  bool      `json:"verified"`
+			Repeat    bool      `json:"repeat,omitempty"`
+			Problem   string    `json:"problem,omitempty"`
+		}
+		rows := []row{}
+		for _, e := range hist {
+			r := row{Revision: e.Revision, Updated: e.Updated, Version: e.Release.Manifest.Version, Sequence: e.Release.Sequence,
+				Digest: e.Release.Digest, Publisher: e.Publisher, Verified: e.Verified(), Repeat: e.Repeat}
+			if e.Err != nil {
+				r.Problem = e.Err.Error()
+			}
+			rows = append(rows, r)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REV\tSTORED\tVERSION\tSEQ\tDIGEST\tPUBLISHER\tSTATUS")
+	for _, e := range hist {
+		status := "verified"
+		switch {
+		case e.Err != nil:
+			status = "UNVERIFIED (" + artifact.Reason(e.Err) + "): " + e.Err.Error()
+		case e.Repeat:
+			status = "verified (repeats the release before)"
+		}
+		r := e.Release
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", e.Revision, e.Updated.UTC().Format(time.RFC3339), r.Manifest.Version,
+			r.Sequence, shortDigest(r.Digest), e.Publisher, status)
+	}
+	return tw.Flush()
+}
+
+// trustFlags registers --trust, publisher keys besides the signing key
+// that hub state may be signed by, and --supersede.
+func trustFlags(fs *flag.FlagSet, trust *multiFlag) *bool {
+	fs.Var(trust, "trust", "another publisher key the fleet trusts (ed25519:… or a .pub file): the current release and history must verify against these and --key; repeatable")
+	return fs.Bool("supersede", false, "replace a current release on the hub that does not verify, building on the newest one that does")
+}
+
+// unverifiedHint adds to an error about an unverifiable current release
+// what the publisher can do about it.
+func unverifiedHint(err error) error {
+	if errors.Is(err, deploy.ErrUnverifiedCurrent) {
+		return fmt.Errorf("%w\nnothing was signed; if the release is another publisher's, pass its key with --trust; if it was forged, --supersede replaces it", err)
+	}
+	return err
+}
+
+// parseKeys reads public keys given as ed25519:… or as .pub files.
+func parseKeys(in []string) (artifact.KeySet, error) {
+	var keys []ed25519.PublicKey
+	for _, t := range in {
+		s, err := readPublicKey(t)
+		if err != nil {
+			return artifact.KeySet{}, err
+		}
+		k, err := artifact.ParsePublicKey(s)
+		if err != nil {
+			return artifact.KeySet{}, err
+		}
+		keys = append(keys, k)
+	}
+	return artifact.NewKeySet(keys...), nil
 }
 
 func routeStrings(m artifact.Manifest) []string {
@@ -329,6 +417,8 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	keyPath := keyFlag(fs)
 	to := fs.Uint64("to", 0, "sequence to return to (default: the newest release with another module)")
 	ttl := fs.Duration("ttl", deploy.DefaultTTL, "how long the rollback release stays valid")
+	var trust multiFlag
+	supersede := trustFlags(fs, &trust)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tern rollback [flags] APP\n\nSigns a new release of APP that points at an earlier module, so agents move back to it.")
 		fs.PrintDefaults()
@@ -337,17 +427,21 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	trusted, err := parseKeys(trust)
+	if err != nil {
+		return err
+	}
 	c, err := h.connect("tern-rollback")
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	res, err := deploy.Rollback(ctx, fs.Arg(0), *to, deploy.Options{Client: c, Key: key, TTL: *ttl})
+	res, err := deploy.Rollback(ctx, fs.Arg(0), *to, deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted, Supersede: *supersede})
 	if err != nil {
-		return err
+		return unverifiedHint(err)
 	}
 	r := res.Release
-	fmt.Fprintf(stdout, "rolled %s back to %s (%s) as sequence %d\n", r.App, r.Manifest.Version, r.Digest, r.Sequence)
+	fmt.Fprintf(stdout, "rolled %s back to %s (%s, verified sequence %d) as sequence %d\n", r.App, r.Manifest.Version, r.Digest, res.From, r.Sequence)
 	return nil
 }
 

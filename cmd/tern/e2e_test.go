@@ -160,6 +160,11 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	// tern apps --history verifies each release the hub keeps.
+	if code, text := runTern("apps", "--data", data, "--history", "hello"); code != 0 || !strings.Contains(text, "verified") || strings.Contains(text, "UNVERIFIED") {
+		t.Fatalf("tern apps --history: %d %s", code, text)
+	}
+
 	// tern status shows this agent, fresh, serving both apps; heartbeats
 	// are periodic, so the first may predate the deploy.
 	var status string
@@ -181,6 +186,21 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if code, text := runTern("trust", "set", "--data", data, "--root", filepath.Join(keys, "root.key"), "--add", filepath.Join(keys, "pub.key.pub")); code != 0 || !strings.Contains(text, "publisher list 1: 1 keys") {
 		t.Fatalf("trust set: %d %s", code, text)
+	}
+	// The next routine re-sign builds on the hub's list, the one it
+	// recorded beside the root key; without that record it refuses until
+	// told to start over.
+	if code, text := runTern("trust", "set", "--data", data, "--root", filepath.Join(keys, "root.key")); code != 0 || !strings.Contains(text, "publisher list 2: 1 keys") {
+		t.Fatalf("trust set again: %d %s", code, text)
+	}
+	if err := os.Remove(filepath.Join(keys, "root.key.list")); err != nil {
+		t.Fatal(err)
+	}
+	if code, text := runTern("trust", "set", "--data", data, "--root", filepath.Join(keys, "root.key")); code != 1 || !strings.Contains(text, "nothing records which that was") || !strings.Contains(text, "--reset") {
+		t.Fatalf("trust set without a record: %d %s", code, text)
+	}
+	if code, text := runTern("trust", "set", "--data", data, "--root", filepath.Join(keys, "root.key"), "--reset", "--add", filepath.Join(keys, "pub.key.pub")); code != 0 || !strings.Contains(text, "publisher list 3: 1 keys") || !strings.Contains(text, "warning: --reset") {
+		t.Fatalf("trust set --reset: %d %s", code, text)
 	}
 	if code, text := runTern("trust", "show", "--data", data, "--root", filepath.Join(keys, "root.key.pub")); code != 0 || !strings.Contains(text, "signed by root") {
 		t.Fatalf("trust show: %d %s", code, text)

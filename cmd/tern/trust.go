@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/tern-edge/tern/artifact"
@@ -16,7 +17,7 @@ import (
 
 func cmdTrust(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "set" && args[0] != "show") {
-		fmt.Fprintln(stderr, "Usage:\n  tern trust set --root ROOT.key [--add KEY.pub]… [--revoke KEY.pub]… [--ttl 2160h]\n  tern trust show [--root ROOT.pub]")
+		fmt.Fprintln(stderr, "Usage:\n  tern trust set --root ROOT.key [--add KEY.pub]… [--revoke KEY.pub]… [--ttl 2160h] [--from LIST | --reset]\n  tern trust show [--root ROOT.pub]")
 		return errUsage
 	}
 	fs := flag.NewFlagSet("trust "+args[0], flag.ContinueOnError)
@@ -28,6 +29,8 @@ func cmdTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&add, "add", "publisher key to trust (ed25519:… or a .pub file); repeatable")
 	fs.Var(&revoke, "revoke", "publisher key to revoke; repeatable")
 	ttl := fs.Duration("ttl", deploy.DefaultListTTL, "how long the list stays valid; re-sign before then")
+	from := fs.String("from", "", "set: build on this signed list (a ROOT.key.list file) instead of the hub's")
+	reset := fs.Bool("reset", false, "set: build a new list from --add alone, whatever the hub holds")
 	if fs.Parse(args[1:]) != nil {
 		return errUsage
 	}
@@ -46,7 +49,30 @@ func cmdTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	ch := deploy.TrustChange{TTL: *ttl}
+	if *from != "" && *reset {
+		return errors.New("--from and --reset: give one at most")
+	}
+	// The list signed last is recorded beside the root key: the hub's
+	// list is built on only when it is that one, since an older list the
+	// root signed can be replayed to the hub.
+	record := deploy.LastListFile(*rootPath)
+	last, err := deploy.ReadLastList(record)
+	if err != nil {
+		return err
+	}
+	ch := deploy.TrustChange{TTL: *ttl, Last: last, Reset: *reset}
+	switch {
+	case *from != "":
+		if ch.From, err = os.ReadFile(*from); err != nil {
+			return fmt.Errorf("--from: %w", err)
+		}
+		fmt.Fprintf(stderr, "warning: building on the list in %s, not on the hub's list\n", *from)
+	case *reset:
+		fmt.Fprintln(stderr, "warning: --reset: the new list holds only the --add keys; no key of the hub's list or of the last list signed carries over")
+	}
+	if *from != "" || *reset {
+		fmt.Fprintln(stderr, "warning: the new list's sequence follows the newest list of this root that the hub keeps or the record names; an agent holding a newer one refuses it")
+	}
 	for _, list := range []struct {
 		in  multiFlag
 		out *[]ed25519.PublicKey
@@ -64,8 +90,14 @@ func cmdTrust(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	l, err := deploy.SetPublishers(ctx, c, root, ch)
+	if errors.Is(err, deploy.ErrListMismatch) {
+		return fmt.Errorf("%w\nif the hub was tampered with, nothing changed; to build on a list you signed pass --from FILE, to start over --reset (the record is %s)", err, record)
+	}
 	if err != nil {
 		return err
+	}
+	if err := deploy.SaveLastList(record, l.Envelope); err != nil {
+		return fmt.Errorf("publisher list %d is on the hub but was not recorded: %w", l.Sequence, err)
 	}
 	fmt.Fprintf(stdout, "publisher list %d: %d keys, expires %s\n", l.Sequence, len(l.Keys), l.Expires.Format(time.RFC3339))
 	return nil
