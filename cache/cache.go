@@ -276,6 +276,18 @@ func (c *Cache) Stats() Stats {
 		StoreFailures: c.storeFailures.Load()}
 }
 
+// Shed evicts least recently used entries holding at least n bytes, or
+// all of them, and deletes them from storage before it returns: the
+// agent calls it when the disk runs short of its reserve. It returns the
+// bytes evicted.
+func (c *Cache) Shed(n int64) int64 {
+	evicted, bytes := c.idx.shed(n)
+	for _, it := range evicted {
+		c.delete(it)
+	}
+	return bytes
+}
+
 // storeFailed counts a body the storage could not take, for err, and
 // logs it unless a line went out less than StoreFailLogInterval ago: a
 // full disk fails every miss, and one line per miss would flood the log.

@@ -45,6 +45,7 @@ type fill struct {
 	// every reader has it, and takes no new readers (they fetch anew).
 	unstored bool
 	readers  map[*fillReader]struct{} // registered readers (newReader)
+	handing  bool                     // handOver waits for readers to move on
 
 	// detach, when set, stops new requests from joining the fill.
 	detach func()
@@ -193,11 +194,11 @@ func (f *fill) run(src io.ReadCloser) {
 		return
 	}
 	if err := f.c.commit(f, size, small, inline && small != nil); err != nil {
-		f.c.storeFailed(err)
-		// Readers may still finish from the written chunks, which are
-		// then collected.
-		f.progress(size-f.writtenNow(), true, nil)
-		_ = f.c.st.DeleteBody(f.body)
+		// The body is all here, its last chunk (or all of a small one)
+		// in memory only: the readers finish from it before it goes.
+		f.giveUpStore(err)
+		f.handOver(size)
+		f.endUnstored(nil)
 		return
 	}
 	f.progress(size-f.writtenNow(), true, nil)
@@ -242,6 +243,8 @@ func (f *fill) handOver(end int64) bool {
 	var timeout <-chan time.Time
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.handing = true
+	defer func() { f.handing = false }()
 	for {
 		behind := 0
 		for r := range f.readers {
@@ -337,8 +340,9 @@ type fillReader struct {
 	buf []byte // current chunk
 	at  int64  // offset of buf[0]
 	bp  *[]byte
-	// pos is how far the reader has read from memory, and cut says the
-	// fill cut it off (fill.handOver); both under the fill's mu.
+	// pos is how far the reader has the body (read from memory, or in
+	// its buffer from storage), and cut says the fill cut it off
+	// (fill.handOver); both under the fill's mu.
 	pos int64
 	cut bool
 }
@@ -360,8 +364,8 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			// From memory, under the lock that keeps the buffer from reuse.
 			n := copy(p, f.cur[r.off-f.curAt:])
 			r.pos = r.off + int64(n)
-			if f.unstored {
-				f.notifyLocked() // the relay may be waiting for this reader
+			if f.handing {
+				f.notifyLocked()
 			}
 			f.mu.Unlock()
 			r.off += int64(n)
@@ -385,6 +389,12 @@ func (r *fillReader) Read(p []byte) (int, error) {
 				return 0, fmt.Errorf("read %s: %w", f.meta.Primary, err)
 			}
 			r.buf, r.at = b, int64(idx)*ChunkSize
+			f.mu.Lock()
+			r.pos = max(r.pos, r.at+int64(len(b)))
+			if f.handing {
+				f.notifyLocked()
+			}
+			f.mu.Unlock()
 			continue
 		}
 		if done {

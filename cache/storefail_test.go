@@ -161,3 +161,44 @@ func TestStoreFailureKeepsStreaming(t *testing.T) {
 		t.Errorf("after the interval: %d log lines, %d failures; want 2, 4", n, f)
 	}
 }
+
+// failCommit takes chunks but fails every commit, as badger does when the
+// disk fills between a body's chunks and its entry.
+type failCommit struct{ cache.MemStorage }
+
+func (s *failCommit) Commit(cache.Entry) error {
+	return fmt.Errorf("commit: %w", syscall.ENOSPC)
+}
+
+// TestCommitFailureStillAnswers: a body whose entry cannot be committed
+// reaches its client whole, small or in several chunks, and is counted.
+func TestCommitFailureStillAnswers(t *testing.T) {
+	for _, size := range []int{1000, 3<<20 + 5} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			want := bytes.Repeat([]byte{'a', 'b', 'c'}, size/3+1)[:size]
+			clk := newClock()
+			o := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=600")
+				w.Header().Set("Content-Length", fmt.Sprint(size))
+				w.Write(want)
+			})
+			c, err := cache.New(cache.Config{Storage: &failCommit{}, Now: clk.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Wait()
+			srv := httptest.NewServer(c.Handler(o))
+			defer srv.Close()
+			for i := range 2 {
+				resp, got, err := fetch(srv.Client(), srv.URL+"/x", "")
+				if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, want) {
+					t.Fatalf("request %d: %v, %d of %d bytes", i, err, len(got), size)
+				}
+			}
+			c.Wait()
+			if s := c.Stats(); s.StoreFailures != 2 || s.Entries != 0 {
+				t.Errorf("stats = %+v, want 2 store failures, no entry", s)
+			}
+		})
+	}
+}
