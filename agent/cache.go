@@ -93,6 +93,9 @@ func (a *Agent) openCache() error {
 		return fmt.Errorf("cache: %w", err)
 	}
 	a.cache = c
+	if a.disk != nil {
+		a.disk.shed = c.Shed
+	}
 	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "tern_cache_store_failures_total",
 		Help: "Cached responses the store could not take (a full disk): relayed from the origin, not stored.",

@@ -95,12 +95,13 @@ type guard struct {
 	reserve int64 // 0: disk.DefaultReserve of the file system
 	logger  *slog.Logger
 
-	mu      gosync.Mutex
-	waiting bool // a stuck stream waits for space (logged once)
-	heals   bool // restart JetStream after write errors (not on a clustered node)
-	stop    chan struct{}
-	done    chan struct{}
-	nc      *nats.Conn
+	mu        gosync.Mutex
+	waiting   bool // a stuck stream waits for space (logged once)
+	heals     bool // restart JetStream after write errors (not on a clustered node)
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce gosync.Once
+	nc        *nats.Conn
 }
 
 // startGuard starts g's loop, and its DiskSubject service when nc is not nil.
@@ -124,12 +125,15 @@ func (g *guard) start(nc *nats.Conn) error {
 	return nil
 }
 
+// close stops g; calling it again does nothing.
 func (g *guard) close() {
-	close(g.stop)
-	<-g.done
-	if g.nc != nil {
-		g.nc.Close()
-	}
+	g.closeOnce.Do(func() {
+		close(g.stop)
+		<-g.done
+		if g.nc != nil {
+			g.nc.Close()
+		}
+	})
 }
 
 func (g *guard) loop() {
