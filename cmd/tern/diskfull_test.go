@@ -84,10 +84,14 @@ upstreams = [%q]
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	h1 := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"},
 		TLSNextProto:    map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}}
+	h2 := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}, ForceAttemptHTTP2: true,
+	}}
+	client := h1
 	get := func(base, path string) (int, http.Header, []byte) {
 		t.Helper()
 		req, err := http.NewRequest("GET", base+path, nil)
@@ -130,7 +134,10 @@ upstreams = [%q]
 		t.Fatalf("deploy on a full disk: exit %d\n%s", code, out)
 	}
 	want(public, "/o/big", big, "fwd=")
-	poll(t, 10*time.Second, func() bool { return metric(t, adminURL, "tern_cache_store_failures_total") >= 1 },
+	client = h2 // the same over HTTP/2
+	want(public, "/o/big", big, "fwd=")
+	client = h1
+	poll(t, 10*time.Second, func() bool { return metric(t, adminURL, "tern_cache_store_failures_total") >= 2 },
 		func() string { return "no store failure counted\n" + p.logs.String() })
 	poll(t, 10*time.Second, func() bool {
 		code, body := readyz(t, adminURL)
