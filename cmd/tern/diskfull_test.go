@@ -147,10 +147,18 @@ upstreams = [%q]
 		path := fmt.Sprintf("/o/during/%d", i)
 		want(public, path, smallBody(path), "fwd=")
 	}
+	// No space at all: small misses still answer, stored or not.
+	filler0 := testfs.Fill(t, small, 0)
+	for i := range 10 {
+		path := fmt.Sprintf("/o/full/%d", i)
+		want(public, path, smallBody(path), "fwd=")
+	}
 
 	// Space back: deploys work again, without a restart.
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
+	for _, f := range []string{filler0, filler} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	poll(t, 10*time.Second, func() bool { code, _ := readyz(t, adminURL); return code == http.StatusOK },
 		func() string { _, body := readyz(t, adminURL); return "readyz with space back: " + body })
@@ -194,8 +202,10 @@ upstreams = [%q]
 		path := fmt.Sprintf("/o/after/%d", i)
 		want(public, path, smallBody(path), "hit")
 		// Evicted for the reserve, or still there: the same bytes.
-		path = fmt.Sprintf("/o/before/%d", i)
-		want(public, path, smallBody(path), "")
+		for _, dir := range []string{"before", "during", "full"} {
+			path = fmt.Sprintf("/o/%s/%d", dir, i)
+			want(public, path, smallBody(path), "")
+		}
 	}
 	want(public, "/o/big", big, "hit")
 }
