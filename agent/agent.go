@@ -91,6 +91,10 @@ type Agent struct {
 	fleet       *fleetView
 	offloadHook hookPtr
 
+	// disk keeps the free-space reserve of the data directory (disk.go);
+	// nil where free space cannot be measured.
+	disk *diskGuard
+
 	closers []func() // undo what New started, newest last
 }
 
@@ -170,6 +174,9 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	}
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := a.openDisk(); err != nil {
+		return nil, err
 	}
 	if limit := tuneGC(cfg); limit > 0 {
 		from := "memory_limit"
@@ -278,6 +285,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		return nil, err
 	}
 	a.admin.Handle("GET /carbon", http.HandlerFunc(a.serveCarbonStatus))
+	a.admin.Handle("GET /readyz", http.HandlerFunc(a.serveReady))
 	if err := a.admin.Listen(); err != nil {
 		return nil, err
 	}
@@ -317,6 +325,9 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		g.Go(fn)
 	}
 	g.Go(func() error { return a.jobs.Run(gctx) })
+	if a.disk != nil {
+		g.Go(func() error { return a.disk.run(gctx) })
+	}
 	g.Go(func() error { return a.runGPU(gctx) })
 	for _, fn := range a.runOffload(gctx) {
 		g.Go(fn)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/cache"
 	"github.com/tern-edge/tern/origin"
@@ -91,6 +93,13 @@ func (a *Agent) openCache() error {
 		return fmt.Errorf("cache: %w", err)
 	}
 	a.cache = c
+	if a.disk != nil {
+		a.disk.shed = c.Shed
+	}
+	a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tern_cache_store_failures_total",
+		Help: "Cached responses the store could not take (a full disk): relayed from the origin, not stored.",
+	}, func() float64 { return float64(c.Stats().StoreFailures) }))
 	for _, oc := range a.cfg.Origins {
 		o, err := newOrigin(oc, a)
 		if err != nil {

@@ -63,6 +63,8 @@ type Config struct {
 	MemoryLimit artifact.Size `toml:"memory_limit"`
 	// Heartbeat is how often the agent reports its state to the hub.
 	Heartbeat artifact.Duration `toml:"heartbeat"`
+	// Store configures the agent's local state on disk (agent/disk.go).
+	Store StoreConfig `toml:"store"`
 	// Cache configures the HTTP cache in front of Origins.
 	Cache CacheConfig `toml:"cache"`
 	// Origins are upstream servers the agent fronts as a CDN cache.

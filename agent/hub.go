@@ -26,6 +26,7 @@ func (a *Agent) connectHub(ctx context.Context) error {
 			Listen:     cfg.Hub.Listen,
 			LeafListen: cfg.Hub.LeafListen,
 			Domain:     ternsync.HubDomain,
+			MinFree:    int64(cfg.Store.MinFree),
 			Logger:     a.logger.With("component", "hub"),
 
 			LeafCompression: cfg.Hub.Compression,
@@ -61,6 +62,7 @@ func (a *Agent) connectHub(ctx context.Context) error {
 		Listen:   "-",
 		Domain:   "tern-" + a.id,
 		Upstream: &ternsync.Upstream{URL: upstream, Creds: cfg.Hub.Creds},
+		MinFree:  int64(cfg.Store.MinFree),
 		Logger:   a.logger.With("component", "leaf"),
 
 		LeafCompression: cfg.Hub.Compression,

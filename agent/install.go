@@ -46,6 +46,11 @@ func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, was
 	// Compiling can take long (seconds for a large module); it happens
 	// outside the lock so requests, heartbeats and the watcher's reads go
 	// on meanwhile. Installs come from the watcher alone, one at a time.
+	// Before anything is written (the compile cache, the module file, the
+	// store): a full disk must not break what serves.
+	if err := a.disk.admit(int64(len(wasm)+len(envelope)), "module of app "+rel.App); err != nil {
+		return &refusal{"disk_full", fmt.Errorf("%w: %w", ternsync.ErrTryLater, err)}
+	}
 	ia, err := a.loadApp(ctx, rel, envelope, wasm)
 	if err != nil {
 		return err

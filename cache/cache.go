@@ -114,7 +114,18 @@ type Cache struct {
 
 	sentFiles     atomic.Int64 // hits sent with sendfile
 	sentFileBytes atomic.Int64
+
+	// storeFailures counts bodies the storage could not take; failMu
+	// guards when the last line about them was logged, and at which count.
+	storeFailures atomic.Int64
+	failMu        gosync.Mutex
+	failLogged    time.Time
+	failLoggedAt  int64
 }
+
+// StoreFailLogInterval is the least time between two log lines about
+// bodies the storage could not take; the line counts those since the last.
+const StoreFailLogInterval = 10 * time.Second
 
 // maxEarlyCommits is how many fills may have answered their clients while
 // their commit is pending. Storage stalls of tens of milliseconds (a
@@ -251,13 +262,48 @@ type Stats struct {
 	// chunk files of the storage), SendfileBytes the bytes it sent.
 	SendfileHits  int64 `json:"sendfile_hits"`
 	SendfileBytes int64 `json:"sendfile_bytes"`
+	// StoreFailures counts responses the storage could not take (a full
+	// disk): they were relayed from the origin to their clients and not
+	// stored.
+	StoreFailures int64 `json:"store_failures"`
 }
 
 // Stats returns the number of entries and bytes stored.
 func (c *Cache) Stats() Stats {
 	n, b, mb := c.idx.stats()
 	return Stats{Entries: n, Bytes: b, MaxBytes: c.cfg.MaxBytes, MemoryBytes: mb,
-		SendfileHits: c.sentFiles.Load(), SendfileBytes: c.sentFileBytes.Load()}
+		SendfileHits: c.sentFiles.Load(), SendfileBytes: c.sentFileBytes.Load(),
+		StoreFailures: c.storeFailures.Load()}
+}
+
+// Shed evicts least recently used entries holding at least n bytes, or
+// all of them, and deletes them from storage before it returns: the
+// agent calls it when the disk runs short of its reserve. It returns the
+// bytes evicted.
+func (c *Cache) Shed(n int64) int64 {
+	evicted, bytes := c.idx.shed(n)
+	for _, it := range evicted {
+		c.delete(it)
+	}
+	return bytes
+}
+
+// storeFailed counts a body the storage could not take, for err, and
+// logs it unless a line went out less than StoreFailLogInterval ago: a
+// full disk fails every miss, and one line per miss would flood the log.
+func (c *Cache) storeFailed(err error) {
+	n := c.storeFailures.Add(1)
+	now := c.now()
+	c.failMu.Lock()
+	if !c.failLogged.IsZero() && now.Sub(c.failLogged) < StoreFailLogInterval {
+		c.failMu.Unlock()
+		return
+	}
+	since := n - c.failLoggedAt
+	c.failLogged, c.failLoggedAt = now, n
+	c.failMu.Unlock()
+	c.logger.Warn("cache store failed; responses are relayed from the origin unstored",
+		"err", err, "failures", since, "interval", StoreFailLogInterval.String())
 }
 
 // delete removes it from storage.

@@ -82,3 +82,45 @@ func TestEvictionDoesNotHoldCommits(t *testing.T) {
 	}
 	c.Wait()
 }
+
+// TestShedEvictsLeastRecentlyUsed: Shed removes the least recently used
+// entries holding at least the bytes asked for, from the index and from
+// storage, and leaves the rest.
+func TestShedEvictsLeastRecentlyUsed(t *testing.T) {
+	const size = 100
+	clk := newClock()
+	o := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Write(bytes.Repeat([]byte{'x'}, size))
+	})
+	st := &cache.MemStorage{}
+	c, err := cache.New(cache.Config{Storage: st, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := c.Handler(o)
+	status := func(i int) string {
+		return request(h, "GET", fmt.Sprintf("http://example.com/%d", i), nil).Header().Get("Cache-Status")
+	}
+	for i := range 10 {
+		status(i)
+	}
+	c.Wait()
+	if n := c.Shed(250); n != 300 {
+		t.Fatalf("Shed(250) evicted %d bytes, want 300: three entries", n)
+	}
+	if s := c.Stats(); s.Entries != 7 || s.Bytes != 700 {
+		t.Fatalf("stats after shedding = %+v, want 7 entries, 700 bytes", s)
+	}
+	var stored int
+	st.Walk(func(cache.Entry) error { stored++; return nil })
+	if stored != 7 {
+		t.Errorf("storage holds %d entries after shedding, want 7", stored)
+	}
+	for i := range 10 {
+		hit := contains(status(i), "hit")
+		if hit != (i >= 3) {
+			t.Errorf("entry %d: hit %v after shedding the three oldest", i, hit)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	gosync "sync"
+	"time"
 )
 
 // bufPool holds chunk buffers, so steady traffic does not allocate one
@@ -39,12 +40,22 @@ type fill struct {
 	done     bool          // no more bytes will come: committed, or failed
 	err      error         // why the fill failed, when it did
 	changed  chan struct{} // closed and replaced on every change
+	// unstored says the storage failed to take the body: the fill only
+	// relays the origin's bytes to its readers, each chunk held until
+	// every reader has it, and takes no new readers (they fetch anew).
+	unstored bool
+	readers  map[*fillReader]struct{} // registered readers (newReader)
+	handing  bool                     // handOver waits for readers to move on
+
+	// detach, when set, stops new requests from joining the fill.
+	detach func()
 }
 
 // newFill starts a fill of key for flight fl (nil for none); its run
 // ends it.
 func newFill(c *Cache, fl *flight, key string, m *meta, length int64) *fill {
-	f := &fill{c: c, key: key, body: newBodyName(), meta: m, length: length, changed: make(chan struct{})}
+	f := &fill{c: c, key: key, body: newBodyName(), meta: m, length: length, changed: make(chan struct{}),
+		readers: map[*fillReader]struct{}{}}
 	c.startFill(f, fl)
 	return f
 }
@@ -137,11 +148,33 @@ func (f *fill) run(src io.ReadCloser) {
 			size, small = int64(n), buf[:n]
 			break
 		}
-		if n > 0 {
+		if n > 0 && !f.isUnstored() {
 			if err := f.c.st.WriteChunk(f.body, idx, buf[:n]); err != nil {
-				f.abort(fmt.Errorf("fill %s: %w", f.meta.Primary, err))
+				f.giveUpStore(fmt.Errorf("fill %s: %w", f.meta.Primary, err))
+			}
+		}
+		if f.isUnstored() {
+			// Relay only: the chunk goes to the readers from memory.
+			if rerr != nil && rerr != io.EOF {
+				f.endUnstored(fmt.Errorf("fill %s: read origin body at %d bytes: %w", f.meta.Primary, size, rerr))
 				return
 			}
+			if !f.handOver(size + int64(n)) {
+				f.endUnstored(errNoReaders)
+				return
+			}
+			size += int64(n)
+			switch {
+			case rerr == nil:
+				continue
+			case f.length >= 0 && size != f.length:
+				f.endUnstored(fmt.Errorf("fill %s: origin sent %d bytes of %d", f.meta.Primary, size, f.length))
+			default:
+				f.endUnstored(nil)
+			}
+			return
+		}
+		if n > 0 {
 			size += int64(n)
 		}
 		if rerr == io.EOF {
@@ -161,14 +194,114 @@ func (f *fill) run(src io.ReadCloser) {
 		return
 	}
 	if err := f.c.commit(f, size, small, inline && small != nil); err != nil {
-		f.c.logger.Warn("cache commit failed", "url", f.meta.Primary, "err", err)
-		// Readers may still finish from the written chunks, which are
-		// then collected.
-		f.progress(size-f.writtenNow(), true, nil)
-		_ = f.c.st.DeleteBody(f.body)
+		// The body is all here, its last chunk (or all of a small one)
+		// in memory only: the readers finish from it before it goes.
+		f.giveUpStore(err)
+		f.handOver(size)
+		f.endUnstored(nil)
 		return
 	}
 	f.progress(size-f.writtenNow(), true, nil)
+}
+
+// relayWait is how long a fill that gave up storing waits for a reader
+// to take a chunk before it cuts that reader off, so that one stalled
+// client cannot hold the origin's body, and the others, forever.
+const relayWait = 30 * time.Second
+
+// errNoReaders ends a fill that gave up storing once no reader is left.
+var errNoReaders = errors.New("storage failed and no reader is left")
+
+// errSlowReader cuts off a reader that did not take a relayed chunk
+// within relayWait.
+var errSlowReader = errors.New("reader too slow for a body that is not stored")
+
+func (f *fill) isUnstored() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unstored
+}
+
+// giveUpStore makes f a relay after the storage failed to take its body
+// with err: its readers keep receiving the origin's bytes, new requests
+// no longer join it, and nothing of it is committed.
+func (f *fill) giveUpStore(err error) {
+	f.c.storeFailed(err)
+	if f.detach != nil {
+		f.detach()
+	}
+	f.mu.Lock()
+	f.unstored = true
+	f.notifyLocked()
+	f.mu.Unlock()
+}
+
+// handOver waits until every reader has read up to offset end, which the
+// current chunk reaches, cutting off readers slower than relayWait. It
+// reports false when no reader is left.
+func (f *fill) handOver(end int64) bool {
+	var timeout <-chan time.Time
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.handing = true
+	defer func() { f.handing = false }()
+	for {
+		behind := 0
+		for r := range f.readers {
+			if r.pos < end {
+				behind++
+			}
+		}
+		if len(f.readers) == 0 {
+			return false
+		}
+		if behind == 0 {
+			return true
+		}
+		if timeout == nil {
+			t := time.NewTimer(relayWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		changed := f.changed
+		f.mu.Unlock()
+		select {
+		case <-changed:
+			f.mu.Lock()
+		case <-timeout:
+			f.mu.Lock()
+			for r := range f.readers {
+				if r.pos < end {
+					r.cut = true
+					delete(f.readers, r)
+				}
+			}
+			f.notifyLocked()
+		}
+	}
+}
+
+// endUnstored ends a fill that gave up storing: its readers get err, or
+// the end of the body when err is nil, and the chunks stored before the
+// failure go.
+func (f *fill) endUnstored(err error) {
+	f.progress(0, true, err)
+	if derr := f.c.st.DeleteBody(f.body); derr != nil {
+		f.c.logger.Warn("cache cleanup failed", "body", f.body, "err", derr)
+	}
+}
+
+// newReader returns a reader of f's body from offset off, or false when
+// f gave up storing and no longer takes readers. Its Close must be called.
+func (f *fill) newReader(ctx context.Context, off int64) (*fillReader, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unstored {
+		return nil, false
+	}
+	r := &fillReader{ctx: ctx, f: f, off: off, pos: off}
+	f.readers[r] = struct{}{}
+	return r, true
 }
 
 func (f *fill) writtenNow() int64 {
@@ -207,6 +340,11 @@ type fillReader struct {
 	buf []byte // current chunk
 	at  int64  // offset of buf[0]
 	bp  *[]byte
+	// pos is how far the reader has the body (read from memory, or in
+	// its buffer from storage), and cut says the fill cut it off
+	// (fill.handOver); both under the fill's mu.
+	pos int64
+	cut bool
 }
 
 func (r *fillReader) Read(p []byte) (int, error) {
@@ -218,9 +356,17 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		f.mu.Lock()
+		if r.cut {
+			f.mu.Unlock()
+			return 0, errSlowReader
+		}
 		if r.off >= f.curAt && r.off < f.curAt+int64(len(f.cur)) {
 			// From memory, under the lock that keeps the buffer from reuse.
 			n := copy(p, f.cur[r.off-f.curAt:])
+			r.pos = r.off + int64(n)
+			if f.handing {
+				f.notifyLocked()
+			}
 			f.mu.Unlock()
 			r.off += int64(n)
 			return n, nil
@@ -243,6 +389,12 @@ func (r *fillReader) Read(p []byte) (int, error) {
 				return 0, fmt.Errorf("read %s: %w", f.meta.Primary, err)
 			}
 			r.buf, r.at = b, int64(idx)*ChunkSize
+			f.mu.Lock()
+			r.pos = max(r.pos, r.at+int64(len(b)))
+			if f.handing {
+				f.notifyLocked()
+			}
+			f.mu.Unlock()
 			continue
 		}
 		if done {
@@ -256,8 +408,15 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	}
 }
 
-// Close releases the reader's buffer.
+// Close releases the reader's buffer and lets the fill go on without it.
 func (r *fillReader) Close() error {
+	f := r.f
+	f.mu.Lock()
+	if _, ok := f.readers[r]; ok {
+		delete(f.readers, r)
+		f.notifyLocked()
+	}
+	f.mu.Unlock()
 	if r.bp != nil {
 		bufPool.Put(r.bp)
 		r.bp, r.buf = nil, nil

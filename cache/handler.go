@@ -196,7 +196,17 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 			h.pass(w, r, fwd+"; detail=range-during-fill")
 			return
 		}
-		h.serveFill(w, r, fl, part, status+"; stored")
+		var start int64
+		if !part.whole && !part.unsatisfiable {
+			start = part.start
+		}
+		rd, ok := fl.newReader(r.Context(), start)
+		if !ok {
+			h.pass(w, r, fwd+"; detail=store-failed")
+			return
+		}
+		defer rd.Close()
+		h.serveFill(w, r, fl, rd, part, status+"; stored")
 	case outUpdated:
 		if !servesScheme(f.meta, r) {
 			h.pass(w, r, status+"; detail=scheme-mismatch")
@@ -400,6 +410,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		nm.VaryValues = varyValues(out.Header, nm.Vary)
 		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
 		fl := newFill(c, f, storageKey(pk, nm.Scheme, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
+		fl.detach = func() { h.endFlight(key, f) }
 		c.idx.acquire(fl.body) // released when the last reader leaves
 		f.kind, f.fill = outFill, fl
 		close(f.ready)
@@ -653,7 +664,7 @@ func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m
 
 // serveFill streams a body, or the part of it asked for, while it is
 // being stored; a range waits for its chunks to land.
-func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, part fillPart, status string) {
+func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, rd *fillReader, part fillPart, status string) {
 	hdr := w.Header()
 	for k, v := range fl.meta.Header {
 		hdr[k] = v
@@ -665,9 +676,9 @@ func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, pa
 		http.Error(w, "range not satisfiable", http.StatusRequestedRangeNotSatisfiable)
 		return
 	}
-	code, start, n := fl.meta.Status, int64(0), fl.length
+	code, n := fl.meta.Status, fl.length
 	if !part.whole {
-		code, start, n = http.StatusPartialContent, part.start, part.end-part.start+1
+		code, n = http.StatusPartialContent, part.end-part.start+1
 		hdr.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", part.start, part.end, fl.length))
 	}
 	if n >= 0 {
@@ -677,8 +688,6 @@ func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, pa
 	if r.Method == http.MethodHead {
 		return
 	}
-	rd := &fillReader{ctx: r.Context(), f: fl, off: start}
-	defer rd.Close()
 	var err error
 	if part.whole {
 		_, err = io.Copy(w, rd)

@@ -242,6 +242,29 @@ func (x *index) add(it *item) (evicted []*item) {
 
 // remove drops it from the index if it is still there, and reports
 // whether to delete it now.
+// shed removes least recently used entries, probation first, until n
+// bytes are gone or none is left, and returns those to delete now.
+func (x *index) shed(n int64) (evicted []*item, bytes int64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for bytes < n {
+		var victim *item
+		if e := x.probation.Back(); e != nil {
+			victim = e.Value.(*item)
+		} else if e := x.protectedList.Back(); e != nil {
+			victim = e.Value.(*item)
+		} else {
+			break
+		}
+		x.removeLocked(victim)
+		bytes += victim.size
+		if x.discardLocked(victim) {
+			evicted = append(evicted, victim)
+		}
+	}
+	return evicted, bytes
+}
+
 func (x *index) remove(it *item) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()

@@ -149,7 +149,7 @@ func (c *CacheStore) WriteChunk(body string, idx int, p []byte) error {
 	if len(p) >= fileChunkMin {
 		err = c.writeChunkFile(body, idx, p)
 	} else {
-		err = c.s.db.Update(func(txn *badger.Txn) error {
+		err = c.s.write(func(txn *badger.Txn) error {
 			return txn.Set(chunkKey(body, idx), p)
 		})
 	}
@@ -191,7 +191,7 @@ func (c *CacheStore) ReadChunk(body string, idx int, buf []byte) ([]byte, error)
 // Commit makes e visible under e.Key. The body it replaces stays until
 // deleted.
 func (c *CacheStore) Commit(e cache.Entry) error {
-	err := c.s.db.Update(func(txn *badger.Txn) error {
+	err := c.s.write(func(txn *badger.Txn) error {
 		return txn.Set([]byte(cacheMetaPrefix+e.Key), encodeEntry(e))
 	})
 	if err != nil {
@@ -210,7 +210,7 @@ func (c *CacheStore) CommitSmall(e cache.Entry, p []byte) error {
 		}
 		return c.Commit(e)
 	}
-	err := c.s.db.Update(func(txn *badger.Txn) error {
+	err := c.s.write(func(txn *badger.Txn) error {
 		if len(p) > 0 {
 			if err := txn.Set(chunkKey(e.Body, 0), p); err != nil {
 				return err
@@ -227,7 +227,7 @@ func (c *CacheStore) CommitSmall(e cache.Entry, p []byte) error {
 // UpdateMeta replaces the metadata of the entry under key, provided it
 // still holds body.
 func (c *CacheStore) UpdateMeta(key, body string, meta []byte) error {
-	err := c.s.db.Update(func(txn *badger.Txn) error {
+	err := c.s.write(func(txn *badger.Txn) error {
 		e, err := getEntry(txn, key)
 		if err != nil {
 			return err
@@ -247,7 +247,7 @@ func (c *CacheStore) UpdateMeta(key, body string, meta []byte) error {
 // Delete removes the entry under key if it still refers to body, then
 // the chunks of body.
 func (c *CacheStore) Delete(key, body string) error {
-	err := c.s.db.Update(func(txn *badger.Txn) error {
+	err := c.s.remove(func(txn *badger.Txn) error {
 		e, err := getEntry(txn, key)
 		if errors.Is(err, cache.ErrNotFound) || err == nil && e.Body != body {
 			return nil
@@ -291,6 +291,9 @@ func (c *CacheStore) DeleteBody(body string) error {
 func (c *CacheStore) deleteKeys(keys [][]byte) error {
 	if len(keys) == 0 {
 		return nil
+	}
+	if err := c.s.room(DeleteFloor); err != nil {
+		return err
 	}
 	wb := c.s.db.NewWriteBatch()
 	defer wb.Cancel()

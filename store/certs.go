@@ -189,6 +189,9 @@ func (c *CertStorage) Delete(ctx context.Context, key string) error {
 	if err == nil && len(keys) > 0 {
 		// A WriteBatch splits large deletions over transactions; a
 		// directory of certificates can exceed one transaction's limit.
+		if err = c.s.room(DeleteFloor); err != nil {
+			return fmt.Errorf("delete %s: %w", key, err)
+		}
 		wb := c.s.db.NewWriteBatch()
 		for _, k := range keys {
 			if err = wb.Delete(k); err != nil {
@@ -364,7 +367,7 @@ func (c *CertStorage) TryLock(ctx context.Context, name string) (bool, error) {
 func (c *CertStorage) put(name, token string, lease time.Duration, mustHold bool) (bool, error) {
 	key := []byte(lockPrefix + lockDir + name)
 	took := false
-	err := updateRetry(c.s.db, func(txn *badger.Txn) error {
+	err := updateRetry(c.s, WriteFloor, func(txn *badger.Txn) error {
 		took = false
 		var cur certLock
 		item, err := txn.Get(key)
@@ -395,7 +398,12 @@ func (c *CertStorage) put(name, token string, lease time.Duration, mustHold bool
 
 // updateRetry runs f in an update transaction, again while badger reports a
 // conflict: another writer raced us, and the retry re-reads what it wrote.
-func updateRetry(db *badger.DB, f func(*badger.Txn) error) error {
+// Below floor free space it refuses (Store.room).
+func updateRetry(s *Store, floor int64, f func(*badger.Txn) error) error {
+	if err := s.room(floor); err != nil {
+		return err
+	}
+	db := s.db
 	for {
 		err := db.Update(f)
 		if errors.Is(err, badger.ErrConflict) {
@@ -439,7 +447,7 @@ func (c *CertStorage) Unlock(ctx context.Context, name string) error {
 		return fmt.Errorf("cert unlock %s: %w", name, ErrLockHeld)
 	}
 	key := []byte(lockPrefix + lockDir + name)
-	err := updateRetry(c.s.db, func(txn *badger.Txn) error {
+	err := updateRetry(c.s, DeleteFloor, func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil

@@ -59,7 +59,7 @@ func (s *Store) AddIntensity(region string, start, end time.Time, v float64, sig
 	if !end.After(start) {
 		return fmt.Errorf("add intensity for %s: empty span %s..%s", region, start.Format(time.RFC3339), end.Format(time.RFC3339))
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.write(func(txn *badger.Txn) error {
 		for h := start.UTC().Truncate(time.Hour); h.Before(end); h = h.Add(time.Hour) {
 			key := intensityKey(region, h)
 			rec := IntensityHour{Start: h}

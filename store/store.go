@@ -146,7 +146,7 @@ func OpenWith(dir string, o Options) (*Store, error) {
 // update runs fn in a read-write transaction and syncs the commit to
 // disk before it returns: for records that must survive a power cut.
 func (s *Store) update(fn func(txn *badger.Txn) error) error {
-	if err := s.db.Update(fn); err != nil {
+	if err := s.write(fn); err != nil {
 		return err
 	}
 	if err := s.db.Sync(); err != nil {

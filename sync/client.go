@@ -314,10 +314,27 @@ func (c *Client) PutArtifact(ctx context.Context, digest string, r io.Reader, si
 		}
 		return nil
 	}
+	// A hub whose disk cannot take the module is asked first: on a full
+	// disk JetStream acks nothing, and the upload would only time out.
+	d, known, err := c.HubDisk(ctx)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", digest, err)
+	}
+	if known {
+		if err := d.Fits(size); err != nil {
+			return fmt.Errorf("upload %s: %w", digest, err)
+		}
+	}
 	if progress != nil {
 		r = &progressReader{r: r, fn: progress}
 	}
 	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: digest}, r); err != nil {
+		// Say why, when the hub knows: its disk filled meanwhile.
+		if d, known, derr := c.HubDisk(ctx); derr == nil && known {
+			if ferr := d.Fits(size); ferr != nil {
+				return fmt.Errorf("upload %s: %w (%v)", digest, ferr, err)
+			}
+		}
 		return fmt.Errorf("upload %s: %w", digest, err)
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // HubConfig configures an embedded nats-server: a hub, or an agent's leaf
@@ -54,6 +55,11 @@ type HubConfig struct {
 	// PublisherPassword, when set, makes client connections authenticate
 	// as user "publisher" with it: the role that deploys.
 	PublisherPassword string
+	// MinFree is the free space kept on Dir's file system: uploads that
+	// would go below it are refused before they start (DiskSubject), and
+	// JetStream, stuck after a failed write, is restarted once this much
+	// is free again. 0 means disk.DefaultReserve of the file system.
+	MinFree int64
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
 }
@@ -113,6 +119,7 @@ type Hub struct {
 	ns    *server.Server
 	opts  *server.Options // the server writes chosen ports back here
 	relay *Relay          // when the hub accepts leaf nodes (see Relay)
+	guard *guard          // disk status and healing (disk.go)
 }
 
 // DefaultHubListen is the embedded hub's default client address: loopback
@@ -191,9 +198,11 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 			Password:               cfg.PublisherPassword,
 			AllowedConnectionTypes: map[string]struct{}{"STANDARD": {}, "IN_PROCESS": {}},
 		}, {
-			Username:               AgentUser,
-			Password:               cfg.AgentPassword,
-			Permissions:            &server.Permissions{Publish: &server.SubjectPermission{Deny: AgentDeny}},
+			Username: AgentUser,
+			Password: cfg.AgentPassword,
+			Permissions: &server.Permissions{Publish: &server.SubjectPermission{Deny: AgentDeny},
+				// Only the hub answers how much room it has.
+				Subscribe: &server.SubjectPermission{Deny: []string{DiskSubject}}},
 			AllowedConnectionTypes: map[string]struct{}{"LEAFNODE": {}},
 		}}
 	}
@@ -231,6 +240,26 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 			return nil, err
 		}
 	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := &guard{ns: ns, dir: cfg.Dir, reserve: cfg.MinFree, logger: logger, heals: cfg.Cluster == nil}
+	var nc *nats.Conn
+	if cfg.Upstream == nil {
+		// A leaf node answers nothing: its answer would reach the hub.
+		c, err := Connect(ConnConfig{Server: h, Password: cfg.PublisherPassword, Name: "tern-disk"})
+		if err != nil {
+			h.Shutdown()
+			return nil, fmt.Errorf("hub disk service: %w", err)
+		}
+		nc = c.nc
+	}
+	if err := g.start(nc); err != nil {
+		h.Shutdown()
+		return nil, err
+	}
+	h.guard = g
 	return h, nil
 }
 
@@ -284,6 +313,9 @@ func (h *Hub) SubscriptionChanges() (uint64, error) {
 
 // Shutdown stops the server and waits until it has stopped.
 func (h *Hub) Shutdown() {
+	if h.guard != nil {
+		h.guard.close()
+	}
 	if h.relay != nil {
 		h.relay.Close()
 	}

@@ -326,6 +326,10 @@ func (w *Watcher) handle(ctx context.Context, obs **moduleStore, key string, env
 	if err == nil {
 		err = w.cfg.Installer.Install(ctx, rel, envelope, wasm)
 		recycleModuleBuf(wasm)
+		if errors.Is(err, ErrTryLater) && !first {
+			w.logger.Debug("release still waits", "app", key, "sequence", rel.Sequence, "err", err)
+			return true
+		}
 	}
 	if err != nil {
 		reason := refusalReason(err)
@@ -336,6 +340,10 @@ func (w *Watcher) handle(ctx context.Context, obs **moduleStore, key string, env
 			w.refusals = w.refusals[:maxRefusals]
 		}
 		w.mu.Unlock()
+		if errors.Is(err, ErrTryLater) {
+			w.logger.Warn("release refused for now; will retry", "app", key, "sequence", rel.Sequence, "reason", reason, "err", err)
+			return true
+		}
 		w.logger.Warn("release refused", "app", key, "sequence", rel.Sequence, "reason", reason, "err", err)
 		return
 	}
@@ -403,6 +411,12 @@ func (w *Watcher) verify(ctx context.Context, obs **moduleStore, key string, env
 // unreachable, the object not there yet, a transfer cut short): the
 // release is tried again later rather than refused.
 var errUnavailable = errors.New("module unavailable")
+
+// ErrTryLater, wrapped by an Installer's error, refuses a release for now
+// (the agent's disk is short of its reserve): the watcher counts and
+// reports the refusal once and tries the release again, with the same
+// backoff as a module it cannot download yet.
+var ErrTryLater = errors.New("cannot install now")
 
 // fetch downloads rel's module from the hub, refusing before any chunk
 // is read an object whose size differs from the signed one.
