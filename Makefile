@@ -5,8 +5,9 @@
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+FUZZTIME ?= 10s
 
-.PHONY: all build run test bench guests vet fmt clean
+.PHONY: all build run test fuzz bench guests vet fmt clean
 
 all: build
 
@@ -23,6 +24,16 @@ test:
 	$(GO) test -race -timeout 15m ./...
 	CGO_ENABLED=0 $(GO) test -timeout 5m ./gpu/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
+
+## fuzz: every fuzz target for FUZZTIME each; a crasher found is written
+## under the package's testdata/fuzz, where plain `go test` replays it
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz $$(dirname $$f) $$t"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$(dirname $$f); \
+		done; \
+	done
 
 ## bench: benchmarks with results for docs/BENCHMARKS.md
 bench:
