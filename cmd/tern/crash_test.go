@@ -2,8 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -172,4 +175,199 @@ func copyFile(t *testing.T, from, to string) {
 	if err := os.WriteFile(to, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// upNode is a `tern up` on a data dir that a test kills and restarts.
+type upNode struct {
+	bin, data string
+	args      []string
+	proc      *process
+	base      string // https://localhost:port
+	client    *http.Client
+}
+
+func startUp(t *testing.T, bin, data string, extra ...string) *upNode {
+	t.Helper()
+	n := &upNode{bin: bin, data: data, args: append([]string{"up", "--data", data, "--listen", "127.0.0.1:0",
+		"--admin", "127.0.0.1:0", "--hub-listen", "127.0.0.1:0"}, extra...)}
+	n.restart(t)
+	return n
+}
+
+// restart starts the node again on its data dir, after a kill.
+func (n *upNode) restart(t *testing.T) {
+	t.Helper()
+	n.proc = start(t, n.bin, n.args...)
+	n.base = n.proc.await(t, `(https://localhost:\d+)`)
+	n.client = tlsClient(t, n.data)
+}
+
+// kill stops the node with SIGKILL: no shutdown, no flush.
+func (n *upNode) kill() {
+	n.proc.cmd.Process.Signal(syscall.SIGKILL)
+	n.proc.cmd.Wait()
+}
+
+// get returns the status and body of path, or 0 when the request failed.
+func (n *upNode) get(path string) (int, []byte) {
+	resp, err := n.client.Get(n.base + path)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, b
+	}
+	return resp.StatusCode, b
+}
+
+// helloApp writes an app directory for a hello guest whose body is text
+// (16 bytes), so each app and version has its own module and answer.
+func helloApp(t *testing.T, dir, name, version, text string) string {
+	t.Helper()
+	if len(text) != 16 {
+		t.Fatalf("text %q: want 16 bytes", text)
+	}
+	wasm, err := os.ReadFile(filepath.Join("..", "..", "guests", "hello", "hello.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wasm = bytes.Replace(wasm, []byte("Hello from Tern!"), []byte(text), 1)
+	app := filepath.Join(dir, name+"-"+version)
+	os.MkdirAll(app, 0o755)
+	os.WriteFile(filepath.Join(app, "hello.wasm"), wasm, 0o644)
+	os.WriteFile(filepath.Join(app, "tern.toml"), fmt.Appendf(nil, "name = %q\nversion = %q\nwasm = \"hello.wasm\"\n[[routes]]\npath = \"/%s\"\n", name, version, name), 0o644)
+	return app
+}
+
+// moduleFiles lists the module files of a node's store.
+func moduleFiles(t *testing.T, data string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(data, "store", "modules"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func digestFile(wasm []byte) string {
+	return fmt.Sprintf("sha256_%x", sha256.Sum256(wasm))
+}
+
+// hubApps returns what the node's hub holds: app name to version and
+// digest, as `tern apps --json` reports them.
+func hubApps(t *testing.T, data string) map[string][2]string {
+	t.Helper()
+	code, out := runTern("apps", "--data", data, "--json")
+	if code != 0 {
+		t.Fatalf("tern apps: %s", out)
+	}
+	var rows []struct{ App, Version, Digest string }
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("tern apps --json: %v\n%s", err, out)
+	}
+	m := map[string][2]string{}
+	for _, r := range rows {
+		m[r.App] = [2]string{r.Version, strings.ReplaceAll(r.Digest, ":", "_")}
+	}
+	return m
+}
+
+// TestCrashDuringParallelDeploys kills `tern up` while 20 apps are being
+// deployed at once. After a restart every acknowledged app is on the hub
+// and serves its own bytes; an unacknowledged one is either absent
+// everywhere or, when the kill fell between the hub's commit and the
+// reply, committed and served whole; and the module directory holds
+// exactly the served modules.
+func TestCrashDuringParallelDeploys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped with -short")
+	}
+	const apps = 20
+	dir := t.TempDir()
+	bin := buildTern(t, dir)
+	data := filepath.Join(dir, "data")
+	n := startUp(t, bin, data)
+
+	type result struct {
+		name string
+		ok   bool
+	}
+	results := make(chan result, apps)
+	text := func(name string) string { return fmt.Sprintf("%-16s", name+" version 1") }
+	wasm := map[string][]byte{}
+	for i := range apps {
+		name := fmt.Sprintf("app%02d", i)
+		app := helloApp(t, dir, name, "1.0.0", text(name))
+		wasm[name] = mustRead(t, filepath.Join(app, "hello.wasm"))
+		go func() {
+			code, _ := runTern("deploy", "--data", data, app)
+			results <- result{name, code == 0}
+		}()
+	}
+	// Kill once a few deploys are acknowledged, with the rest in flight.
+	acked := map[string]bool{}
+	got := 0
+	for ; len(acked) < 5 && got < apps; got++ {
+		if r := <-results; r.ok {
+			acked[r.name] = true
+		}
+	}
+	n.kill()
+	for ; got < apps; got++ {
+		if r := <-results; r.ok {
+			acked[r.name] = true // the reply beat the kill
+		}
+	}
+
+	n.restart(t)
+	hub := hubApps(t, data)
+	served := map[string]bool{}
+	for name := range wasm {
+		_, onHub := hub[name]
+		if acked[name] && !onHub {
+			t.Fatalf("acknowledged %s is not on the hub after the restart", name)
+		}
+		want := http.StatusNotFound
+		if onHub {
+			want = http.StatusOK
+			served[digestFile(wasm[name])] = true
+			if hub[name][1] != digestFile(wasm[name]) {
+				t.Fatalf("hub holds %s with digest %s, want %s", name, hub[name][1], digestFile(wasm[name]))
+			}
+		}
+		var code int
+		var body []byte
+		poll(t, 30*time.Second, func() bool {
+			code, body = n.get("/" + name)
+			return code == want && (code != http.StatusOK || string(body) == text(name)+"\n")
+		}, func() string {
+			return fmt.Sprintf("/%s after restart: %d %q, want %d (acknowledged %v)\n%s", name, code, body, want, acked[name], n.proc.logs)
+		})
+	}
+	served[digestFile(mustRead(t, filepath.Join("..", "..", "guests", "hello", "hello.wasm")))] = true // tern up's sample app
+	files := moduleFiles(t, data)
+	for _, f := range files {
+		if !served[f] {
+			t.Errorf("orphan module file %s", f)
+		}
+	}
+	if len(files) != len(served) {
+		t.Fatalf("module files %q, want the %d served modules", files, len(served))
+	}
+	t.Logf("%d of %d deploys acknowledged before the kill, %d on the hub after it", len(acked), apps, len(served)-1)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
