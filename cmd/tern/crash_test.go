@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -370,4 +371,65 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestCrashDuringDeployBurst deploys one app again and again and kills
+// `tern up` while a deploy is in flight: after a restart the app serves
+// the last acknowledged version, or the one in flight when the hub
+// committed it before the kill, and only that version's module is kept.
+func TestCrashDuringDeployBurst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped with -short")
+	}
+	dir := t.TempDir()
+	bin := buildTern(t, dir)
+	data := filepath.Join(dir, "data")
+	n := startUp(t, bin, data)
+
+	text := func(v int) string { return fmt.Sprintf("%-16s", fmt.Sprintf("burst v%d", v)) }
+	const acknowledged = 6
+	for v := 1; v <= acknowledged; v++ {
+		if code, out := runTern("deploy", "--data", data, helloApp(t, dir, "burst", fmt.Sprintf("%d.0.0", v), text(v))); code != 0 {
+			t.Fatalf("deploy v%d: %s", v, out)
+		}
+	}
+	// The next deploy is in flight when the node dies.
+	inFlight := helloApp(t, dir, "burst", fmt.Sprintf("%d.0.0", acknowledged+1), text(acknowledged+1))
+	done := make(chan int, 1)
+	go func() {
+		code, _ := runTern("deploy", "--data", data, inFlight)
+		done <- code
+	}()
+	n.kill()
+	if <-done == 0 {
+		t.Logf("the in-flight deploy was acknowledged before the kill")
+	}
+
+	n.restart(t)
+	version, ok := hubApps(t, data)["burst"]
+	if !ok {
+		t.Fatal("burst is not on the hub after the restart")
+	}
+	want := acknowledged
+	if version[0] == fmt.Sprintf("%d.0.0", acknowledged+1) {
+		want = acknowledged + 1
+	} else if version[0] != fmt.Sprintf("%d.0.0", acknowledged) {
+		t.Fatalf("hub holds burst %s, want %d.0.0 (or the one in flight)", version[0], acknowledged)
+	}
+	var code int
+	var body []byte
+	poll(t, 30*time.Second, func() bool {
+		code, body = n.get("/burst")
+		return code == http.StatusOK && string(body) == text(want)+"\n"
+	}, func() string {
+		return fmt.Sprintf("/burst after restart: %d %q, want %q\n%s", code, body, text(want), n.proc.logs)
+	})
+	wasm := mustRead(t, filepath.Join(dir, fmt.Sprintf("burst-%d.0.0", want), "hello.wasm"))
+	sample := digestFile(mustRead(t, filepath.Join("..", "..", "guests", "hello", "hello.wasm")))
+	poll(t, 30*time.Second, func() bool {
+		files := moduleFiles(t, data)
+		return len(files) == 2 && slices.Contains(files, digestFile(wasm)) && slices.Contains(files, sample)
+	}, func() string {
+		return fmt.Sprintf("module files %q, want only v%d's and the sample app's", moduleFiles(t, data), want)
+	})
 }
