@@ -9,13 +9,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -432,4 +436,84 @@ func TestCrashDuringDeployBurst(t *testing.T) {
 	}, func() string {
 		return fmt.Sprintf("module files %q, want only v%d's and the sample app's", moduleFiles(t, data), want)
 	})
+}
+
+// TestCrashDuringCacheFill kills `tern up` while it caches a 50 MB origin
+// response, when 20 MB of it have arrived. After a restart the chunk files
+// of the cut fill are gone, the next request goes to the origin and gets
+// the whole body, and the request after it is a hit with the same bytes.
+func TestCrashDuringCacheFill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped with -short")
+	}
+	const size, cut = 50 << 20, 20 << 20
+	object := make([]byte, size)
+	for i := range object {
+		object[i] = byte(i*7 + i>>16)
+	}
+	sum := sha256.Sum256(object)
+	var hits atomic.Int64
+	halfway := make(chan struct{})
+	release := make(chan struct{})
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := hits.Add(1)
+		w.Header().Set("Cache-Control", "max-age=3600")
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		if n > 1 {
+			w.Write(object)
+			return
+		}
+		// The first response stops after cut bytes until the node is dead.
+		w.Write(object[:cut])
+		w.(http.Flusher).Flush()
+		close(halfway)
+		<-release
+	}))
+	defer origin.Close()
+	defer close(release)
+
+	dir := t.TempDir()
+	bin := buildTern(t, dir)
+	data := filepath.Join(dir, "data")
+	config := filepath.Join(dir, "tern.toml")
+	os.WriteFile(config, fmt.Appendf(nil, "version = 1\n[[origins]]\nname = \"big\"\npath = \"/big\"\nupstreams = [%q]\n", origin.URL), 0o644)
+	n := startUp(t, bin, data, "--config", config)
+
+	go n.get("/big") // cut short by the kill
+	select {
+	case <-halfway:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the origin never got the request\n%s", n.proc.logs)
+	}
+	chunks := func() []string {
+		var files []string
+		filepath.WalkDir(filepath.Join(data, "store", "cache"), func(path string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				files = append(files, path)
+			}
+			return nil
+		})
+		return files
+	}
+	// Chunks land as they arrive: the fill has files on disk.
+	poll(t, 30*time.Second, func() bool { return len(chunks()) > 0 },
+		func() string { return fmt.Sprintf("no chunk files while filling\n%s", n.proc.logs) })
+	n.kill()
+	if len(chunks()) == 0 {
+		t.Fatal("no chunk files left by the kill: the test checks nothing")
+	}
+
+	n.restart(t)
+	if files := chunks(); len(files) != 0 {
+		t.Fatalf("chunk files of the cut fill not swept at start: %q", files)
+	}
+	for i, wantHits := range []int64{2, 2} {
+		code, body := n.get("/big")
+		if code != http.StatusOK || len(body) != size || sha256.Sum256(body) != sum {
+			t.Fatalf("request %d after restart: %d, %d bytes, want the whole %d", i+1, code, len(body), size)
+		}
+		if got := hits.Load(); got != wantHits {
+			t.Fatalf("request %d after restart: %d origin requests, want %d", i+1, got, wantHits)
+		}
+	}
 }
