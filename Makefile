@@ -8,8 +8,9 @@ LDFLAGS := -X main.version=$(VERSION)
 # The NVML bindings call deprecated NVML functions on purpose (older
 # drivers have nothing else); keep their C warnings out of every build.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
+FUZZTIME ?= 10s
 
-.PHONY: all build run test bench guests vet fmt clean
+.PHONY: all build run test fuzz bench guests vet fmt clean
 
 all: build
 
@@ -30,6 +31,16 @@ test:
 	$(GO) test -race -timeout 15m ./...
 	CGO_ENABLED=0 $(GO) test -timeout 5m ./gpu/...
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
+
+## fuzz: every fuzz target for FUZZTIME each; a crasher found is written
+## under the package's testdata/fuzz, where plain `go test` replays it
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz $$(dirname $$f) $$t"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$(dirname $$f); \
+		done; \
+	done
 
 ## bench: benchmarks with results for docs/BENCHMARKS.md
 bench:

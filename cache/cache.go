@@ -197,12 +197,20 @@ func New(cfg Config) (*Cache, error) {
 			return nil, fmt.Errorf("open cache: %w", err)
 		}
 	}
-	var items, bad []*item
+	var items []*item
+	type unreadable struct {
+		it  *item
+		err error
+	}
+	var bad []unreadable
 	err := cfg.Storage.Walk(func(e Entry) error {
 		m, err := decodeMeta(e.Meta)
-		if err != nil || m.ChunkSize <= 0 {
+		if err == nil {
+			err = m.check(e.Size)
+		}
+		if err != nil {
 			// Unreadable: drop rather than fail the agent.
-			bad = append(bad, &item{key: e.Key, body: e.Body})
+			bad = append(bad, unreadable{&item{key: e.Key, body: e.Body}, err})
 			return nil
 		}
 		items = append(items, &item{key: e.Key, body: e.Body, size: e.Size, meta: m})
@@ -211,9 +219,9 @@ func New(cfg Config) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
-	for _, it := range bad {
-		c.logger.Warn("dropping unreadable cache entry", "key", it.key)
-		c.delete(it)
+	for _, b := range bad {
+		c.logger.Warn("dropping unreadable cache entry", "key", b.it.key, "err", b.err)
+		c.delete(b.it)
 	}
 	for _, v := range c.idx.rebuild(items) {
 		c.delete(v)

@@ -72,6 +72,23 @@ func decodeMeta(b []byte) (*meta, error) {
 	return &m, nil
 }
 
+// check reports why a record read back from storage, with the body size
+// stored beside it, cannot be served: the cache writes none of these, so
+// they come from corruption or an incompatible version.
+func (m *meta) check(size int64) error {
+	switch {
+	case m.Status < 100 || m.Status > 999:
+		return fmt.Errorf("cache meta: status %d is not an HTTP status", m.Status)
+	case m.ChunkSize <= 0:
+		return fmt.Errorf("cache meta: chunk size %d is not positive", m.ChunkSize)
+	case size < 0:
+		return fmt.Errorf("cache meta: body size %d is negative", size)
+	case len(m.VaryValues) != len(m.Vary):
+		return fmt.Errorf("cache meta: %d values for %d Vary fields", len(m.VaryValues), len(m.Vary))
+	}
+	return nil
+}
+
 // serves reports whether the entry may answer a request for scheme: one
 // stored without a scheme answers both, and scheme "" (a lookup by a
 // function's key) matches any entry.

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 func newSched(t testing.TB, cfg SchedulerConfig, pools ...Pool) *Scheduler {
@@ -341,7 +342,7 @@ func TestSchedulerStickyWithinSlack(t *testing.T) {
 // No goroutine outlives a burst of acquires that time out, get cancelled
 // or succeed.
 func TestSchedulerNoLeakedGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
+	before := goleak.IgnoreCurrent()
 	s := newSched(t, SchedulerConfig{MaxQueueWait: 20 * time.Millisecond, MaxAppQueue: 1000})
 	var wg sync.WaitGroup
 	for i := range 200 {
@@ -356,13 +357,6 @@ func TestSchedulerNoLeakedGoroutines(t *testing.T) {
 	}
 	wg.Wait()
 	s.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, before)
 	equal(t, "queued", s.Stats().Queued, 0)
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"go.uber.org/goleak"
 
 	"github.com/tern-edge/tern/localca"
 )
@@ -51,21 +51,11 @@ func recv[T any](t *testing.T, what string, c <-chan T) T {
 }
 
 // checkGoroutines fails the test if, once it ends and its cleanups ran,
-// more goroutines run than when it started. Register it first so that its
-// cleanup runs last.
+// goroutines it started still run (goleak retries until they end).
+// Register it first so that its cleanup runs last.
 func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(wait)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("%d goroutines before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 }
 
 // testCA issues a leaf for the loopback addresses from a CA in a temporary

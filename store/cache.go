@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -78,15 +79,18 @@ func encodeEntry(e cache.Entry) []byte {
 	return append(b, e.Meta...)
 }
 
+// errDamaged marks a record that does not decode.
+var errDamaged = errors.New("damaged record")
+
 func decodeEntry(key string, v []byte) (cache.Entry, error) {
 	size, n := binary.Uvarint(v)
-	if n <= 0 {
-		return cache.Entry{}, fmt.Errorf("decode cache entry %q: bad size", key)
+	if n <= 0 || size > math.MaxInt64 {
+		return cache.Entry{}, fmt.Errorf("decode cache entry %q: bad size: %w", key, errDamaged)
 	}
 	v = v[n:]
 	bl, n := binary.Uvarint(v)
 	if n <= 0 || uint64(len(v)-n) < bl {
-		return cache.Entry{}, fmt.Errorf("decode cache entry %q: bad body id", key)
+		return cache.Entry{}, fmt.Errorf("decode cache entry %q: bad body id: %w", key, errDamaged)
 	}
 	v = v[n:]
 	return cache.Entry{
@@ -114,8 +118,11 @@ func getEntry(txn *badger.Txn, key string) (cache.Entry, error) {
 }
 
 // Walk calls fn for every committed entry, in key order, and stops at the
-// first error fn returns.
+// first error fn returns. Records that do not decode (damaged on disk) are
+// logged, skipped and then deleted: a cache entry is worth less than a
+// start-up.
 func (c *CacheStore) Walk(fn func(cache.Entry) error) error {
+	var damaged [][]byte
 	err := c.s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(cacheMetaPrefix), PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
@@ -127,6 +134,11 @@ func (c *CacheStore) Walk(fn func(cache.Entry) error) error {
 				e, err = decodeEntry(key, v)
 				return err
 			})
+			if errors.Is(err, errDamaged) {
+				c.s.logger.Warn("skipping unreadable cache record", "key", key, "err", err)
+				damaged = append(damaged, it.Item().KeyCopy(nil))
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -138,6 +150,11 @@ func (c *CacheStore) Walk(fn func(cache.Entry) error) error {
 	})
 	if err != nil {
 		return fmt.Errorf("walk cache entries: %w", err)
+	}
+	if len(damaged) > 0 {
+		if err := c.deleteKeys(damaged); err != nil {
+			return fmt.Errorf("walk cache entries: delete unreadable: %w", err)
+		}
 	}
 	return nil
 }

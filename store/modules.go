@@ -29,13 +29,18 @@ const tmpPrefix = ".tmp-"
 // name files, so they may hold only letters, digits and ":-_." and may not
 // start with a dot (artifact digests are "sha256:<hex>").
 func (s *Store) modulePath(digest string) (string, error) {
-	if digest == "" || digest[0] == '.' || strings.IndexFunc(digest, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(":-_.", r))
-	}) >= 0 {
+	if !validDigest(digest) {
 		return "", fmt.Errorf("module digest %q: want letters, digits and \":-_.\"", digest)
 	}
 	// ':' is not allowed in file names everywhere.
 	return filepath.Join(s.dir, modulesDir, strings.ReplaceAll(digest, ":", "_")), nil
+}
+
+// validDigest reports whether digest can name a module file.
+func validDigest(digest string) bool {
+	return digest != "" && digest[0] != '.' && strings.IndexFunc(digest, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(":-_.", r))
+	}) < 0
 }
 
 // writeModule stores wasm under digest unless a file of that size is

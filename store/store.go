@@ -273,9 +273,17 @@ func (s *Store) Apps() ([]App, error) {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(appPrefix), PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
+			name := string(it.Item().Key()[len(appPrefix):])
 			var app App
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &app) }); err != nil {
-				return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
+			if err := it.Item().Value(func(v []byte) error {
+				var err error
+				app, err = decodeApp(name, v)
+				return err
+			}); err != nil {
+				// One damaged record must not take every app down: the
+				// others still load, and the hub sends this one again.
+				s.logger.Warn("skipping unreadable app record", "app", name, "err", err)
+				continue
 			}
 			apps = append(apps, app)
 		}
@@ -323,8 +331,26 @@ func getApp(txn *badger.Txn, name string) (App, error) {
 		return App{}, err
 	}
 	var app App
-	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &app) }); err != nil {
+	err = item.Value(func(v []byte) error {
+		app, err = decodeApp(name, v)
+		return err
+	})
+	return app, err
+}
+
+// decodeApp decodes the record stored under name, and checks what the
+// store relies on: it names that app, and its digest (when it has one) can
+// name a module file.
+func decodeApp(name string, v []byte) (App, error) {
+	var app App
+	if err := json.Unmarshal(v, &app); err != nil {
 		return App{}, fmt.Errorf("decode app %s: %w", name, err)
+	}
+	if app.Name != name {
+		return App{}, fmt.Errorf("decode app %s: record names app %q", name, app.Name)
+	}
+	if app.Digest != "" && !validDigest(app.Digest) {
+		return App{}, fmt.Errorf("decode app %s: module digest %q: want letters, digits and \":-_.\"", name, app.Digest)
 	}
 	return app, nil
 }
@@ -337,7 +363,7 @@ func unreferenced(txn *badger.Txn, digest string) (string, error) {
 	for it.Rewind(); it.Valid(); it.Next() {
 		var app App
 		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &app) }); err != nil {
-			return "", err
+			continue // unreadable: Apps skips it too
 		}
 		if app.Digest == digest {
 			return "", nil

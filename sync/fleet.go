@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	gosync "sync"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -118,6 +120,74 @@ type Load struct {
 	RPS      float64 `json:"rps"`
 }
 
+// Bounds of a heartbeat the hub accepts: an agent's heartbeat is input
+// from a machine that may be compromised, and every agent and `tern
+// status` reads it.
+const (
+	maxHeartbeatBytes = 1 << 20
+	maxHeartbeatList  = 4096 // apps, refusals, labels
+	maxHeartbeatText  = 1024 // any one name
+)
+
+// DecodeHeartbeat decodes the heartbeat stored under key and checks it:
+// it names the agent of its key, its lists and names are bounded and
+// hold no control characters (they end up on terminals), its interval is
+// not negative, and a carbon offer's forecast has a step and at most
+// MaxOfferPoints values. The error names the first problem.
+func DecodeHeartbeat(key string, b []byte) (Heartbeat, error) {
+	if len(b) > maxHeartbeatBytes {
+		return Heartbeat{}, fmt.Errorf("heartbeat of %s: %d bytes, over the %d-byte limit", key, len(b), maxHeartbeatBytes)
+	}
+	var hb Heartbeat
+	if err := json.Unmarshal(b, &hb); err != nil {
+		return Heartbeat{}, fmt.Errorf("heartbeat of %s: %w", key, err)
+	}
+	if err := hb.check(key); err != nil {
+		return Heartbeat{}, fmt.Errorf("heartbeat of %s: %w", key, err)
+	}
+	return hb, nil
+}
+
+func (h Heartbeat) check(key string) error {
+	if h.Agent != key {
+		return fmt.Errorf("names agent %q", h.Agent)
+	}
+	if len(h.Apps) > maxHeartbeatList || len(h.Refusals) > maxHeartbeatList || len(h.Labels) > maxHeartbeatList {
+		return fmt.Errorf("%d apps, %d refusals, %d labels: over %d", len(h.Apps), len(h.Refusals), len(h.Labels), maxHeartbeatList)
+	}
+	if h.Interval < 0 {
+		return fmt.Errorf("interval %s is negative", h.Interval)
+	}
+	texts := []string{h.Agent, h.Site, h.Version}
+	for k, v := range h.Labels {
+		texts = append(texts, k, v)
+	}
+	for _, a := range h.Apps {
+		texts = append(texts, a.App, a.Version, a.Digest)
+	}
+	for _, r := range h.Refusals {
+		texts = append(texts, r.App, r.Reason) // r.Error is free text
+	}
+	if o := h.Carbon; o != nil {
+		texts = append(texts, o.Region, o.NowSource, o.ForecastSource)
+		if len(o.Forecast) > MaxOfferPoints {
+			return fmt.Errorf("carbon forecast of %d values, over %d", len(o.Forecast), MaxOfferPoints)
+		}
+		if len(o.Forecast) > 0 && o.Step <= 0 {
+			return fmt.Errorf("carbon forecast with step %s", o.Step)
+		}
+	}
+	for _, t := range texts {
+		if len(t) > maxHeartbeatText {
+			return fmt.Errorf("a %d-byte name, over %d", len(t), maxHeartbeatText)
+		}
+		if strings.ContainsFunc(t, unicode.IsControl) {
+			return fmt.Errorf("control character in %q", t)
+		}
+	}
+	return nil
+}
+
 // Stale reports whether the heartbeat is older than three intervals at now.
 func (h Heartbeat) Stale(now time.Time) bool {
 	iv := h.Interval
@@ -210,8 +280,8 @@ func (c *Client) WatchFleet(ctx context.Context, fn func(Heartbeat), caughtUp fu
 		return fmt.Errorf("watch %s: %w", FleetBucket, err)
 	}
 	return follow(ctx, w, FleetBucket, func(e jetstream.KeyValueEntry) {
-		var hb Heartbeat
-		if err := json.Unmarshal(e.Value(), &hb); err != nil {
+		hb, err := DecodeHeartbeat(e.Key(), e.Value())
+		if err != nil {
 			c.logger.Warn("unreadable heartbeat", "agent", e.Key(), "err", err)
 			return
 		}
@@ -251,8 +321,8 @@ func (c *Client) Fleet(ctx context.Context) ([]Heartbeat, error) {
 				})
 				return out, nil
 			}
-			var hb Heartbeat
-			if err := json.Unmarshal(e.Value(), &hb); err != nil {
+			hb, err := DecodeHeartbeat(e.Key(), e.Value())
+			if err != nil {
 				c.logger.Warn("unreadable heartbeat", "agent", e.Key(), "err", err)
 				continue
 			}

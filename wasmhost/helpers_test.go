@@ -8,13 +8,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 )
 
 // testCacheDir is a compilation cache shared by every test runtime, so
@@ -27,29 +27,13 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	testCacheDir = dir
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 && !goroutinesSettle(before) {
-		code = 1
-	}
-	os.Exit(code)
-}
-
-// goroutinesSettle waits for the goroutines the tests started (instance
-// watchers, servers, clients) to end, and reports those that do not.
-func goroutinesSettle(want int) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > want {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			slog.Error("goroutines leaked", "before", want, "after", runtime.NumGoroutine(), "stacks", string(buf))
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
+	// goleak waits for the goroutines the tests started (instance
+	// watchers, servers, clients) to end and fails the run on those that
+	// do not; its defaults skip the runtime's and the fuzz engine's own.
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}))
 }
 
 // equal fails the test if got != want.

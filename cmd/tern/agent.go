@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/tern-edge/tern/agent"
+	"github.com/tern-edge/tern/internal/lograte"
 )
 
 // errUsage reports bad flags; the flag package has already said why.
@@ -82,7 +83,9 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 	if err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	// Per-request warnings (a trapping guest, a down origin) are bounded
+	// per app and reason; the metrics keep the exact counts.
+	return slog.New(lograte.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}), lograte.Options{}))
 }
 
 func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
