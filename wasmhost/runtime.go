@@ -166,16 +166,17 @@ func (r *Runtime) Load(ctx context.Context, cfg AppConfig) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := baseModuleConfig(cfg)
+	allow, err := parseAllowedHosts(cfg.Name, cfg.AllowedHosts)
 	if err != nil {
 		return nil, err
 	}
-	allow, err := parseAllowedHosts(cfg.Name, cfg.AllowedHosts)
+	base, roots, err := baseModuleConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
 	m, err := r.acquireModule(ctx, cfg.Name, moduleKey{digest: digest, pages: pages}, cfg.Wasm)
 	if err != nil {
+		closeRoots(roots)
 		return nil, err
 	}
 	logger := r.logger.With("app", cfg.Name, "digest", shortDigest(digest))
@@ -186,6 +187,7 @@ func (r *Runtime) Load(ctx context.Context, cfg AppConfig) (*App, error) {
 		limits:  limits,
 		env:     extra,
 		base:    base,
+		roots:   roots,
 		allow:   allow,
 		client:  newOutboundClient(allow),
 		kv:      cfg.KV,
