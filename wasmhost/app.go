@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
 	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/sys"
@@ -308,7 +309,9 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 		WithStderr(stderr)
 
 	start := time.Now()
-	mod, err := a.mod.eng.rt.InstantiateModule(withMemPool(withRequest(ctx, q), &a.rt.mem), a.mod.compiled, cfg)
+	q.mem.pool = &a.rt.mem
+	ictx := experimental.WithMemoryAllocator(withRequest(ctx, q), &q.mem)
+	mod, err := a.mod.eng.rt.InstantiateModule(ictx, a.mod.compiled, cfg)
 	var memBytes uint32
 	if mod != nil {
 		if mem := mod.Memory(); mem != nil {
@@ -316,6 +319,8 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 		}
 		_ = mod.Close(context.Background())
 	}
+	// The instance has ended, and nothing runs on its memory any more.
+	q.mem.release()
 	took := time.Since(start)
 	a.metrics.observe(took)
 	stderr.flush()

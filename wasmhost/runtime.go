@@ -130,6 +130,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("close wasm engine (%d pages): %w", e.pages, err))
 		}
 	}
+	r.mem.close()
 	if err := r.cache.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("close compilation cache: %w", err))
 	}
