@@ -124,12 +124,12 @@ func FuzzMountPath(f *testing.F) {
 	// Nothing the guest reaches may be one of these.
 	forbidden := map[uint64]string{}
 	for _, p := range []string{secretFile, filepath.Dir(secretFile), filepath.Dir(mount), "/etc", "/etc/hostname", "/"} {
-		if fi, err := os.Stat(p); err == nil {
+		if fi, err := os.Stat(p); err == nil && inode(fi) != 0 {
 			forbidden[inode(fi)] = p
 		}
 	}
 	check := func(t *testing.T, what string, ino uint64) {
-		if p, ok := forbidden[ino]; ok {
+		if p, ok := forbidden[ino]; ok && ino != 0 {
 			t.Fatalf("%s reached %s, outside the mount", what, p)
 		}
 	}
