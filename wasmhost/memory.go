@@ -129,11 +129,12 @@ func (p *memPool) reserve(size uint64) *region {
 // close, which runs after closed is set, unmaps whatever was kept.
 func (p *memPool) recycle(r *region) {
 	if r.used <= keepMemory {
+		// What stays accessible is zero for the next instance; zeroed
+		// before taking mu, which every cold start takes.
+		clear(r.mem[:r.used])
+		r.used = 0
 		p.mu.Lock()
 		if !p.closed.Load() && p.idleBytes+r.accessible() <= maxIdleMemory {
-			// What stays accessible is zero for the next instance.
-			clear(r.mem[:r.used])
-			r.used = 0
 			if p.idle == nil {
 				p.idle = make(map[uint64][]*region)
 			}
