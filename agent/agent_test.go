@@ -430,3 +430,84 @@ func TestRouteHeaders(t *testing.T) {
 		return resp.StatusCode == 200 && resp.Header.Get("Strict-Transport-Security") == "max-age=63072000"
 	})
 }
+
+// TestMountOutsideAllowedDirs is a security case: a mounted directory
+// under allowed_dirs that is itself a symbolic link out of them must be
+// refused (a lexical check passed it, and the guest read /etc/passwd),
+// while one whose real path is under them serves, and the version
+// installed before a refusal keeps serving.
+func TestMountOutsideAllowedDirs(t *testing.T) {
+	key := mustKey(t)
+	base := t.TempDir()
+	allowed := filepath.Join(base, "allowed")
+	outside := filepath.Join(base, "outside")
+	for _, d := range []string{filepath.Join(allowed, "data"), outside} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(allowed, "data", "hello.txt"), []byte("allowed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "hello.txt"), []byte("secret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	links := map[string]string{
+		filepath.Join(allowed, "etclink"): "/etc",
+		filepath.Join(allowed, "outlink"): outside,
+		filepath.Join(allowed, "uplink"):  "../outside",
+		filepath.Join(allowed, "inlink"):  "data",
+		filepath.Join(base, "alias"):      allowed, // allowed_dirs itself through a link
+	}
+	for link, target := range links {
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := testConfig(t, t.TempDir())
+	cfg.AllowedDirs = []string{filepath.Join(base, "alias")}
+	ta := startAgent(t, cfg, key)
+	hub := hubClient(t, ta.Agent)
+	wasm, err := os.ReadFile(filepath.Join("..", "guests", "faults", "fsprobe.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := artifact.ParseManifest([]byte("name = \"fs\"\nversion = \"1.0.0\"\nwasm = \"fsprobe.wasm\"\n[[routes]]\npath = \"/fs\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	push := func(host string) {
+		t.Helper()
+		m.Capabilities.Dirs = map[string]string{"/data": host}
+		if _, err := deploy.Push(ctx, m, wasm, deploy.Options{Client: hub, Key: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A link inside allowed_dirs to a directory inside them serves.
+	push(filepath.Join(allowed, "inlink"))
+	waitFor(t, "fs to serve", func() bool { code, _ := ta.get(t, "/fs"); return code == 200 })
+	if _, body := ta.get(t, "/fs"); body != "allowed\nwrite: denied\n" {
+		t.Fatalf("/fs = %q", body)
+	}
+	good, _ := ta.Installed("fs")
+
+	for _, tt := range []struct{ name, host string }{
+		{"mount root linked to /etc", filepath.Join(allowed, "etclink")},
+		{"mount root linked to a directory outside", filepath.Join(allowed, "outlink")},
+		{"mount root linked up and out", filepath.Join(allowed, "uplink")},
+		{"dot-dot out of allowed_dirs", filepath.Join(allowed, "..", "outside")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := refused(ta.Agent, "capability")
+			push(tt.host)
+			waitFor(t, "refusal", func() bool { return refused(ta.Agent, "capability") > before })
+			if seq, _ := ta.Installed("fs"); seq != good {
+				t.Fatalf("installed %d, want %d still", seq, good)
+			}
+			if _, body := ta.get(t, "/fs"); body != "allowed\nwrite: denied\n" {
+				t.Fatalf("after refusal /fs = %q, want the previous version's answer", body)
+			}
+		})
+	}
+}

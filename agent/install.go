@@ -114,10 +114,18 @@ func (a *Agent) loadApp(ctx context.Context, rel artifact.Release, envelope, was
 // manifest.
 func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*wasmhost.App, error) {
 	m := rel.Manifest.WithDefaults()
+	// The runtime mounts the directories as resolved here, so that what
+	// was checked is what the guest gets.
+	var dirs map[string]string
 	for guest, host := range m.Capabilities.Dirs {
-		if !a.dirAllowed(host) {
-			return nil, &refusal{"capability", fmt.Errorf("app %s: directory %s (mounted at %s) is not under the agent's allowed_dirs", rel.App, host, guest)}
+		real, err := a.allowedDir(host)
+		if err != nil {
+			return nil, &refusal{"capability", fmt.Errorf("app %s: directory %s (mounted at %s): %w", rel.App, host, guest, err)}
 		}
+		if dirs == nil {
+			dirs = make(map[string]string, len(m.Capabilities.Dirs))
+		}
+		dirs[guest] = real
 	}
 	// Any kv entry grants the app its private store.
 	var kv wasmhost.KV
@@ -146,7 +154,7 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 			MaxRequestBytes:  int64(m.Limits.MaxRequest),
 		},
 		Env:          m.Capabilities.Env,
-		Dirs:         m.Capabilities.Dirs,
+		Dirs:         dirs,
 		Clock:        m.Capabilities.Clock,
 		AllowedHosts: m.Capabilities.OutboundHosts,
 		KV:           kv,
@@ -162,15 +170,32 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 	return app, nil
 }
 
-func (a *Agent) dirAllowed(dir string) bool {
-	dir = filepath.Clean(dir)
+// allowedDir resolves the symbolic links of dir and returns its real
+// path, if that lies under one of the agent's allowed_dirs (resolved
+// too). A lexical check would pass a directory under an allowed one that
+// is a link to anywhere else, /etc included.
+func (a *Agent) allowedDir(dir string) (string, error) {
+	if !filepath.IsAbs(dir) {
+		return "", errors.New("not an absolute path")
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
 	for _, root := range a.cfg.AllowedDirs {
-		root = filepath.Clean(root)
-		if dir == root || strings.HasPrefix(dir, root+string(filepath.Separator)) {
-			return true
+		if r, err := filepath.EvalSymlinks(root); err == nil && within(real, r) {
+			return real, nil
 		}
 	}
-	return false
+	if real != filepath.Clean(dir) {
+		return "", fmt.Errorf("resolves to %s, which is not under the agent's allowed_dirs", real)
+	}
+	return "", errors.New("not under the agent's allowed_dirs")
+}
+
+// within reports whether path is dir or lies under it; both are clean.
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, string(filepath.Separator))+string(filepath.Separator))
 }
 
 // routeHeaders turns a manifest's response headers into an http.Header.

@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
+	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
+	"github.com/tetratelabs/wazero/experimental/sysfs"
 	"github.com/tetratelabs/wazero/sys"
 )
 
@@ -128,38 +131,55 @@ func manifestEnv(app string, env map[string]string) ([]envVar, error) {
 
 // baseModuleConfig is the part of an app's module configuration that is
 // the same for every request, built once at Load. The environment is not
-// in it: see instantiateWASI.
-func baseModuleConfig(cfg AppConfig) (wazero.ModuleConfig, error) {
+// in it: see instantiateWASI. It returns the roots of the app's mounts,
+// open for as long as the app serves; on error none is left open.
+func baseModuleConfig(cfg AppConfig) (wazero.ModuleConfig, []*os.Root, error) {
 	// An empty name makes instances anonymous, so any number can run at
 	// once; the default start function is _start.
 	base := wazero.NewModuleConfig().WithName("").WithRandSource(rand.Reader)
 	if cfg.Clock {
 		base = base.WithSysWalltime().WithSysNanotime().WithSysNanosleep()
 	}
-	if len(cfg.Dirs) > 0 {
-		guests := make([]string, 0, len(cfg.Dirs))
-		for g := range cfg.Dirs {
-			guests = append(guests, g)
-		}
-		slices.Sort(guests)
-		fsc := wazero.NewFSConfig()
-		for _, g := range guests {
-			host := cfg.Dirs[g]
-			if g == "" || strings.Contains(g, "\x00") {
-				return nil, fmt.Errorf("app %s: invalid guest path %q for directory %s", cfg.Name, g, host)
-			}
-			fi, err := os.Stat(host)
-			if err != nil {
-				return nil, fmt.Errorf("app %s: directory for %s: %w", cfg.Name, g, err)
-			}
-			if !fi.IsDir() {
-				return nil, fmt.Errorf("app %s: %s for %s is not a directory", cfg.Name, host, g)
-			}
-			fsc = fsc.WithReadOnlyDirMount(host, g)
-		}
-		base = base.WithFSConfig(fsc)
+	if len(cfg.Dirs) == 0 {
+		return base, nil, nil
 	}
-	return base, nil
+	guests := make([]string, 0, len(cfg.Dirs))
+	for g := range cfg.Dirs {
+		guests = append(guests, g)
+	}
+	slices.Sort(guests)
+	fsc := wazero.NewFSConfig()
+	var roots []*os.Root
+	for _, g := range guests {
+		host := cfg.Dirs[g]
+		if g == "" || strings.Contains(g, "\x00") {
+			closeRoots(roots)
+			return nil, nil, fmt.Errorf("app %s: invalid guest path %q for directory %s", cfg.Name, g, host)
+		}
+		fi, err := os.Stat(host)
+		if err == nil && !fi.IsDir() {
+			err = fmt.Errorf("%s is not a directory", host)
+		}
+		var mount experimentalsys.FS
+		var root *os.Root
+		if err == nil {
+			mount, root, err = openMount(host)
+		}
+		if err != nil {
+			closeRoots(roots)
+			return nil, nil, fmt.Errorf("app %s: directory for %s: %w", cfg.Name, g, err)
+		}
+		roots = append(roots, root)
+		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(mount, g)
+	}
+	return base.WithFSConfig(fsc), roots, nil
+}
+
+// closeRoots closes the roots of an app's mounts.
+func closeRoots(roots []*os.Root) {
+	for _, r := range roots {
+		_ = r.Close()
+	}
 }
 
 // App serves requests for one loaded app version. It is safe for
@@ -171,6 +191,7 @@ type App struct {
 	limits  Limits
 	env     []envVar // the manifest's variables
 	base    wazero.ModuleConfig
+	roots   []*os.Root // the mounts in base, closed with the module
 	allow   allowList
 	client  *http.Client // outbound HTTP, following redirects only within allow
 	kv      KV
@@ -200,9 +221,16 @@ func (a *App) Close(ctx context.Context) error {
 	idle := a.inflight == 0
 	a.mu.Unlock()
 	if idle {
-		return a.rt.releaseModule(ctx, a.mod)
+		return a.releaseResources(ctx)
 	}
 	return nil
+}
+
+// releaseResources closes the app's mounts and releases its module, once
+// no request can use them.
+func (a *App) releaseResources(ctx context.Context) error {
+	closeRoots(a.roots)
+	return a.rt.releaseModule(ctx, a.mod)
 }
 
 func (a *App) acquire() bool {
@@ -221,7 +249,7 @@ func (a *App) release() {
 	last := a.closed && a.inflight == 0
 	a.mu.Unlock()
 	if last {
-		if err := a.rt.releaseModule(context.Background(), a.mod); err != nil {
+		if err := a.releaseResources(context.Background()); err != nil {
 			a.logger.Warn("release module", "err", err)
 		}
 	}
@@ -281,7 +309,9 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 		WithStderr(stderr)
 
 	start := time.Now()
-	mod, err := a.mod.eng.rt.InstantiateModule(withMemPool(withRequest(ctx, q), &a.rt.mem), a.mod.compiled, cfg)
+	q.mem.pool = &a.rt.mem
+	ictx := experimental.WithMemoryAllocator(withRequest(ctx, q), &q.mem)
+	mod, err := a.mod.eng.rt.InstantiateModule(ictx, a.mod.compiled, cfg)
 	var memBytes uint32
 	if mod != nil {
 		if mem := mod.Memory(); mem != nil {
@@ -289,6 +319,8 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 		}
 		_ = mod.Close(context.Background())
 	}
+	// The instance has ended, and nothing runs on its memory any more.
+	q.mem.release()
 	took := time.Since(start)
 	a.metrics.observe(took)
 	stderr.flush()

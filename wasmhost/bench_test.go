@@ -109,3 +109,41 @@ func reportPercentiles(b *testing.B, lat []time.Duration) {
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
 }
+
+// BenchmarkGrowToCap serves the grow guest, which adds one 64 KiB page at
+// a time until memory.grow fails at the 64 MiB cap. Goal: under 2x the
+// cap allocated (Go heap B/op, and mapped-B/op for what is reserved
+// outside it) and under 50 ms per request.
+func BenchmarkGrowToCap(b *testing.B) {
+	h := newHost(b)
+	app := h.load(b, "grow", "faults/grow.wasm", Limits{MemoryBytes: 64 << 20, Timeout: time.Minute})
+	r := httptest.NewRequest("GET", "/grow", nil)
+	if w := serve(app, r, "/grow"); w.Code != 500 {
+		b.Fatalf("warm-up: %d %s", w.Code, w.Body)
+	}
+	mapped := h.mem.mapped.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if w := serve(app, r, "/grow"); w.Code != 500 {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(h.mem.mapped.Load()-mapped)/float64(b.N), "mapped-B/op")
+}
+
+// BenchmarkStackOverflow serves the recurse guest, which recurses until
+// the call stack overflows.
+func BenchmarkStackOverflow(b *testing.B) {
+	h := newHost(b)
+	app := h.load(b, "recurse", "faults/recurse.wasm", Limits{})
+	r := httptest.NewRequest("GET", "/r", nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if w := serve(app, r, "/r"); w.Code != 500 {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+}

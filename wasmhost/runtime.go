@@ -130,6 +130,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("close wasm engine (%d pages): %w", e.pages, err))
 		}
 	}
+	r.mem.close()
 	if err := r.cache.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("close compilation cache: %w", err))
 	}
@@ -166,16 +167,17 @@ func (r *Runtime) Load(ctx context.Context, cfg AppConfig) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := baseModuleConfig(cfg)
+	allow, err := parseAllowedHosts(cfg.Name, cfg.AllowedHosts)
 	if err != nil {
 		return nil, err
 	}
-	allow, err := parseAllowedHosts(cfg.Name, cfg.AllowedHosts)
+	base, roots, err := baseModuleConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
 	m, err := r.acquireModule(ctx, cfg.Name, moduleKey{digest: digest, pages: pages}, cfg.Wasm)
 	if err != nil {
+		closeRoots(roots)
 		return nil, err
 	}
 	logger := r.logger.With("app", cfg.Name, "digest", shortDigest(digest))
@@ -186,6 +188,7 @@ func (r *Runtime) Load(ctx context.Context, cfg AppConfig) (*App, error) {
 		limits:  limits,
 		env:     extra,
 		base:    base,
+		roots:   roots,
 		allow:   allow,
 		client:  newOutboundClient(allow),
 		kv:      cfg.KV,

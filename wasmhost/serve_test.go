@@ -347,6 +347,10 @@ func (h *testHost) moduleCount() int {
 	return len(h.modules)
 }
 
+// TestServeAfterRuntimeClose closes the runtime under a running guest.
+// wazero then frees the memories of instances still running: the loop
+// guest writes to its memory all the while, and a memory unmapped then
+// would crash the process.
 func TestServeAfterRuntimeClose(t *testing.T) {
 	h := newHost(t)
 	app := h.load(t, "hello", "hello/hello.wasm", Limits{})

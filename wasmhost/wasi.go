@@ -26,6 +26,9 @@ type request struct {
 	// ai is the request's tern_ai state (last error, busy, kept result).
 	ai aiState
 
+	// mem is the allocator of the instance's linear memory.
+	mem requestMemory
+
 	// env is the environment as environ_get hands it to the guest: each
 	// "KEY=VALUE" NUL-terminated, one after another; offsets are where
 	// each starts.
