@@ -88,7 +88,18 @@ func (e *LimitError) Is(target error) bool { return target == ErrLimit || target
 
 // scanStats is what prescan learned about a module that passed it.
 type scanStats struct {
-	codeBytes int64 // size of the code section, which compile cost follows
+	codeBytes int64 // size of the code section
+	blocks    int64 // blocks, loops, ifs and trys, in all bodies
+	targets   int64 // br_table targets, in all bodies
+}
+
+// compileMemory estimates what compiling a module allocates, from its
+// scan: wazero's compiler allocates about 16 bytes per byte of ordinary
+// code, and about 3 KiB per block and per br_table target (measured with
+// wazero 1.12 on the committed guests and on generated modules; see
+// docs/ARCHITECTURE.md).
+func (s scanStats) compileMemory() int64 {
+	return 16*s.codeBytes + 3<<10*(s.blocks+s.targets)
 }
 
 // errTruncated is a module that ends inside a section or instruction.
@@ -165,7 +176,7 @@ func prescan(wasm []byte, lim ScanLimits) (scanStats, error) {
 			}
 		case 10:
 			st.codeBytes = int64(size)
-			if err := scanCode(&sec, imported, lim); err != nil {
+			if err := scanCode(&sec, imported, lim, &st); err != nil {
 				return st, err
 			}
 		}
@@ -174,7 +185,7 @@ func prescan(wasm []byte, lim ScanLimits) (scanStats, error) {
 }
 
 // scanCode checks every function body of a code section.
-func scanCode(sec *reader, imported int64, lim ScanLimits) error {
+func scanCode(sec *reader, imported int64, lim ScanLimits, st *scanStats) error {
 	n := sec.u32()
 	if sec.err != nil {
 		return malformed("code section", sec.off, sec.err)
@@ -193,7 +204,7 @@ func scanCode(sec *reader, imported int64, lim ScanLimits) error {
 		}
 		body := reader{b: sec.b[:sec.off+int(size)], off: sec.off}
 		sec.off += int(size)
-		if err := scanBody(&body, lim); err != nil {
+		if err := scanBody(&body, lim, st); err != nil {
 			var le *LimitError
 			if errors.As(err, &le) {
 				le.Where = where
@@ -208,7 +219,7 @@ func scanCode(sec *reader, imported int64, lim ScanLimits) error {
 // scanBody checks one function body: its locals, and the nesting and
 // br_tables of its instructions. Instructions are decoded only far enough
 // to step over their immediates.
-func scanBody(r *reader, lim ScanLimits) error {
+func scanBody(r *reader, lim ScanLimits, st *scanStats) error {
 	var locals uint64
 	groups := r.u32()
 	for g := uint32(0); g < groups && r.err == nil; g++ {
@@ -225,6 +236,7 @@ func scanBody(r *reader, lim ScanLimits) error {
 		case op == 0x02 || op == 0x03 || op == 0x04 || op == 0x06: // block, loop, if, try
 			r.s33()
 			depth++
+			st.blocks++
 			if lim.Nesting > 0 && depth-1 > lim.Nesting {
 				return &LimitError{Limit: "nesting", Value: depth - 1, Max: lim.Nesting}
 			}
@@ -237,6 +249,7 @@ func scanBody(r *reader, lim ScanLimits) error {
 				r.u32()
 			}
 			depth++
+			st.blocks++
 			if lim.Nesting > 0 && depth-1 > lim.Nesting {
 				return &LimitError{Limit: "nesting", Value: depth - 1, Max: lim.Nesting}
 			}
@@ -253,6 +266,7 @@ func scanBody(r *reader, lim ScanLimits) error {
 			if lim.BrTableTargets > 0 && int64(n) > lim.BrTableTargets {
 				return &LimitError{Limit: "br_table_targets", Value: int64(n), Max: lim.BrTableTargets}
 			}
+			st.targets += int64(n)
 			for i := uint32(0); i <= n && r.err == nil; i++ {
 				r.u32()
 			}
