@@ -200,6 +200,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		CacheDir:   filepath.Join(cfg.Data, "compile-cache"),
 		Logger:     logger.With("component", "wasm"),
 		Registerer: a.reg,
+		Compile:    cfg.Compile.wasmhost(cfg.MaxArtifact),
 	})
 	if err != nil {
 		return nil, err

@@ -45,7 +45,9 @@ func (a *Agent) Installed(app string) (uint64, string) {
 func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error {
 	// Compiling can take long (seconds for a large module); it happens
 	// outside the lock so requests, heartbeats and the watcher's reads go
-	// on meanwhile. Installs come from the watcher alone, one at a time.
+	// on meanwhile. Installs come from the watcher alone: different apps'
+	// at once, one app's one at a time, so the merge below is what the
+	// lock serializes.
 	ia, err := a.loadApp(ctx, rel, envelope, wasm)
 	if err != nil {
 		return err
@@ -148,6 +150,9 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 		Cache:        hc,
 		AI:           a.aiFor(m),
 	})
+	if errors.Is(err, wasmhost.ErrLimit) || errors.Is(err, wasmhost.ErrCompileBudget) {
+		return nil, compileRefusal(err)
+	}
 	if errors.Is(err, wasmhost.ErrInvalidModule) {
 		return nil, &refusal{"invalid_module", err}
 	}
