@@ -1,6 +1,7 @@
 package wasmhost
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -51,6 +52,9 @@ type compiler struct {
 	timeout time.Duration
 	memory  int64
 	budget  *semaphore.Weighted
+
+	mu      sync.Mutex
+	closed  bool           // no compile starts once set; guarded by mu
 	running sync.WaitGroup // compile goroutines, dropped ones included
 }
 
@@ -98,8 +102,18 @@ func (c *compiler) compile(ctx context.Context, eng *engine, wasm []byte) (wazer
 		mu      sync.Mutex
 		dropped bool
 	)
-	done := make(chan compileResult, 1)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.budget.Release(cost)
+		return nil, ErrClosed
+	}
 	c.running.Add(1)
+	c.mu.Unlock()
+	// The goroutine may outlive this call, and callers may reuse wasm's
+	// buffer once Load returns (the watcher does).
+	wasm = bytes.Clone(wasm)
+	done := make(chan compileResult, 1)
 	go func() {
 		defer c.running.Done()
 		defer c.budget.Release(cost)
@@ -136,5 +150,24 @@ func (c *compiler) compile(ctx context.Context, eng *engine, wasm []byte) (wazer
 			return nil, fmt.Errorf("compile did not finish within the timeout of %s; dropped: %w", c.timeout, ErrCompileBudget)
 		}
 		return nil, fmt.Errorf("compile: %w", ctx.Err())
+	}
+}
+
+// wait stops new compiles from starting and returns once none is
+// running, or with ctx's error when ctx is done first.
+func (c *compiler) wait(ctx context.Context) error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		c.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

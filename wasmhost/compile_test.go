@@ -86,3 +86,24 @@ func TestCompileMemoryBudget(t *testing.T) {
 	_, err = rt.Load(context.Background(), AppConfig{Name: "next", Wasm: wasmgen.Nested(10)})
 	must(t, err)
 }
+
+// TestCloseWithDroppedCompile closes the runtime while a dropped compile
+// still runs, after the caller reused the module's buffer: the compile
+// neither sees the new bytes nor finds its engine closed under it.
+func TestCloseWithDroppedCompile(t *testing.T) {
+	rt, err := New(context.Background(), Config{Compile: CompileConfig{Timeout: time.Millisecond}})
+	must(t, err)
+	wasm := wasmgen.Nested(2000)
+	_, err = rt.Load(context.Background(), AppConfig{Name: "slow", Wasm: wasm})
+	if !errors.Is(err, ErrCompileBudget) {
+		t.Fatalf("Load = %v, want a timeout", err)
+	}
+	for i := range wasm {
+		wasm[i] = 0xff // as the watcher reuses a download buffer
+	}
+	must(t, rt.Close(context.Background()))
+	rt.comp.running.Wait() // Close has waited already: returns at once
+	if _, err := rt.Load(context.Background(), AppConfig{Name: "late", Wasm: wasmgen.Nested(1)}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Load after Close = %v, want ErrClosed", err)
+	}
+}

@@ -120,6 +120,11 @@ const exitCodeRuntimeClosed uint32 = 0xfffffffe
 // Close closes every engine and the compilation cache. Instances still
 // running are stopped and answer 503, so close the runtime after draining
 // requests. Apps loaded from it answer 503 afterwards.
+//
+// Compiles still running, dropped at their deadline or not, cannot be
+// stopped, and wazero must not close an engine under one: Close waits for
+// them until ctx is done, and past that leaves the engines to the
+// process's exit.
 func (r *Runtime) Close(ctx context.Context) error {
 	if r.closed.Swap(true) {
 		return nil
@@ -129,6 +134,10 @@ func (r *Runtime) Close(ctx context.Context) error {
 	r.engines = nil
 	r.modules = nil
 	r.mu.Unlock()
+	if err := r.comp.wait(ctx); err != nil {
+		r.logger.Warn("compiles still running; leaving the wasm engines open", "err", err)
+		return fmt.Errorf("close wasm runtime: waiting for compiles: %w", err)
+	}
 	var errs []error
 	for _, e := range engines {
 		if err := e.rt.CloseWithExitCode(ctx, exitCodeRuntimeClosed); err != nil {
