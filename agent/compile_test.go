@@ -122,3 +122,28 @@ func TestInstallsDoNotWaitForOtherApps(t *testing.T) {
 		t.Fatalf("refusals %+v, want none", rs)
 	}
 }
+
+func TestCompileConfig(t *testing.T) {
+	for _, tc := range []struct{ toml, err string }{
+		{"", ""},
+		{"nesting = 20000\nbr_table_targets = -1\ntimeout = \"30s\"\nmemory = \"512MiB\"\n", ""},
+		{"module_bytes = \"64MiB\"\n", ""},
+		{"module_bytes = \"65MiB\"\n", "compile.module_bytes = 65MiB: must lie in [0, max_artifact = 64MiB]"},
+		{"nesting = -2\n", "compile.nesting = -2: want a count, 0 for the default or -1 for none"},
+		{"timeout = \"-1s\"\n", "compile: function_bytes, memory and timeout must not be negative"},
+		{"depth = 3\n", `unknown key "compile.depth"`},
+	} {
+		_, err := ParseConfig([]byte("version = 1\n[compile]\n" + tc.toml))
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || err.Error() != tc.err) {
+			t.Errorf("%q: err %v, want %q", tc.toml, err, tc.err)
+		}
+	}
+	cfg, err := ParseConfig([]byte("version = 1\nmax_artifact = \"8MiB\"\n[compile]\nnesting = 20000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Compile.wasmhost(cfg.MaxArtifact)
+	if got.Scan.ModuleBytes != 8<<20 || got.Scan.Nesting != 20000 || got.Scan.BrTableTargets != 0 {
+		t.Fatalf("wasmhost config %+v: want module_bytes from max_artifact, nesting 20000, the rest default", got)
+	}
+}
