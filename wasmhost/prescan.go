@@ -194,23 +194,23 @@ func scanCode(sec *reader, imported int64, lim ScanLimits, st *scanStats) error 
 		return &LimitError{Limit: "functions", Value: int64(n) + imported, Max: lim.Functions}
 	}
 	for i := uint32(0); i < n; i++ {
-		where := fmt.Sprintf("function %d", int64(i)+imported)
+		where := func() string { return fmt.Sprintf("function %d", int64(i)+imported) }
 		size := sec.u32()
 		if sec.err != nil || int(size) > len(sec.b)-sec.off {
-			return malformed(where, sec.off, errTruncated)
+			return malformed(where(), sec.off, errTruncated)
 		}
 		if lim.FunctionBytes > 0 && int64(size) > lim.FunctionBytes {
-			return &LimitError{Limit: "function_bytes", Value: int64(size), Max: lim.FunctionBytes, Where: where}
+			return &LimitError{Limit: "function_bytes", Value: int64(size), Max: lim.FunctionBytes, Where: where()}
 		}
 		body := reader{b: sec.b[:sec.off+int(size)], off: sec.off}
 		sec.off += int(size)
 		if err := scanBody(&body, lim, st); err != nil {
 			var le *LimitError
 			if errors.As(err, &le) {
-				le.Where = where
+				le.Where = where()
 				return le
 			}
-			return malformed(where, body.off, err)
+			return malformed(where(), body.off, err)
 		}
 	}
 	return nil
