@@ -149,6 +149,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 }
 
 func (w *Watcher) watch(ctx context.Context, q *installs) error {
+	// The module store is looked up afresh on each watch, as the hub may
+	// have changed across a reconnect.
+	w.mu.Lock()
+	w.modules = nil
+	w.mu.Unlock()
 	kv, err := w.cfg.Client.js.KeyValue(ctx, AppsBucket)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", AppsBucket, err)
