@@ -16,7 +16,8 @@ import (
 // is tried again by its goroutine, soon at first and then less and less
 // often, until it installs or a newer release replaces it.
 type installs struct {
-	w *Watcher
+	// handle tries one release: Watcher.handle.
+	handle func(ctx context.Context, app string, env []byte, first bool) (again bool)
 
 	mu   gosync.Mutex
 	apps map[string]*appInstall // apps with an install running; guarded by mu
@@ -35,8 +36,8 @@ type appInstall struct {
 	next   []byte // nil: none
 }
 
-func newInstalls(w *Watcher) *installs {
-	return &installs{w: w, apps: map[string]*appInstall{}}
+func newInstalls(handle func(ctx context.Context, app string, env []byte, first bool) bool) *installs {
+	return &installs{handle: handle, apps: map[string]*appInstall{}}
 }
 
 // submit makes env the release to install for app. A release equal to
@@ -73,7 +74,7 @@ func (q *installs) run(ctx, actx context.Context, app string, env []byte) {
 	defer retry.Stop()
 	for {
 		first := delay == retryMin
-		again := q.w.handle(actx, app, env, first)
+		again := q.handle(actx, app, env, first)
 		if first {
 			q.tried()
 		}

@@ -127,7 +127,7 @@ func (w *Watcher) Synced() <-chan struct{} { return w.synced }
 func (w *Watcher) Run(ctx context.Context) error {
 	// Installs outlive a watch: a reconnect or rescan replays the hub's
 	// releases, and those already installing go on undisturbed.
-	q := newInstalls(w)
+	q := newInstalls(w.handle)
 	defer q.wait()
 	backoff := time.Second
 	for {
