@@ -207,11 +207,20 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		CacheDir:   filepath.Join(cfg.Data, "compile-cache"),
 		Logger:     logger.With("component", "wasm"),
 		Registerer: a.reg,
+		Compile:    cfg.Compile.wasmhost(cfg.MaxArtifact),
 	})
 	if err != nil {
 		return nil, err
 	}
-	a.onUndo(func() { a.runtime.Close(context.Background()) })
+	a.onUndo(func() {
+		// A compile still running cannot be stopped; it gets a while to
+		// end, and past that is left to the process's exit.
+		ctx, cancel := context.WithTimeout(context.Background(), compileCloseWait)
+		defer cancel()
+		if err := a.runtime.Close(ctx); err != nil {
+			a.logger.Warn("closing the wasm runtime", "err", err)
+		}
+	})
 	// Before loading apps: their tern_ai grants go to the GPU service.
 	if err := a.openGPU(); err != nil {
 		return nil, err
@@ -380,6 +389,10 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 // expirySweep is how often an agent that refuses expired releases looks
 // for them.
 const expirySweep = 10 * time.Second
+
+// compileCloseWait bounds how long shutdown waits for compiles still
+// running.
+const compileCloseWait = 10 * time.Second
 
 // syncWait bounds how long Run waits for the hub before calling ready.
 const syncWait = 5 * time.Second

@@ -40,6 +40,9 @@ func testConfig(t *testing.T, data string) Config {
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Admin = "127.0.0.1:0"
 	cfg.Hub.Listen = "127.0.0.1:0"
+	// The race detector slows wazero's compiler twentyfold; the Go-built
+	// guests would outlast the default compile timeout.
+	cfg.Compile.Timeout = artifact.Duration(30 * time.Minute)
 	return cfg
 }
 

@@ -80,6 +80,8 @@ type Config struct {
 	ACME ACMEConfig `toml:"acme"`
 	// Limits bound the public listeners (agent/tls.go).
 	Limits LimitsConfig `toml:"limits"`
+	// Compile bounds what compiling a module may cost (agent/compile.go).
+	Compile CompileConfig `toml:"compile"`
 }
 
 // HubConfig says where the agent's hub is.
@@ -267,6 +269,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Limits.validate(); err != nil {
+		return err
+	}
+	if err := c.Compile.validate(c.MaxArtifact); err != nil {
 		return err
 	}
 	return nil

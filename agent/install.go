@@ -45,9 +45,10 @@ func (a *Agent) Installed(app string) (uint64, string) {
 func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error {
 	// Compiling can take long (seconds for a large module); it happens
 	// outside the lock so requests, heartbeats and the watcher's reads go
-	// on meanwhile. Installs come from the watcher alone, one at a time.
-	// Before anything is written (the compile cache, the module file, the
-	// store): a full disk must not break what serves.
+	// on meanwhile. Installs come from the watcher alone: different apps'
+	// at once, one app's one at a time, so the merge below is what the
+	// lock serializes. Before anything is written (the compile cache, the
+	// module file, the store): a full disk must not break what serves.
 	if err := a.disk.admit(int64(len(wasm)+len(envelope)), "module of app "+rel.App); err != nil {
 		return &refusal{"disk_full", fmt.Errorf("%w: %w", ternsync.ErrTryLater, err)}
 	}
@@ -161,6 +162,9 @@ func (a *Agent) load(ctx context.Context, rel artifact.Release, wasm []byte) (*w
 		Cache:        hc,
 		AI:           a.aiFor(m),
 	})
+	if errors.Is(err, wasmhost.ErrLimit) || errors.Is(err, wasmhost.ErrCompileBudget) {
+		return nil, compileRefusal(err)
+	}
 	if errors.Is(err, wasmhost.ErrInvalidModule) {
 		return nil, &refusal{"invalid_module", err}
 	}

@@ -16,7 +16,8 @@ import (
 )
 
 // Installer receives releases that passed every check the watcher makes.
-// Its methods are called from one goroutine at a time.
+// Its methods are called concurrently for different apps, never for one
+// app at once.
 type Installer interface {
 	// Installed returns the sequence and digest of app's installed
 	// release; sequence 0 means none.
@@ -25,7 +26,8 @@ type Installer interface {
 	// and the previous release keeps serving. wasm is nil for a release
 	// without a module (an origin app); otherwise its digest has been
 	// checked against rel.Digest. Install must not keep wasm after it
-	// returns: the watcher reuses the buffer for the next download.
+	// returns: the watcher reuses the buffer for the next download. ctx
+	// is cancelled when a newer release of the app supersedes rel.
 	Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error
 }
 
@@ -55,10 +57,12 @@ type Watcher struct {
 	accepted prometheus.Counter
 	refused  *prometheus.CounterVec
 	synced   chan struct{}
+	syncOnce gosync.Once
 	rescan   chan struct{}
 
 	mu       gosync.Mutex
-	refusals []Refusal // newest first, at most maxRefusals; guarded by mu
+	refusals []Refusal    // newest first, at most maxRefusals; guarded by mu
+	modules  *moduleStore // the hub's module store once found; guarded by mu
 }
 
 // maxRefusals bounds the refusals a watcher remembers for heartbeats.
@@ -121,9 +125,13 @@ func (w *Watcher) Synced() <-chan struct{} { return w.synced }
 // Run watches the hub until ctx is done. While the hub is unreachable it
 // keeps retrying; the agent serves what it has meanwhile.
 func (w *Watcher) Run(ctx context.Context) error {
+	// Installs outlive a watch: a reconnect or rescan replays the hub's
+	// releases, and those already installing go on undisturbed.
+	q := newInstalls(w.handle)
+	defer q.wait()
 	backoff := time.Second
 	for {
-		err := w.watch(ctx)
+		err := w.watch(ctx, q)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -140,7 +148,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-func (w *Watcher) watch(ctx context.Context) error {
+func (w *Watcher) watch(ctx context.Context, q *installs) error {
+	// The module store is looked up afresh on each watch, as the hub may
+	// have changed across a reconnect.
+	w.mu.Lock()
+	w.modules = nil
+	w.mu.Unlock()
 	kv, err := w.cfg.Client.js.KeyValue(ctx, AppsBucket)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", AppsBucket, err)
@@ -174,56 +187,17 @@ func (w *Watcher) watch(ctx context.Context) error {
 	}
 	defer kw.Stop()
 	current := map[string][]byte{} // the hub's current release per app
-	// Releases whose module cannot be downloaded yet (a site cut off from
-	// the hub, for seconds or for hours) wait here and are tried again,
-	// soon at first and then less and less often; a newer release of the
-	// same app replaces its waiting one.
-	type pending struct {
-		env   []byte
-		next  time.Time
-		delay time.Duration
-	}
-	waiting := map[string]*pending{}
-	// The hub's module store, looked up when first needed: a site that
-	// starts cut off still installs nothing new, but follows its mirrors.
-	var obs *moduleStore
-	try := func(app string, env []byte, delay time.Duration) {
-		delete(waiting, app)
-		if w.handle(ctx, &obs, app, env, delay == retryMin) {
-			waiting[app] = &pending{env: env, next: time.Now().Add(delay), delay: min(2*delay, retryMax)}
-		}
-	}
 	consider := func(app string) {
 		if env := w.effective(app, current[app], rolls); env != nil {
-			try(app, env, retryMin)
+			q.submit(ctx, app, env)
 		}
 	}
-	// The retry timer runs only while some release waits, so an idle
-	// agent does not wake up for nothing.
-	retry := time.NewTimer(retryMax)
-	retry.Stop()
-	defer retry.Stop()
 	for {
-		if len(waiting) > 0 {
-			var next time.Time
-			for _, p := range waiting {
-				if next.IsZero() || p.next.Before(next) {
-					next = p.next
-				}
-			}
-			retry.Reset(time.Until(next))
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-w.rescan:
 			return errRescan
-		case now := <-retry.C:
-			for app, p := range waiting {
-				if !now.Before(p.next) {
-					try(app, p.env, p.delay)
-				}
-			}
 		case e, ok := <-rollUpdates:
 			if !ok {
 				return fmt.Errorf("watch %s: closed", RolloutsBucket)
@@ -237,12 +211,16 @@ func (w *Watcher) watch(ctx context.Context) error {
 				return fmt.Errorf("watch %s: closed", AppsBucket)
 			}
 			if e == nil {
-				w.logger.Info("in sync with hub")
-				select {
-				case <-w.synced:
-				default:
-					close(w.synced)
-				}
+				// In sync once the releases seen so far have been tried.
+				tried := q.allTried()
+				go func() {
+					select {
+					case <-tried:
+						w.logger.Info("in sync with hub")
+						w.syncOnce.Do(func() { close(w.synced) })
+					case <-ctx.Done():
+					}
+				}()
 				continue
 			}
 			if e.Operation() != jetstream.KeyValuePut {
@@ -307,10 +285,12 @@ const (
 // handle verifies one release and installs it, or refuses it with a
 // reason. It reports whether the release should be tried again later
 // because its module cannot be downloaded now; first says whether this is
-// the release's first try, so that waiting is logged once.
-func (w *Watcher) handle(ctx context.Context, obs **moduleStore, key string, envelope []byte, first bool) (again bool) {
+// the release's first try, so that waiting is logged once. ctx is
+// cancelled when a newer release of the app supersedes this one: the
+// install then stops without counting as a refusal.
+func (w *Watcher) handle(ctx context.Context, key string, envelope []byte, first bool) (again bool) {
 	start := time.Now()
-	rel, wasm, err := w.verify(ctx, obs, key, envelope)
+	rel, wasm, err := w.verify(ctx, key, envelope)
 	verified := time.Now()
 	if errors.Is(err, errSame) {
 		return false
@@ -330,6 +310,10 @@ func (w *Watcher) handle(ctx context.Context, obs **moduleStore, key string, env
 			w.logger.Debug("release still waits", "app", key, "sequence", rel.Sequence, "err", err)
 			return true
 		}
+	}
+	if err != nil && ctx.Err() != nil {
+		w.logger.Info("install stopped: superseded by a newer release or shutdown", "app", key, "sequence", rel.Sequence, "err", err)
+		return false
 	}
 	if err != nil {
 		reason := refusalReason(err)
@@ -358,7 +342,7 @@ func (w *Watcher) handle(ctx context.Context, obs **moduleStore, key string, env
 // refusal.
 var errSame = errors.New("already installed")
 
-func (w *Watcher) verify(ctx context.Context, obs **moduleStore, key string, envelope []byte) (artifact.Release, []byte, error) {
+func (w *Watcher) verify(ctx context.Context, key string, envelope []byte) (artifact.Release, []byte, error) {
 	trusted, err := w.cfg.Trusted()
 	if err != nil {
 		return artifact.Release{}, nil, fmt.Errorf("release %s: %w", key, err)
@@ -390,14 +374,11 @@ func (w *Watcher) verify(ctx context.Context, obs **moduleStore, key string, env
 		// An origin app: the signed release is all there is.
 		return rel, nil, nil
 	}
-	if *obs == nil {
-		store, err := w.cfg.Client.modules(ctx)
-		if err != nil {
-			return rel, nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
-		}
-		*obs = &store
+	obs, err := w.moduleStore(ctx)
+	if err != nil {
+		return rel, nil, fmt.Errorf("fetch %s for %s@%d: %w: %w", rel.Digest, rel.App, rel.Sequence, errUnavailable, err)
 	}
-	wasm, err := fetch(ctx, *obs, rel)
+	wasm, err := fetch(ctx, obs, rel)
 	if err != nil {
 		return rel, nil, err
 	}
@@ -405,6 +386,23 @@ func (w *Watcher) verify(ctx context.Context, obs **moduleStore, key string, env
 		return rel, nil, fmt.Errorf("release %s@%d: %w", rel.App, rel.Sequence, err)
 	}
 	return rel, wasm, nil
+}
+
+// moduleStore returns the hub's module store, looked up when first
+// needed: a site that starts cut off from the hub still follows its
+// releases, and installs them once the store can be reached.
+func (w *Watcher) moduleStore(ctx context.Context) (*moduleStore, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.modules != nil {
+		return w.modules, nil
+	}
+	ms, err := w.cfg.Client.modules(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.modules = &ms
+	return w.modules, nil
 }
 
 // errUnavailable marks a module that could not be downloaded now (the hub

@@ -92,6 +92,9 @@ func newHost(t testing.TB) *testHost {
 		CacheDir:   testCacheDir,
 		Logger:     slog.New(slog.NewJSONHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registerer: h.reg,
+		// The race detector slows wazero's compiler twentyfold: the
+		// Go-built echo guest took over a minute on a busy 2-core machine.
+		Compile: CompileConfig{Timeout: 30 * time.Minute},
 	})
 	must(t, err)
 	h.Runtime = rt

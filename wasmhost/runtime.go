@@ -33,6 +33,9 @@ type Config struct {
 	CacheDir   string                // wazero on-disk compilation cache dir; "" = none
 	Logger     *slog.Logger          // nil = discard
 	Registerer prometheus.Registerer // nil = don't register metrics
+	// Compile bounds what compiling a module may cost: what it may
+	// contain, how long and how much memory.
+	Compile CompileConfig
 }
 
 // Runtime compiles guest modules and runs them. It is safe for concurrent
@@ -42,6 +45,7 @@ type Runtime struct {
 	metrics *metrics
 	cache   wazero.CompilationCache
 	mem     memPool
+	comp    *compiler
 	closed  atomic.Bool
 	// compiles counts module compilations, for tests of the module cache.
 	compiles atomic.Int64
@@ -100,6 +104,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		logger:  logger,
 		metrics: m,
 		cache:   cache,
+		comp:    newCompiler(cfg.Compile),
 		engines: make(map[uint32]*engine),
 		modules: make(map[moduleKey]*module),
 	}
@@ -115,6 +120,11 @@ const exitCodeRuntimeClosed uint32 = 0xfffffffe
 // Close closes every engine and the compilation cache. Instances still
 // running are stopped and answer 503, so close the runtime after draining
 // requests. Apps loaded from it answer 503 afterwards.
+//
+// Compiles still running, dropped at their deadline or not, cannot be
+// stopped, and wazero must not close an engine under one: Close waits for
+// them until ctx is done, and past that leaves the engines to the
+// process's exit.
 func (r *Runtime) Close(ctx context.Context) error {
 	if r.closed.Swap(true) {
 		return nil
@@ -124,6 +134,10 @@ func (r *Runtime) Close(ctx context.Context) error {
 	r.engines = nil
 	r.modules = nil
 	r.mu.Unlock()
+	if err := r.comp.wait(ctx); err != nil {
+		r.logger.Warn("compiles still running; leaving the wasm engines open", "err", err)
+		return fmt.Errorf("close wasm runtime: waiting for compiles: %w", err)
+	}
 	var errs []error
 	for _, e := range engines {
 		if err := e.rt.CloseWithExitCode(ctx, exitCodeRuntimeClosed); err != nil {
@@ -142,7 +156,10 @@ func (r *Runtime) Close(ctx context.Context) error {
 //
 // # Errors
 //
-// A module that is not valid wasm, fails to compile, does not export
+// A module that exceeds the Config's scan limits is a *LimitError (which
+// matches ErrLimit and ErrInvalidModule); one whose compile outlasts the
+// timeout, or finds no compile memory free before it, wraps
+// ErrCompileBudget. A module that is not valid wasm, fails to compile, does not export
 // `_start` (a WASI command) or imports what the host does not provide is
 // an error wrapping ErrInvalidModule. A Digest that does not match Wasm
 // wraps ErrDigestMismatch. Bad limits, environment or directories are
@@ -299,9 +316,9 @@ func (r *Runtime) engine(ctx context.Context, pages uint32) (*engine, error) {
 
 // compile compiles wasm on eng and checks that the host can run it.
 func (r *Runtime) compile(ctx context.Context, eng *engine, wasm []byte) (wazero.CompiledModule, error) {
-	compiled, err := eng.rt.CompileModule(ctx, wasm)
+	compiled, err := r.comp.compile(ctx, eng, wasm)
 	if err != nil {
-		return nil, fmt.Errorf("compile: %w: %w", ErrInvalidModule, err)
+		return nil, err
 	}
 	if err := checkModule(eng, compiled); err != nil {
 		_ = compiled.Close(ctx)
