@@ -103,3 +103,30 @@ func BenchmarkForecastMAPE(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExactOracle times the min-cost assignment docs/CARBON.md
+// reports: shared traces as sites with capacity 3, one 1-h job per hour
+// arriving at every site, W = 24 h, 30 min between sites. exactSites
+// sites (17,520 jobs with 2; docs/CARBON.md also gives 4).
+func BenchmarkExactOracle(b *testing.B) {
+	var sites []Site
+	var names []string
+	for _, tf := range traceFiles[:exactSites] {
+		sites = append(sites, Site{Name: tf.name, Readings: loadShared(b, tf.file), Capacity: 3, Transfer: 30 * time.Minute})
+		names = append(names, tf.name)
+	}
+	jobs := AtEverySite(hourly(b, sites[0].Readings, 24*time.Hour), names)
+	var o Outcome
+	for b.Loop() {
+		var err error
+		if o, _, err = OracleOnly(Config{Sites: sites, Jobs: jobs}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(jobs)), "jobs")
+	b.ReportMetric(float64(o.Violations), "over_cap")
+}
+
+// exactSites is how many sites BenchmarkExactOracle uses; kept small so
+// that the benchmark's single run in make test stays short.
+const exactSites = 2
