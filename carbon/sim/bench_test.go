@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -65,6 +66,54 @@ func BenchmarkForecastShare(b *testing.B) {
 					b.ReportMetric(shareSince(rep, jobs, heldOut, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)), "h2_share_%")
 				})
 			}
+		}
+	}
+}
+
+// forecastFiles are the shared provider forecasts as issued, with the
+// actuals they forecast.
+var forecastFiles = []struct{ name, actual, forecast string }{
+	{"CISO", "dacf-ciso-2021h2-actual.csv", "dacf-ciso-2021h2-forecast.csv"},
+	{"DE", "dacf-de-2021h2-actual.csv", "dacf-de-2021h2-forecast.csv"},
+	{"ERCO", "dacf-erco-2021h2-actual.csv", "dacf-erco-2021h2-forecast.csv"},
+}
+
+// BenchmarkForecastShareProvider measures, on the shared provider
+// forecasts as issued (1-h jobs every hour, W = 24 h), the share of the
+// oracle's saving kept by the provider's forecast alone (Tern's own after
+// the end of each issue), by Tern's own forecaster alone, and by the two
+// combined (carbon.Combined).
+func BenchmarkForecastShareProvider(b *testing.B) {
+	for _, ff := range forecastFiles {
+		rs := loadShared(b, filepath.Join("forecasts", ff.actual))
+		issues := loadIssues(b, filepath.Join("forecasts", ff.forecast))
+		jobs := hourly(b, rs, 24*time.Hour)
+		for _, v := range []struct {
+			name string
+			f    func() carbon.Forecaster
+		}{
+			{"provider", func() carbon.Forecaster {
+				return carbon.Archive{Issues: issues, Source: ff.forecast, Fallback: carbon.SeasonalRegression{}}
+			}},
+			{"own", func() carbon.Forecaster { return carbon.SeasonalRegression{} }},
+			{"combined", func() carbon.Forecaster {
+				return &carbon.Combined{Provider: carbon.Archive{Issues: issues, Source: ff.forecast}}
+			}},
+		} {
+			b.Run(ff.name+"/"+v.name, func(b *testing.B) {
+				var rep Report
+				for b.Loop() {
+					var err error
+					rep, err = Run(Config{Sites: []Site{{Name: ff.name, Readings: rs}}, Jobs: jobs, Forecaster: v.f()})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(rep.SavedPct(rep.Tern), "saved_%")
+				b.ReportMetric(rep.SavedPct(rep.Oracle), "oracle_saved_%")
+				b.ReportMetric(rep.ShareOfOracle(), "oracle_share_%")
+				b.ReportMetric(float64(rep.Tern.Misses), "misses")
+			})
 		}
 	}
 }

@@ -46,6 +46,7 @@ func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) er
 		archives = append(archives, s)
 		return nil
 	})
+	combine := fs.Bool("combine", false, "with --forecast-archive: combine the provider's forecast with --forecast by their recent errors instead of filling the provider's gaps with it")
 	placements := fs.String("placements", "", "write one CSV row per job and policy (policy,job,origin,arrival,deadline,start,site,grams,reason)")
 	plot := fs.String("plot", "", "write an SVG of the first site's intensity with the chosen start times")
 	plotDays := fs.Int("plot-days", 7, "days of the simulation to plot, from its start")
@@ -186,7 +187,11 @@ func cmdCarbonSim(_ context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		s.Forecaster = carbon.Archive{Issues: issues, Source: filepath.Base(path), Fallback: cfg.Forecaster}
+		if *combine {
+			s.Forecaster = &carbon.Combined{Provider: carbon.Archive{Issues: issues, Source: filepath.Base(path)}, Own: cfg.Forecaster}
+		} else {
+			s.Forecaster = carbon.Archive{Issues: issues, Source: filepath.Base(path), Fallback: cfg.Forecaster}
+		}
 	}
 	first := cfg.Sites[0].Readings
 	lo, hi := first[0].Start, first[len(first)-1].End()
