@@ -22,9 +22,10 @@ import (
 // carried on, fading over Carry, so that today's level and tomorrow's do
 // not come from two models that disagree.
 //
-// It keeps the forecasts it made, so it is meant to be asked in time order
-// (as the simulator and the agent do); a forecast for an earlier time
-// than the last one starts its record again. It is safe for concurrent use.
+// It keeps the forecasts it made, one per slot, so it is meant to be asked
+// in time order (as the simulator and the agent do); a forecast for an
+// earlier time than the last one starts its record again. It is safe for
+// concurrent use.
 type Combined struct {
 	// Provider is the provider's forecast; slots it does not know are NaN
 	// (an [Archive] without Fallback, or a live provider's readings).
@@ -45,7 +46,8 @@ type Combined struct {
 // combinedRecord is what both forecasts said at one decision.
 type combinedRecord struct {
 	at       time.Time
-	slot     int // index on the history's grid of the first slot
+	origin   time.Time // of the history's grid
+	slot     int       // index on that grid of the first slot
 	own, pro []float64
 }
 
@@ -98,14 +100,28 @@ func (c *Combined) Forecast(hist *Curve, at time.Time, horizon time.Duration) (*
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if k := len(c.past); k > 0 && !at.After(c.past[k-1].at) {
+	if k := len(c.past); k > 0 && at.Before(c.past[k-1].at) {
 		c.past = nil
+	}
+	if k := len(c.past); k > 0 && c.past[k-1].slot == first && hist.Origin().Equal(c.past[k-1].origin) {
+		// Asked again within a slot: the newer forecast replaces the
+		// record, which keeps one per slot.
+		c.past = c.past[:k-1]
+	}
+	if k := len(c.past); k > 0 && !hist.Origin().Equal(c.past[k-1].origin) {
+		// Another grid origin (a history read afresh): re-index the
+		// records on it.
+		shift := int(c.past[k-1].origin.Sub(hist.Origin()) / step)
+		for i := range c.past {
+			c.past[i].slot += shift
+			c.past[i].origin = hist.Origin()
+		}
 	}
 	keep := int(c.window()/step) + n
 	for len(c.past) > 0 && c.past[0].at.Before(at.Add(-time.Duration(keep)*step)) {
 		c.past = c.past[1:]
 	}
-	rec := combinedRecord{at: at, slot: first, own: own, pro: pro}
+	rec := combinedRecord{at: at, origin: hist.Origin(), slot: first, own: own, pro: pro}
 	vals := c.combine(hist, rec, step)
 	c.past = append(c.past, rec)
 	return NewCurve(start, step, vals)
@@ -177,7 +193,7 @@ func (c *Combined) combine(hist *Curve, rec combinedRecord, step time.Duration) 
 		var pairs []pair
 		for i, r := range c.past {
 			k := r.slot + h
-			if k >= known || h >= len(r.pro) {
+			if k < 0 || k >= known || h >= len(r.pro) {
 				continue
 			}
 			a := hist.Value(k)

@@ -1,6 +1,7 @@
 package carbon
 
 import (
+	"context"
 	"math"
 	"testing"
 	"time"
@@ -84,4 +85,34 @@ func (f lowForecast) Forecast(hist *Curve, at time.Time, horizon time.Duration) 
 		vals[i] = v - f.off
 	}
 	return NewCurve(start, step, vals)
+}
+
+// TestCombining serves the live provider's forecast combined with one from
+// the recorded history, the slot in progress from the measured value, and
+// the live forecast as it is while the history is too short.
+func TestCombining(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2021, 7, 1, 0, 0, 0, 0, time.UTC)
+	now := t0.Add(10*24*time.Hour + 30*time.Minute)
+	hour := now.Truncate(time.Hour)
+	live := &fakeProvider{rs: []Reading{{Start: hour, Duration: time.Hour, GCO2PerKWh: 999, Kind: Actual, Signal: Average, Source: "fake"}}}
+	for _, r := range dailyReadings(hour.Add(time.Hour), 24) {
+		r.GCO2PerKWh += 50
+		r.Kind = Forecast
+		live.rs = append(live.rs, r)
+	}
+	hist := &FromHistory{History: &recorded{rs: dailyReadings(t0, 240)}, Now: func() time.Time { return now }}
+	c := &Combining{Live: live, History: hist}
+	rs, err := c.Forecast(ctx, "r", now, now.Add(12*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) < 12 || rs[0].Source != "combined:fake" || rs[0].GCO2PerKWh != 999 || rs[0].Kind != Forecast {
+		t.Fatalf("combined: %+v, want 12 slots labelled combined:fake, the first the measured 999", rs)
+	}
+	hist.MinHistory = 1000 * time.Hour
+	rs, err = c.Forecast(ctx, "r", now, now.Add(12*time.Hour))
+	if err != nil || rs[0].Source != "fake" {
+		t.Fatalf("with too little history: %+v, %v; want the live forecast", rs, err)
+	}
 }
