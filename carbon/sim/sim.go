@@ -1,9 +1,10 @@
 // Package sim replays carbon-intensity traces with a workload through the
 // same carbon.Planner the agent runs, next to two baselines: run-now (every
-// job starts on arrival at the first site) and an oracle (the planner given
-// the actual future as its forecast). It reports emissions, the saving
-// against run-now, the share of the oracle's saving kept, and deadline
-// misses, and draws the intensity with the chosen starts as SVG.
+// job starts on arrival at its own site) and an oracle with the actual
+// future (an exact min-cost assignment when capacity binds). It reports
+// emissions, the saving against run-now, the share of the oracle's saving
+// kept, capacity violations and deadline misses, writes every placement as
+// CSV, and draws the intensity with the chosen starts as SVG.
 package sim
 
 import (
