@@ -152,7 +152,8 @@ func (a *Agent) carbonSite() carbon.Site {
 }
 
 // intensity builds the fallback chain: the live provider (cached, its
-// current readings recorded in the store), its last forecast, a forecast
+// current readings recorded in the store, its forecast combined with one
+// from the recorded history), its last forecast, a forecast
 // from the recorded history, the trace, the constant. It is nil, with no
 // error, when the config names none of them.
 func (a *Agent) intensity(logger *slog.Logger) (carbon.Provider, error) {
@@ -206,8 +207,11 @@ func (a *Agent) intensity(logger *slog.Logger) (carbon.Provider, error) {
 		live = &recordingProvider{Provider: live, store: a.store, now: a.now, logger: logger}
 		chain.History = &carbon.FromHistory{History: storeHistory{a.store}, Lookback: store.IntensityKeep, Now: a.now}
 		// Each finished job asks for the current intensity; five minutes
-		// of reuse keeps that to a few requests an hour.
-		chain.Live = carbon.NewCache(live, 5*time.Minute, a.now)
+		// of reuse keeps that to a few requests an hour. The provider's
+		// forecast is combined with Tern's own from the recorded history
+		// (docs/CARBON.md: it keeps more of the oracle's saving than
+		// either alone).
+		chain.Live = &carbon.Combining{Live: carbon.NewCache(live, 5*time.Minute, a.now), History: chain.History}
 	}
 	if c.Trace != "" {
 		f, err := os.Open(c.Trace)

@@ -17,9 +17,11 @@ type Issue struct {
 // Archive is a Forecaster that replays forecasts a provider issued in the
 // past, so that the planner can be measured with a provider's forecast
 // rather than one made from history. At a decision time it takes the
-// latest issue made at or before it; slots that issue does not cover (its
-// horizon ended, or the archive has a gap) come from Fallback. An issue
-// made after the decision time is never read.
+// latest issue made at or before it; slots that issue does not cover come
+// from the latest earlier issue (of the last week) that does, since a
+// forecast is not lost when a newer, shorter one arrives, and what no
+// issue covers from Fallback. An issue made after the decision time is
+// never read.
 type Archive struct {
 	// Issues are sorted by Issued, oldest first (ReadForecastArchive in
 	// carbon/provider returns them so).
@@ -54,14 +56,20 @@ func (a Archive) Forecast(hist *Curve, at time.Time, horizon time.Duration) (*Cu
 	for i := range vals {
 		vals[i] = math.NaN()
 	}
-	// The latest issue made at or before at.
-	k := sort.Search(len(a.Issues), func(i int) bool { return a.Issues[i].Issued.After(at) }) - 1
-	if k >= 0 && len(a.Issues[k].Readings) > 0 {
-		c, err := Resample(a.Issues[k].Readings, step)
+	// The latest issue made at or before at, then earlier ones.
+	end := start.Add(time.Duration(n) * step)
+	for k := sort.Search(len(a.Issues), func(i int) bool { return a.Issues[i].Issued.After(at) }) - 1; k >= 0 && at.Sub(a.Issues[k].Issued) <= archiveKeep; k-- {
+		rs := a.Issues[k].Readings
+		if len(rs) == 0 || !rs[len(rs)-1].End().After(start) || !rs[0].Start.Before(end) {
+			continue
+		}
+		c, err := Resample(rs, step)
 		if err != nil {
 			return nil, fmt.Errorf("archive %s issued %s: %w", a.Source, a.Issues[k].Issued.Format(time.RFC3339), err)
 		}
-		fillUnknown(vals, start, step, c)
+		if fillUnknown(vals, start, step, c) == 0 {
+			break
+		}
 	}
 	if a.Fallback != nil {
 		fb, err := a.Fallback.Forecast(hist, at, horizon)
@@ -73,9 +81,15 @@ func (a Archive) Forecast(hist *Curve, at time.Time, horizon time.Duration) (*Cu
 	return NewCurve(start, step, vals)
 }
 
+// archiveKeep is how far back an issue still fills slots newer issues
+// lack.
+const archiveKeep = 7 * 24 * time.Hour
+
 // fillUnknown sets the unknown slots of vals (slot i at start + i·step)
-// to c's mean over the slot, where c knows it.
-func fillUnknown(vals []float64, start time.Time, step time.Duration, c *Curve) {
+// to c's mean over the slot, where c knows it, and returns how many stay
+// unknown.
+func fillUnknown(vals []float64, start time.Time, step time.Duration, c *Curve) int {
+	unknown := 0
 	for i := range vals {
 		if !math.IsNaN(vals[i]) {
 			continue
@@ -83,6 +97,9 @@ func fillUnknown(vals []float64, start time.Time, step time.Duration, c *Curve) 
 		t := start.Add(time.Duration(i) * step)
 		if v, ok := c.Mean(t, t.Add(step)); ok {
 			vals[i] = v
+		} else {
+			unknown++
 		}
 	}
+	return unknown
 }

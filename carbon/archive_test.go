@@ -91,3 +91,28 @@ func TestArchive(t *testing.T) {
 		t.Fatalf("Name() = %q", a.Name())
 	}
 }
+
+// TestArchiveKeepsEarlierIssues: a newer, shorter issue replaces the
+// slots it covers and leaves the rest of an earlier, longer one.
+func TestArchiveKeepsEarlierIssues(t *testing.T) {
+	t0 := time.Date(2020, 6, 1, 0, 0, 0, 0, time.UTC)
+	actual, err := NewCurve(t0.Add(-24*time.Hour), time.Hour, make([]float64, 48))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Archive{Issues: []Issue{
+		{Issued: t0, Readings: flat(t0, 8, 100)},
+		{Issued: t0.Add(2 * time.Hour), Readings: flat(t0.Add(2*time.Hour), 2, 50)},
+	}, Fallback: constForecast(7)}
+	at := t0.Add(2 * time.Hour)
+	fc, err := a.Forecast(actual.Until(at), at, 8*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{50, 50, 100, 100, 100, 100, 7, 7}
+	for i, v := range fc.Values() {
+		if v != want[i] {
+			t.Fatalf("at %s: %v, want %v", at, fc.Values(), want)
+		}
+	}
+}

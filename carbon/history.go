@@ -56,42 +56,9 @@ func (h *FromHistory) Forecast(ctx context.Context, region string, from, to time
 		return nil, fmt.Errorf("forecast from history of %s: window ends at %s, not after now: %w", region, to.Format(time.RFC3339), ErrNoData)
 	}
 	step := h.step()
-	back := h.Lookback
-	if back <= 0 {
-		back = 35 * 24 * time.Hour
-	}
-	rs, err := h.History.History(ctx, region, now.Add(-back), now)
+	hist, last, err := h.recorded(ctx, region, now)
 	if err != nil {
-		return nil, fmt.Errorf("forecast from history of %s: %w", region, err)
-	}
-	if len(rs) == 0 {
-		return nil, fmt.Errorf("forecast from history of %s: nothing recorded: %w", region, ErrNoData)
-	}
-	last := rs[len(rs)-1]
-	// Values of another signal (the provider changed) are not mixed in.
-	same := rs[:0:0]
-	for _, r := range rs {
-		if r.Signal == last.Signal {
-			same = append(same, r)
-		}
-	}
-	c, err := Resample(same, step)
-	if err != nil {
-		return nil, fmt.Errorf("forecast from history of %s: %w", region, err)
-	}
-	hist := c.Until(now)
-	known := 0
-	for i := range hist.Len() {
-		if !math.IsNaN(hist.Value(i)) {
-			known++
-		}
-	}
-	minHist := h.MinHistory
-	if minHist <= 0 {
-		minHist = 24 * time.Hour
-	}
-	if time.Duration(known)*step < minHist {
-		return nil, fmt.Errorf("forecast from history of %s: %v recorded, want %v: %w", region, time.Duration(known)*step, minHist, ErrNoData)
+		return nil, err
 	}
 	var f Forecaster = SeasonalRegression{}
 	if h.Forecaster != nil {
@@ -108,4 +75,49 @@ func (h *FromHistory) Forecast(ctx context.Context, region string, from, to time
 		return nil, fmt.Errorf("forecast from history of %s: %s gave no value: %w", region, f.Name(), ErrNoData)
 	}
 	return out, nil
+}
+
+// recorded returns the recorded history of region on Step up to now, and
+// the latest recorded reading, or an error wrapping [ErrNoData] when less
+// than MinHistory is known.
+func (h *FromHistory) recorded(ctx context.Context, region string, now time.Time) (*Curve, Reading, error) {
+	step := h.step()
+	back := h.Lookback
+	if back <= 0 {
+		back = 35 * 24 * time.Hour
+	}
+	rs, err := h.History.History(ctx, region, now.Add(-back), now)
+	if err != nil {
+		return nil, Reading{}, fmt.Errorf("forecast from history of %s: %w", region, err)
+	}
+	if len(rs) == 0 {
+		return nil, Reading{}, fmt.Errorf("forecast from history of %s: nothing recorded: %w", region, ErrNoData)
+	}
+	last := rs[len(rs)-1]
+	// Values of another signal (the provider changed) are not mixed in.
+	same := rs[:0:0]
+	for _, r := range rs {
+		if r.Signal == last.Signal {
+			same = append(same, r)
+		}
+	}
+	c, err := Resample(same, step)
+	if err != nil {
+		return nil, Reading{}, fmt.Errorf("forecast from history of %s: %w", region, err)
+	}
+	hist := c.Until(now)
+	known := 0
+	for i := range hist.Len() {
+		if !math.IsNaN(hist.Value(i)) {
+			known++
+		}
+	}
+	minHist := h.MinHistory
+	if minHist <= 0 {
+		minHist = 24 * time.Hour
+	}
+	if time.Duration(known)*step < minHist {
+		return nil, Reading{}, fmt.Errorf("forecast from history of %s: %v recorded, want %v: %w", region, time.Duration(known)*step, minHist, ErrNoData)
+	}
+	return hist, last, nil
 }

@@ -27,6 +27,9 @@ type Job struct {
 	// App names the job's app; a remote site that lists the apps it can
 	// run (RemoteSite.Apps) takes only jobs of those apps.
 	App string
+	// Origin names the site the job arrived at, where it runs without a
+	// transfer; empty means the local site (the planner's first).
+	Origin string
 	// EnergyKWh is the expected IT energy; 0 means 1 kW over the runtime.
 	// It scales emissions, so it matters only when comparing sites with
 	// different PUE or heat reuse.
@@ -96,6 +99,14 @@ type PlannerConfig struct {
 	Now func() time.Time
 	// Logger receives debug lines about re-planning; nil discards them.
 	Logger *slog.Logger
+	// Transfers, when set, gives the one-way time between two sites,
+	// keyed [from, to], for jobs arriving at one and run at the other; a
+	// pair it lacks takes the destination's Site.Transfer.
+	Transfers map[[2]string]time.Duration
+	// DispatchEarly makes Due hand out a job planned away from its origin
+	// its transfer time before its start, when it must leave to arrive in
+	// time, instead of at its start.
+	DispatchEarly bool
 }
 
 // Planner places deferrable jobs on (site, start) pairs.
@@ -120,12 +131,18 @@ type Planner struct {
 	sites  []*siteState
 	byName map[string]int
 	queued map[string]*queuedJob
+	pairs  map[[2]string]time.Duration
+	early  bool
 }
 
 type siteState struct {
 	Site
 	curve  *Curve
 	source string
+	// margin is the relative error of the site's forecast: a job moves
+	// here from its origin only if it is expected to emit less by more
+	// than this fraction.
+	margin float64
 	occ    occupancy
 	// apps, when not nil, are the only apps whose jobs the site takes.
 	apps map[string]bool
@@ -138,6 +155,9 @@ type queuedJob struct {
 	held       bool
 	site       int
 	slotA, slB int64
+	// dispatch is when the job must leave its origin: the start less the
+	// transfer to the chosen site.
+	dispatch time.Time
 }
 
 // NewPlanner returns a planner for the configured sites, with no forecasts.
@@ -145,7 +165,7 @@ func NewPlanner(cfg PlannerConfig) (*Planner, error) {
 	if len(cfg.Sites) == 0 {
 		return nil, fmt.Errorf("planner: no sites: %w", ErrInvalid)
 	}
-	p := &Planner{step: cfg.Step, now: cfg.Now, log: cfg.Logger, byName: map[string]int{}, queued: map[string]*queuedJob{}}
+	p := &Planner{step: cfg.Step, now: cfg.Now, log: cfg.Logger, byName: map[string]int{}, queued: map[string]*queuedJob{}, pairs: cfg.Transfers, early: cfg.DispatchEarly}
 	if p.step <= 0 {
 		p.step = 15 * time.Minute
 	}
@@ -181,6 +201,45 @@ func (p *Planner) SetForecast(site string, c *Curve, source string) error {
 	p.sites[i].curve, p.sites[i].source = c, source
 	p.replan(p.now())
 	return nil
+}
+
+// SetMargin sets the relative error of a site's forecast (0.1 for 10 %):
+// a job that arrived elsewhere moves to the site only when its expected
+// emissions there, raised by the margin, are still below the best at its
+// origin, so that a forecast saving within the forecast's error does not
+// move it. It applies from the next placement.
+func (p *Planner) SetMargin(site string, margin float64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i, ok := p.byName[site]
+	if !ok {
+		return fmt.Errorf("set margin: unknown site %q: %w", site, ErrInvalid)
+	}
+	if margin < 0 || math.IsNaN(margin) || math.IsInf(margin, 0) {
+		return fmt.Errorf("set margin of %s: %v is not a finite fraction ≥ 0: %w", site, margin, ErrInvalid)
+	}
+	p.sites[i].margin = margin
+	return nil
+}
+
+// origin returns the index of the site a job arrived at: its Origin, or
+// the local site when that is empty or unknown.
+func (p *Planner) origin(j Job) int {
+	if i, ok := p.byName[j.Origin]; ok {
+		return i
+	}
+	return 0
+}
+
+// transfer returns how long moving job j from its origin to site si takes.
+func (p *Planner) transfer(origin, si int) time.Duration {
+	if si == origin {
+		return 0
+	}
+	if d, ok := p.pairs[[2]string{p.sites[origin].Name, p.sites[si].Name}]; ok {
+		return d
+	}
+	return p.sites[si].Transfer
 }
 
 // Submit validates and plans a job, keeping it queued until [Planner.Due]
@@ -226,15 +285,18 @@ func (p *Planner) Replan() {
 	p.replan(p.now())
 }
 
-// Due returns the jobs whose planned start has come, in start order, and
-// removes them from the queue; their capacity stays held until they end.
+// Due returns the jobs whose planned start has come (with DispatchEarly,
+// the start less the transfer when the job runs away from its origin),
+// in start order,
+// and removes them from the queue; their capacity stays held until they
+// end.
 func (p *Planner) Due() []Assignment {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	var due []Assignment
 	for id, q := range p.queued {
-		if !q.a.Start.After(now) {
+		if !q.dispatch.After(now) {
 			due = append(due, q.a)
 			delete(p.queued, id)
 		}
@@ -332,14 +394,22 @@ func (p *Planner) place(q *queuedJob, now time.Time) {
 	}
 	energy := j.energyKWh()
 	best, bestSite := Assignment{}, -1
-	bestNet := math.Inf(1)
+	bestRank := math.Inf(1)
 	feasible := false
+	origin := p.origin(j)
 	for si, s := range p.sites {
 		if !p.allowed(s, j) {
 			continue
 		}
-		earliest := earliest0.Add(s.Transfer)
-		latest := j.Deadline.Add(-j.Runtime - s.Transfer)
+		tr := p.transfer(origin, si)
+		earliest := earliest0.Add(tr)
+		latest := j.Deadline.Add(-j.Runtime - tr)
+		// Elsewhere than the origin, rank by emissions raised by the
+		// forecast's error margin.
+		penalty := 1.0
+		if si != origin {
+			penalty += s.margin
+		}
 		if latest.Before(earliest) {
 			continue
 		}
@@ -360,8 +430,8 @@ func (p *Planner) place(q *queuedJob, now time.Time) {
 					gross := energy * s.pue() * mean
 					_, avoided := s.Heat.Avoided(energy, j.Runtime, mean)
 					// Strictly better only: ties keep the earlier start and site.
-					if net := gross - avoided; net < bestNet-1e-9*math.Abs(bestNet) || bestSite < 0 {
-						bestNet, bestSite = net, si
+					if rank := (gross - avoided) * penalty; rank < bestRank-1e-9*math.Abs(bestRank) || bestSite < 0 {
+						bestRank, bestSite = rank, si
 						best = Assignment{JobID: j.ID, Site: s.Name, Start: t, Intensity: mean, Gross: gross, Avoided: avoided, Source: s.source}
 					}
 				}
@@ -376,7 +446,10 @@ func (p *Planner) place(q *queuedJob, now time.Time) {
 	if bestSite < 0 {
 		best, bestSite = p.fallback(j, earliest0, feasible)
 	}
-	q.a, q.site = best, bestSite
+	q.a, q.site, q.dispatch = best, bestSite, best.Start
+	if bestSite >= 0 && p.early {
+		q.dispatch = best.Start.Add(-p.transfer(origin, bestSite))
+	}
 	if bestSite < 0 {
 		return // no allowed site: nothing to hold
 	}
@@ -386,8 +459,8 @@ func (p *Planner) place(q *queuedJob, now time.Time) {
 	q.held = true
 }
 
-// fallback runs a job as soon as possible: at the first allowed site (the
-// local one when allowed) with capacity, before the deadline when it can.
+// fallback runs a job as soon as possible: at its origin when allowed,
+// else the first allowed site, with capacity, before the deadline when it can.
 // With no allowed site at all it returns site index -1 and an assignment
 // with ReasonNoSite at the job's latest start.
 func (p *Planner) fallback(j Job, earliest0 time.Time, feasible bool) (Assignment, int) {
@@ -399,16 +472,15 @@ func (p *Planner) fallback(j Job, earliest0 time.Time, feasible bool) (Assignmen
 		return Assignment{JobID: j.ID, Start: start, Intensity: math.NaN(), Gross: math.NaN(), Reason: ReasonNoSite}, -1
 	}
 	reason := ReasonPastDeadline
+	origin := p.origin(j)
 	if feasible {
 		reason = ReasonNoForecast
 		// Something was feasible, so either no forecast or no capacity; find
 		// the first start with capacity.
-		for si, s := range p.sites {
-			if !p.allowed(s, j) {
-				continue
-			}
-			earliest := earliest0.Add(s.Transfer)
-			latest := j.Deadline.Add(-j.Runtime - s.Transfer)
+		for _, si := range p.fallbackOrder(j) {
+			s := p.sites[si]
+			earliest := earliest0.Add(p.transfer(origin, si))
+			latest := j.Deadline.Add(-j.Runtime - p.transfer(origin, si))
 			t := earliest
 			for !t.After(latest) {
 				a, b := p.span(t, t.Add(j.Runtime))
@@ -424,8 +496,23 @@ func (p *Planner) fallback(j Job, earliest0 time.Time, feasible bool) (Assignmen
 		}
 		reason = ReasonNoCapacity
 	}
-	si := slices.IndexFunc(p.sites, func(s *siteState) bool { return p.allowed(s, j) })
-	return p.assign(j, si, earliest0.Add(p.sites[si].Transfer), reason), si
+	si := p.fallbackOrder(j)[0]
+	return p.assign(j, si, earliest0.Add(p.transfer(origin, si)), reason), si
+}
+
+// fallbackOrder returns the sites allowed for j, its origin first.
+func (p *Planner) fallbackOrder(j Job) []int {
+	origin := p.origin(j)
+	var order []int
+	if p.allowed(p.sites[origin], j) {
+		order = append(order, origin)
+	}
+	for si, s := range p.sites {
+		if si != origin && p.allowed(s, j) {
+			order = append(order, si)
+		}
+	}
+	return order
 }
 
 func (p *Planner) assign(j Job, si int, start time.Time, reason string) Assignment {

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -69,6 +70,54 @@ func BenchmarkForecastShare(b *testing.B) {
 	}
 }
 
+// forecastFiles are the shared provider forecasts as issued, with the
+// actuals they forecast.
+var forecastFiles = []struct{ name, actual, forecast string }{
+	{"CISO", "dacf-ciso-2021h2-actual.csv", "dacf-ciso-2021h2-forecast.csv"},
+	{"DE", "dacf-de-2021h2-actual.csv", "dacf-de-2021h2-forecast.csv"},
+	{"ERCO", "dacf-erco-2021h2-actual.csv", "dacf-erco-2021h2-forecast.csv"},
+}
+
+// BenchmarkForecastShareProvider measures, on the shared provider
+// forecasts as issued (1-h jobs every hour, W = 24 h), the share of the
+// oracle's saving kept by the provider's forecast alone (Tern's own after
+// the end of each issue), by Tern's own forecaster alone, and by the two
+// combined (carbon.Combined).
+func BenchmarkForecastShareProvider(b *testing.B) {
+	for _, ff := range forecastFiles {
+		rs := loadShared(b, filepath.Join("forecasts", ff.actual))
+		issues := loadIssues(b, filepath.Join("forecasts", ff.forecast))
+		jobs := hourly(b, rs, 24*time.Hour)
+		for _, v := range []struct {
+			name string
+			f    func() carbon.Forecaster
+		}{
+			{"provider", func() carbon.Forecaster {
+				return carbon.Archive{Issues: issues, Source: ff.forecast, Fallback: carbon.SeasonalRegression{}}
+			}},
+			{"own", func() carbon.Forecaster { return carbon.SeasonalRegression{} }},
+			{"combined", func() carbon.Forecaster {
+				return &carbon.Combined{Provider: carbon.Archive{Issues: issues, Source: ff.forecast}}
+			}},
+		} {
+			b.Run(ff.name+"/"+v.name, func(b *testing.B) {
+				var rep Report
+				for b.Loop() {
+					var err error
+					rep, err = Run(Config{Sites: []Site{{Name: ff.name, Readings: rs}}, Jobs: jobs, Forecaster: v.f()})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(rep.SavedPct(rep.Tern), "saved_%")
+				b.ReportMetric(rep.SavedPct(rep.Oracle), "oracle_saved_%")
+				b.ReportMetric(rep.ShareOfOracle(), "oracle_share_%")
+				b.ReportMetric(float64(rep.Tern.Misses), "misses")
+			})
+		}
+	}
+}
+
 // BenchmarkForecastMAPE measures each forecaster's day-ahead error on the
 // shared traces: every midnight from day 8 on, forecast the next 24 hourly
 // slots from history only and compare with the actual hourly means.
@@ -103,3 +152,30 @@ func BenchmarkForecastMAPE(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExactOracle times the min-cost assignment docs/CARBON.md
+// reports: shared traces as sites with capacity 3, one 1-h job per hour
+// arriving at every site, W = 24 h, 30 min between sites. exactSites
+// sites (17,520 jobs with 2; docs/CARBON.md also gives 4).
+func BenchmarkExactOracle(b *testing.B) {
+	var sites []Site
+	var names []string
+	for _, tf := range traceFiles[:exactSites] {
+		sites = append(sites, Site{Name: tf.name, Readings: loadShared(b, tf.file), Capacity: 3, Transfer: 30 * time.Minute})
+		names = append(names, tf.name)
+	}
+	jobs := AtEverySite(hourly(b, sites[0].Readings, 24*time.Hour), names)
+	var o Outcome
+	for b.Loop() {
+		var err error
+		if o, _, err = OracleOnly(Config{Sites: sites, Jobs: jobs}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(jobs)), "jobs")
+	b.ReportMetric(float64(o.Violations), "over_cap")
+}
+
+// exactSites is how many sites BenchmarkExactOracle uses; kept small so
+// that the benchmark's single run in make test stays short.
+const exactSites = 2

@@ -82,3 +82,21 @@ func TestReferenceTable(t *testing.T) {
 		}
 	}
 }
+
+// loadIssues reads one shared forecast archive, or skips like loadShared.
+func loadIssues(tb testing.TB, file string) []carbon.Issue {
+	tb.Helper()
+	f, err := os.Open(filepath.Join(sharedTraces, file))
+	if errors.Is(err, fs.ErrNotExist) {
+		tb.Skipf("shared forecasts not found at %s (clone the repository with shared/ beside it): %v", sharedTraces, err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	is, err := provider.ReadForecastArchive(f, filepath.Base(file))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return is
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -126,17 +127,40 @@ func ReadWorkload(r io.Reader, name string) ([]carbon.Job, error) {
 	return jobs, nil
 }
 
-// WriteText prints the report as a small table.
+// WriteText prints the report as a small table, then a summary of what
+// Tern did that a trustworthy run must show as zero: capacity violations
+// and deadline misses.
 func (r Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "sites: %s   step: %v   forecast: %s\n", strings.Join(r.Sites, ", "), r.Step, r.Forecaster)
-	fmt.Fprintf(&b, "%-8s %6s %14s %9s %7s\n", "policy", "jobs", "emissions_g", "saved_%", "misses")
+	fmt.Fprintf(&b, "%-8s %6s %14s %9s %7s %6s %8s\n", "policy", "jobs", "emissions_g", "saved_%", "misses", "moved", "over_cap")
 	for _, o := range []Outcome{r.RunNow, r.Oracle, r.Tern} {
-		fmt.Fprintf(&b, "%-8s %6d %14.1f %9.2f %7d\n", o.Policy, o.Jobs, o.Grams, r.SavedPct(o), o.Misses)
+		fmt.Fprintf(&b, "%-8s %6d %14.1f %9.2f %7d %6d %8d\n", o.Policy, o.Jobs, o.Grams, r.SavedPct(o), o.Misses, o.Moved, o.Violations)
 	}
+	oracle := "planner with the actual future"
+	if r.OracleExact {
+		oracle = "exact"
+	}
+	fmt.Fprintf(&b, "oracle: %s\n", oracle)
 	fmt.Fprintf(&b, "tern kept %s of the oracle's saving\n", pct(r.ShareOfOracle()))
+	fmt.Fprintf(&b, "tern: capacity violations %d, deadline misses %d\n", r.Tern.Violations, r.Tern.Misses)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// WritePlacements writes one CSV row per job and policy: policy, job,
+// origin, arrival, deadline, start, site, grams, reason.
+func (r Report) WritePlacements(w io.Writer) error {
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"policy", "job", "origin", "arrival", "deadline", "start", "site", "grams", "reason"})
+	for _, o := range []Outcome{r.RunNow, r.Oracle, r.Tern} {
+		for _, p := range o.Placements {
+			_ = cw.Write([]string{o.Policy, p.JobID, p.Origin, p.Arrival.Format(time.RFC3339), p.Deadline.Format(time.RFC3339),
+				p.Start.Format(time.RFC3339), p.Site, strconv.FormatFloat(p.Grams, 'f', 3, 64), p.Reason})
+		}
+	}
+	cw.Flush()
+	return cw.Error()
 }
 
 func pct(v float64) string {
@@ -144,4 +168,45 @@ func pct(v float64) string {
 		return "n/a (the oracle saved nothing)"
 	}
 	return strconv.FormatFloat(v, 'f', 1, 64) + " %"
+}
+
+// AtEverySite returns the jobs repeated at every site: each site's copy
+// has the site as its origin and an ID prefixed "<site>/".
+func AtEverySite(jobs []carbon.Job, sites []string) []carbon.Job {
+	out := make([]carbon.Job, 0, len(jobs)*len(sites))
+	for _, j := range jobs {
+		for _, s := range sites {
+			c := j
+			c.ID, c.Origin = s+"/"+j.ID, s
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// WithOrigins returns the jobs each with an origin drawn at random, in
+// proportion to the sites' weights (names in sites order), repeatably
+// for a seed.
+func WithOrigins(jobs []carbon.Job, sites []string, weights []float64, seed uint64) ([]carbon.Job, error) {
+	var total float64
+	for i, w := range weights {
+		if w < 0 || math.IsNaN(w) || math.IsInf(w, 0) {
+			return nil, fmt.Errorf("arrival weight %v of %s: want a finite number ≥ 0: %w", w, sites[i], carbon.ErrInvalid)
+		}
+		total += w
+	}
+	if total <= 0 {
+		return nil, fmt.Errorf("arrival weights: none is positive: %w", carbon.ErrInvalid)
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x6f726967))
+	out := slices.Clone(jobs)
+	for i := range out {
+		x := rng.Float64() * total
+		k := 0
+		for ; k < len(weights)-1 && x >= weights[k]; k++ {
+			x -= weights[k]
+		}
+		out[i].Origin = sites[k]
+	}
+	return out, nil
 }

@@ -22,6 +22,7 @@ func TestCarbonSim(t *testing.T) {
 	dir := t.TempDir()
 	plot := filepath.Join(dir, "out.svg")
 	workload := filepath.Join(dir, "jobs.csv")
+	placements := filepath.Join(dir, "placements.csv")
 	if err := os.WriteFile(workload, []byte("id,arrival,runtime,deadline\na,2020-06-01T10:00:00Z,1h,2020-06-02T00:00:00Z\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +42,14 @@ func TestCarbonSim(t *testing.T) {
 		{"seasonal with plot", []string{"sim", "--trace", ciso, "--trace", syn, "--jobs", "50", "--window", "12h", "--seed", "7", "--plot", plot}, 0,
 			[]string{"sites: ciso-2020-06-01_05, synthetic-2020-06-01_05", "run-now      50", "oracle", "tern", "plot: " + plot}},
 		{"given workload", []string{"sim", "--trace", ciso, "--workload", workload}, 0, []string{"run-now       1"}},
+		{"spatial with placements", []string{"sim", "--trace", "a=" + ciso, "--trace", "b=" + syn, "--every", "1h", "--window", "12h", "--from", "2020-06-02",
+			"--arrivals", "all", "--capacity", "a=1,b=2", "--transfer", "a:b=30m", "--pue", "b=1.2", "--placements", placements}, 0,
+			[]string{"sites: a, b", "oracle: exact", "tern: capacity violations 0, deadline misses 0", "placements: " + placements}},
+		{"weighted arrivals", []string{"sim", "--trace", "a=" + ciso, "--trace", "b=" + syn, "--jobs", "20", "--arrivals", "a=1,b=3", "--capacity", "2"}, 0,
+			[]string{"run-now      20", "oracle: exact"}},
+		{"unknown site", []string{"sim", "--trace", "a=" + ciso, "--capacity", "nyc1=3"}, 1, []string{`unknown site "nyc1" (sites: a)`}},
+		{"bad transfer", []string{"sim", "--trace", "a=" + ciso, "--transfer", "a=soon"}, 1, []string{"--transfer a=soon: want a duration"}},
+		{"archive needs a site", []string{"sim", "--trace", "a=" + ciso, "--trace", "b=" + syn, "--forecast-archive", workload}, 1, []string{"name the site: SITE=PATH"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +61,10 @@ func TestCarbonSim(t *testing.T) {
 				}
 			}
 		})
+	}
+	pl, err := os.ReadFile(placements)
+	if err != nil || !strings.HasPrefix(string(pl), "policy,job,origin,arrival,deadline,start,site,grams,reason\n") || !strings.Contains(string(pl), "tern,b/job-") {
+		t.Fatalf("placements: %v\n%.300s", err, pl)
 	}
 	svg, err := os.ReadFile(plot)
 	if err != nil || !strings.HasPrefix(string(svg), "<svg") || !strings.Contains(string(svg), "tern start") {
@@ -152,8 +165,14 @@ func TestCarbonSimForecastArchive(t *testing.T) {
 		t.Fatalf("tern %v = %d\n%s\nwant Tern equal to the oracle with a perfect archive", args, code, out.String())
 	}
 	out.Reset()
+	// Per site in a multi-site run: the archive forecasts its own site only.
+	args = []string{"carbon", "sim", "--trace", "a=" + ciso, "--trace", "b=" + ciso, "--every", "1h", "--forecast-archive", "a=" + archive}
+	if code := run(context.Background(), args, &out, &out); code != 0 || !strings.Contains(out.String(), "seasonal-regression-24hx14; a: archive:perfect.csv+seasonal-regression") {
+		t.Fatalf("tern %v = %d\n%s\nwant the archive named for site a", args, code, out.String())
+	}
+	out.Reset()
 	args = []string{"carbon", "sim", "--trace", ciso, "--trace", ciso, "--forecast-archive", archive}
-	if code := run(context.Background(), args, &out, &out); code != 1 || !strings.Contains(out.String(), "exactly one --trace") {
-		t.Fatalf("tern %v = %d\n%s\nwant exit 1 asking for one trace", args, code, out.String())
+	if code := run(context.Background(), args, &out, &out); code != 1 || !strings.Contains(out.String(), "repeated") {
+		t.Fatalf("tern %v = %d\n%s\nwant exit 1 naming the repeated site", args, code, out.String())
 	}
 }
