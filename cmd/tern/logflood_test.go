@@ -50,8 +50,17 @@ func TestLogFloodBounded(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	poll(t, 60*time.Second, func() bool { return status() == http.StatusInternalServerError },
-		func() string { return fmt.Sprintf("trap app not serving 500s\n%s", up.logs) })
+	// The probe's own failures can fall into the first suppressed count
+	// logged after this point, so the log may account for up to that many
+	// more than the test's requests.
+	probed := 0
+	poll(t, 60*time.Second, func() bool {
+		if status() == http.StatusInternalServerError {
+			probed++
+			return true
+		}
+		return false
+	}, func() string { return fmt.Sprintf("trap app not serving 500s\n%s", up.logs) })
 	before := len(up.logs.String())
 
 	var sent, failed atomic.Int64
@@ -86,9 +95,9 @@ func TestLogFloodBounded(t *testing.T) {
 				accounted += n
 			}
 		}
-		return accounted == requests
+		return accounted >= requests && accounted <= requests+probed
 	}, func() string {
-		return fmt.Sprintf("log accounts for %d of %d failures:\n%s", accounted, requests, strings.Join(flood, "\n"))
+		return fmt.Sprintf("log accounts for %d of %d failures (+%d probes):\n%s", accounted, requests, probed, strings.Join(flood, "\n"))
 	})
 	if len(flood) > 100 {
 		t.Fatalf("%d failing requests wrote %d log lines, want at most 100:\n%s", requests, len(flood), strings.Join(flood[:100], "\n"))
