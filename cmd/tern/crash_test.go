@@ -147,7 +147,7 @@ func TestCrashDuringDeploy(t *testing.T) {
 	// deploy returns, while it downloads, verifies or compiles the module.
 	copyFile(t, filepath.Join("..", "..", "guests", "echo", "echo.wasm"), filepath.Join(app, "echo.wasm"))
 	os.WriteFile(filepath.Join(app, "tern.toml"), []byte("name = \"hello\"\nversion = \"2.0.0\"\nwasm = \"echo.wasm\"\n[[routes]]\npath = \"/hello\"\n"), 0o644)
-	if code, text := runTern("deploy", "--hub", hubURL, "--password-file", pubPW, "--key", key, app); code != 0 {
+	if code, text := runTern("deploy", "--no-wait", "--hub", hubURL, "--password-file", pubPW, "--key", key, app); code != 0 {
 		t.Fatal(text)
 	}
 	agent.cmd.Process.Signal(syscall.SIGKILL)

@@ -77,10 +77,13 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	waveWait := fs.Duration("wave-wait", 30*time.Second, "with --rollout: how long each wave must stay healthy before the next")
 	waveTimeout := fs.Duration("wave-timeout", 10*time.Minute, "with --rollout: how long a wave may take to converge")
 	maxErrors := fs.Float64("max-error-rate", 0.05, "with --rollout: share of 5xx answers that fails a wave and rolls it back")
+	detach := fs.Bool("detach", false, "with --rollout: return once the rollout is staged, without following its waves")
+	var wf waitFlags
+	wf.register(fs)
 	var trust multiFlag
 	supersede := trustFlags(fs, &trust)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module) and publishes it to the hub.")
+		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module), publishes it to the hub and waits\nuntil every live agent serves or refuses it. Exit status: 0 all serve, 3 some refused,\n4 some did not report in time (--timeout).")
 		fs.PrintDefaults()
 	}
 	key, err := parsePublisherArgs(fs, args, &h, keyPath)
@@ -118,18 +121,45 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	p.done()
 	r := res.Release
 	if opts.Rollout != nil {
-		fmt.Fprintf(stdout, "staged %s %s (sequence %d) in %d waves; the hub advances it, watch with tern status\n",
-			r.App, r.Manifest.Version, r.Sequence, len(opts.Rollout.Waves))
+		if !*wf.asJSON {
+			fmt.Fprintf(stdout, "staged %s %s (sequence %d) in %d waves; the hub advances it\n",
+				r.App, r.Manifest.Version, r.Sequence, len(opts.Rollout.Waves))
+		}
+		if *detach || *wf.noWait {
+			if *wf.asJSON {
+				return printJSON(stdout, outcomeJSON{Release: newReleaseJSON(res, key), Outcome: "staged", Agents: []agentJSON{}})
+			}
+			fmt.Fprintln(stdout, "watch it with tern status")
+			return nil
+		}
+		return followRollout(ctx, c, res, key, wf, stdout)
+	}
+	return published(ctx, c, res, key, wf, "published", stdout)
+}
+
+// published reports a release the hub took and, unless --no-wait, waits
+// for the fleet to serve or refuse it.
+func published(ctx context.Context, c *ternsync.Client, res deploy.Result, key ed25519.PrivateKey, wf waitFlags, verb string, stdout io.Writer) error {
+	r := res.Release
+	if *wf.noWait && *wf.asJSON {
+		return printJSON(stdout, outcomeJSON{Release: newReleaseJSON(res, key), Outcome: "published", Agents: []agentJSON{}})
+	}
+	if !*wf.asJSON {
+		what := fmt.Sprintf("%s, %d bytes", r.Digest, r.Size)
+		if !r.HasModule() {
+			what = "origin"
+		}
+		if res.From != 0 {
+			what += fmt.Sprintf(", restoring sequence %d", res.From)
+		}
+		fmt.Fprintf(stdout, "%s %s %s (sequence %d, %s), signed by %s, expires %s\n",
+			verb, r.App, r.Manifest.Version, r.Sequence, what,
+			artifact.KeyID(key.Public().(ed25519.PublicKey)), r.Expires.Format(time.RFC3339))
+	}
+	if *wf.noWait {
 		return nil
 	}
-	what := fmt.Sprintf("%s, %d bytes", r.Digest, r.Size)
-	if !r.HasModule() {
-		what = "origin"
-	}
-	fmt.Fprintf(stdout, "deployed %s %s (sequence %d, %s), signed by %s, expires %s\n",
-		r.App, r.Manifest.Version, r.Sequence, what,
-		artifact.KeyID(key.Public().(ed25519.PublicKey)), r.Expires.Format(time.RFC3339))
-	return nil
+	return awaitFleet(ctx, c, res, key, wf, stdout)
 }
 
 // progress prints upload progress for modules large enough to wait for.
@@ -191,6 +221,12 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	fleet, err := c.Fleet(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	uptake := func(r artifact.Release) fleetUptake { return uptakeOf(fleet, r.App, r.Sequence, now) }
 	if *asJSON {
 		type row struct {
 			App       string    `json:"app"`
@@ -204,12 +240,19 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			Routes    []string  `json:"routes"`
 			Problem   string    `json:"problem,omitempty"`
 			Error     string    `json:"error,omitempty"`
+			// Serving of Live agents serve this release or a later one;
+			// Refused lists the live agents that refused it.
+			Serving int           `json:"serving"`
+			Live    int           `json:"live"`
+			Refused []refusalJSON `json:"refused"`
 		}
 		rows := []row{}
 		for _, a := range apps {
+			u := uptake(a.Release)
 			r := row{App: a.Release.App, Version: a.Release.Manifest.Version, Sequence: a.Release.Sequence,
 				Digest: a.Release.Digest, Size: a.Release.Size, Publisher: a.Publisher, Verified: a.Verified,
-				Expires: a.Release.Expires, Routes: routeStrings(a.Release.Manifest)}
+				Expires: a.Release.Expires, Routes: routeStrings(a.Release.Manifest),
+				Serving: u.serving, Live: u.live, Refused: u.refused}
 			if a.Err != nil {
 				r.Error = a.Err.Error()
 			}
@@ -223,18 +266,19 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tVERSION\tSEQ\tDIGEST\tPUBLISHER\tEXPIRES\tROUTES")
+	fmt.Fprintln(tw, "APP\tVERSION\tSEQ\tSERVING\tREFUSED\tDIGEST\tPUBLISHER\tEXPIRES\tROUTES")
 	for _, a := range apps {
 		if a.Err != nil {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\tunreadable: %v\n", a.Release.App, a.Err)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\tunreadable: %v\n", a.Release.App, a.Err)
 			continue
 		}
+		u := uptake(a.Release)
 		pub := a.Publisher
 		if !a.Verified {
 			pub += " (unverified: " + artifact.Reason(a.Problem) + ")"
 		}
 		r := a.Release
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.App, r.Manifest.Version, r.Sequence,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\n", r.App, r.Manifest.Version, r.Sequence, u.serving, u.live, u.refusedText(),
 			shortDigest(r.Digest), pub, r.Expires.Format("2006-01-02"), strings.Join(routeStrings(r.Manifest), " "))
 	}
 	return tw.Flush()
@@ -415,7 +459,9 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var h hubFlags
 	h.register(fs)
 	keyPath := keyFlag(fs)
-	to := fs.Uint64("to", 0, "sequence to return to (default: the newest release with another module)")
+	to := fs.Uint64("to", 0, "sequence to return to (default: the release before the current one)")
+	var wf waitFlags
+	wf.register(fs)
 	ttl := fs.Duration("ttl", deploy.DefaultTTL, "how long the rollback release stays valid")
 	var trust multiFlag
 	supersede := trustFlags(fs, &trust)
@@ -437,12 +483,13 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer c.Close()
 	res, err := deploy.Rollback(ctx, fs.Arg(0), *to, deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted, Supersede: *supersede})
+	if errors.Is(err, deploy.ErrNoPrevious) {
+		return fmt.Errorf("%w\n'tern apps --history %s' lists the releases the hub keeps; --to SEQ returns to one of them", err, fs.Arg(0))
+	}
 	if err != nil {
 		return unverifiedHint(err)
 	}
-	r := res.Release
-	fmt.Fprintf(stdout, "rolled %s back to %s (%s, verified sequence %d) as sequence %d\n", r.App, r.Manifest.Version, r.Digest, res.From, r.Sequence)
-	return nil
+	return published(ctx, c, res, key, wf, "rolled back", stdout)
 }
 
 func keyFlag(fs *flag.FlagSet) *string {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -89,6 +90,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
 		if err == errUsage {
 			return 2
+		}
+		var ee *exitError
+		if errors.As(err, &ee) {
+			fmt.Fprintf(stderr, "tern %s: %s\n", args[0], ee.msg)
+			return ee.code
 		}
 		fmt.Fprintf(stderr, "tern %s: %v\n", args[0], err)
 		return 1

@@ -40,7 +40,7 @@ func cmdPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	want := 0
 	for _, hb := range fleet {
-		if !hb.Stale(time.Now()) {
+		if hb.Live(time.Now()) {
 			want++
 		}
 	}
