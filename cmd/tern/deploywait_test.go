@@ -150,6 +150,12 @@ func TestDeployWaitsForFleet(t *testing.T) {
 		t.Errorf("rollback with no earlier release: exit %d, want 1 naming --to:\n%s", code, text)
 	}
 
+	// A staged rollout is followed wave by wave to its end.
+	code, text = runTern(deployArgs("--rollout", "site=fra1; *", "--wave-wait", "100ms", app("hello", "1.1.1", "/hello", hello))...)
+	if code != 0 || !strings.Contains(text, "wave 1/2 (site=fra1)") || !strings.Contains(text, "wave 2/2 (*)") || !strings.Contains(text, "rollout done") {
+		t.Fatalf("deploy --rollout: exit %d\n%s", code, text)
+	}
+
 	// A stopped agent is not reporting; the deploy ends with the other.
 	nyc := agents["nyc1"]
 	nyc.cmd.Process.Signal(os.Interrupt)
