@@ -40,7 +40,14 @@ func (h *hubFlags) connect(name string) (*ternsync.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ternsync.Connect(cfg)
+	c, err := ternsync.Connect(cfg)
+	if errors.Is(err, ternsync.ErrAuth) {
+		if h.passwordFile == "" && h.creds == "" && h.nkey == "" {
+			return nil, fmt.Errorf("%w\nthe hub requires credentials: pass --password-file FILE (the publisher password of tern hub --publisher-password-file), --creds or --nkey", err)
+		}
+		return nil, fmt.Errorf("%w\ncheck the file given to --password-file, --creds or --nkey", err)
+	}
+	return c, err
 }
 
 // config is how to connect to the hub the flags name.
@@ -417,40 +424,112 @@ func cmdKeys(_ context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "Usage: tern check FILE|APP_DIR\n\nValidates an agent config file, or an app's tern.toml (a directory or a file named tern.toml), without starting anything.")
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print one JSON object per file (see docs/CLI.md)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: tern check [--json] FILE|APP_DIR...\n\nValidates agent config files and apps' tern.toml (a directory or a file named tern.toml),\nwithout starting anything. Exit status 1 when any of them is invalid.")
+		fs.PrintDefaults()
+	}
+	if fs.Parse(args) != nil {
 		return errUsage
 	}
-	path := args[0]
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errUsage
 	}
-	if st.IsDir() || filepath.Base(path) == "tern.toml" {
-		m, dir, err := artifact.LoadManifest(path)
-		if err != nil {
+	results := []checkResult{}
+	failed := 0
+	for _, path := range fs.Args() {
+		r := checkOne(path)
+		results = append(results, r)
+		if r.Error != "" {
+			failed++
+		}
+		if *asJSON {
+			continue
+		}
+		if r.Error != "" {
+			if fs.NArg() > 1 {
+				fmt.Fprintf(stderr, "%s: %s\n", path, r.Error)
+			}
+		} else {
+			fmt.Fprintln(stdout, r.summary)
+		}
+	}
+	if *asJSON {
+		if err := printJSON(stdout, results); err != nil {
 			return err
 		}
-		if m.Origin != nil {
-			// An origin app has no module to check.
-			fmt.Fprintf(stdout, "app %s %s: ok (origin, %d upstreams)\n", m.Name, m.Version, len(m.Origin.Upstreams))
-			return nil
-		}
-		wasm, err := os.ReadFile(filepath.Join(dir, m.Wasm))
-		if err != nil {
-			return fmt.Errorf("app %s: %w", m.Name, err)
-		}
-		if err := artifact.CheckWasm(wasm); err != nil {
-			return fmt.Errorf("app %s: %s: %w", m.Name, m.Wasm, err)
-		}
-		fmt.Fprintf(stdout, "app %s %s: ok (%s, %d bytes)\n", m.Name, m.Version, artifact.Digest(wasm), len(wasm))
+	}
+	switch {
+	case failed == 0:
 		return nil
+	case len(results) == 1 && !*asJSON:
+		return errors.New(results[0].Error)
+	default:
+		return fmt.Errorf("%d of %d files are invalid", failed, len(results))
 	}
-	if _, err := agent.LoadConfig(path); err != nil {
-		return err
+}
+
+// checkResult is what tern check says of one file, as --json prints it.
+type checkResult struct {
+	Path string `json:"path"`
+	// Kind is "app" or "config".
+	Kind    string `json:"kind"`
+	OK      bool   `json:"ok"`
+	App     string `json:"app,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Digest and Size are the module's; Origin marks an app without one.
+	Digest string `json:"digest,omitempty"`
+	Size   int    `json:"size,omitempty"`
+	Origin bool   `json:"origin,omitempty"`
+	Error  string `json:"error,omitempty"`
+
+	summary string
+}
+
+// checkOne validates an agent config file or an app manifest.
+func checkOne(path string) checkResult {
+	r := checkResult{Path: path, Kind: "config"}
+	st, err := os.Stat(path)
+	if err != nil {
+		r.Error = err.Error()
+		return r
 	}
-	fmt.Fprintf(stdout, "config %s: ok\n", path)
-	return nil
+	if !st.IsDir() && filepath.Base(path) != "tern.toml" {
+		if _, err := agent.LoadConfig(path); err != nil {
+			r.Error = err.Error()
+			return r
+		}
+		r.OK, r.summary = true, fmt.Sprintf("config %s: ok", path)
+		return r
+	}
+	r.Kind = "app"
+	m, dir, err := artifact.LoadManifest(path)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	r.App, r.Version = m.Name, m.Version
+	if m.Origin != nil {
+		// An origin app has no module to check.
+		r.OK, r.Origin = true, true
+		r.summary = fmt.Sprintf("app %s %s: ok (origin, %d upstreams)", m.Name, m.Version, len(m.Origin.Upstreams))
+		return r
+	}
+	wasm, err := os.ReadFile(filepath.Join(dir, m.Wasm))
+	if err != nil {
+		r.Error = fmt.Sprintf("app %s: %v", m.Name, err)
+		return r
+	}
+	if err := artifact.CheckWasm(wasm); err != nil {
+		r.Error = fmt.Sprintf("app %s: %s: %v", m.Name, m.Wasm, err)
+		return r
+	}
+	r.OK, r.Digest, r.Size = true, artifact.Digest(wasm), len(wasm)
+	r.summary = fmt.Sprintf("app %s %s: ok (%s, %d bytes)", m.Name, m.Version, r.Digest, len(wasm))
+	return r
 }
 
 func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {

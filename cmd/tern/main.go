@@ -47,9 +47,9 @@ Usage:
   tern trust       sign the fleet's publisher list with a root key (set, show)
   tern carbon      carbon-aware scheduling (tern carbon status, tern carbon sim)
   tern check       validate a config file or an app manifest
-  tern version     print the version
+  tern version     print the version (also tern --version)
 
-Run 'tern <command> -h' for a command's flags.
+Run 'tern help <command>' or 'tern <command> -h' for a command's flags.
 `
 
 // run executes one tern command and returns the process exit code.
@@ -78,14 +78,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		},
 	}
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
+	case "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "help":
+		if len(args) == 1 {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		// tern help CMD [SUB] is tern CMD [SUB] -h.
+		return run(ctx, append(append([]string{}, args[1:]...), "-h"), stdout, stderr)
+	case "-v", "-version", "--version":
+		args[0] = "version"
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "tern: unknown command %q\n\n%s", args[0], usage)
 		return 2
+	}
+	if helpAsked(args[1:]) {
+		// Asked for, a command's usage goes to stdout and is no error.
+		if err := cmd(ctx, args[1:], stdout, stdout); err != nil && err != errUsage {
+			fmt.Fprintf(stderr, "tern %s: %v\n", args[0], err)
+			return 1
+		}
+		return 0
 	}
 	if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
 		if err == errUsage {
@@ -100,4 +117,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// helpAsked reports whether args ask for help (-h, -help or --help
+// before any "--").
+func helpAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }

@@ -64,6 +64,15 @@ func TestCommands(t *testing.T) {
 		{"keys gen needs --out", []string{"keys", "gen"}, 2, "--out is required"},
 		{"deploy without a hub", []string{"deploy", "--data", filepath.Join(dir, "nothing"), "--key", filepath.Join(dir, "k"), filepath.Join("..", "..", "guests", "hello")}, 1, "k"},
 		{"agent without a hub", []string{"agent", "--data", filepath.Join(dir, "agent")}, 1, "no hub"},
+		{"--version", []string{"--version"}, 0, "tern "},
+		{"help for a command", []string{"help", "deploy"}, 0, "-no-wait"},
+		{"help for a subcommand", []string{"help", "carbon", "sim"}, 0, "Usage: tern carbon sim"},
+		{"-h on a command", []string{"rollback", "-h"}, 0, "-to uint"},
+		{"--help on a subcommand", []string{"trust", "set", "--help"}, 0, "-root"},
+		{"check several files", []string{"check", goodConf, filepath.Join("..", "..", "guests", "hello")}, 0, "app hello 1.0.0: ok"},
+		{"check several files, one bad", []string{"check", goodConf, badConf}, 1, "1 of 2 files are invalid"},
+		{"check names the bad one", []string{"check", goodConf, badConf}, 1, badConf + `: config `},
+		{"check --json", []string{"check", "--json", goodConf, badConf}, 1, `"kind": "config"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
