@@ -93,12 +93,12 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module), publishes it to the hub and waits\nuntil every live agent serves or refuses it. Exit status: 0 all serve, 3 some refused,\n4 some did not report in time (--timeout).")
 		fs.PrintDefaults()
 	}
-	key, err := parsePublisherArgs(fs, args, &h, keyPath)
+	key, arg, err := parsePublisherArgs(fs, args, &h, keyPath)
 	if err != nil {
 		return err
 	}
 	// Validate locally before touching the network.
-	m, _, err := artifact.LoadManifest(fs.Arg(0))
+	m, _, err := artifact.LoadManifest(arg)
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	p := &progress{w: stderr, app: m.Name}
 	opts.Progress = p.report
-	res, err := deploy.Dir(ctx, fs.Arg(0), opts)
+	res, err := deploy.Dir(ctx, arg, opts)
 	if err != nil {
 		return unverifiedHint(err)
 	}
@@ -545,10 +545,10 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var trust multiFlag
 	supersede := trustFlags(fs, &trust)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: tern rollback [flags] APP\n\nSigns a new release of APP that points at an earlier module, so agents move back to it.")
+		fmt.Fprintln(stderr, "Usage: tern rollback [flags] APP\n\nSigns a new release of APP that restores an earlier one (module and manifest), so agents move\nback to it, and waits for them as deploy does. Default: the release before the current one.")
 		fs.PrintDefaults()
 	}
-	key, err := parsePublisherArgs(fs, args, &h, keyPath)
+	key, arg, err := parsePublisherArgs(fs, args, &h, keyPath)
 	if err != nil {
 		return err
 	}
@@ -561,9 +561,9 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer c.Close()
-	res, err := deploy.Rollback(ctx, fs.Arg(0), *to, deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted, Supersede: *supersede})
+	res, err := deploy.Rollback(ctx, arg, *to, deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted, Supersede: *supersede})
 	if errors.Is(err, deploy.ErrNoPrevious) {
-		return fmt.Errorf("%w\n'tern apps --history %s' lists the releases the hub keeps; --to SEQ returns to one of them", err, fs.Arg(0))
+		return fmt.Errorf("%w\n'tern apps --history %s' lists the releases the hub keeps; --to SEQ returns to one of them", err, arg)
 	}
 	if err != nil {
 		return unverifiedHint(err)
@@ -578,16 +578,38 @@ func keyFlag(fs *flag.FlagSet) *string {
 // parsePublisherArgs parses the flags of a command that takes one argument
 // and signs with a publisher key, and reads the key: --key, or the dev key
 // of tern up under --data.
-func parsePublisherArgs(fs *flag.FlagSet, args []string, h *hubFlags, keyPath *string) (ed25519.PrivateKey, error) {
-	if fs.Parse(args) != nil {
-		return nil, errUsage
+func parsePublisherArgs(fs *flag.FlagSet, args []string, h *hubFlags, keyPath *string) (ed25519.PrivateKey, string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, "", errUsage
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fs.Usage()
-		return nil, errUsage
+		return nil, "", errUsage
 	}
 	if *keyPath == "" {
 		*keyPath = filepath.Join(h.data, agent.DevKeyFile)
 	}
-	return artifact.ReadPrivateKeyFile(*keyPath)
+	key, err := artifact.ReadPrivateKeyFile(*keyPath)
+	return key, pos[0], err
+}
+
+// parseInterspersed parses flags before and after the positional
+// arguments ("tern rollback hello --to 3"), as users of other tools
+// expect, and returns the positional ones; "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
 }

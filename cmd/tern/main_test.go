@@ -65,6 +65,7 @@ func TestCommands(t *testing.T) {
 		{"deploy without a hub", []string{"deploy", "--data", filepath.Join(dir, "nothing"), "--key", filepath.Join(dir, "k"), filepath.Join("..", "..", "guests", "hello")}, 1, "k"},
 		{"agent without a hub", []string{"agent", "--data", filepath.Join(dir, "agent")}, 1, "no hub"},
 		{"--version", []string{"--version"}, 0, "tern "},
+		{"flags after the app", []string{"rollback", "--data", filepath.Join(dir, "nothing"), "hello", "--key", filepath.Join(dir, "missing.key")}, 1, "missing.key"},
 		{"help for a command", []string{"help", "deploy"}, 0, "-no-wait"},
 		{"help for a subcommand", []string{"help", "carbon", "sim"}, 0, "Usage: tern carbon sim"},
 		{"-h on a command", []string{"rollback", "-h"}, 0, "-to uint"},
