@@ -31,7 +31,7 @@ func (h *hubFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&h.hub, "hub", "", "hub URL (default: the local hub of tern up, found under --data)")
 	fs.StringVar(&h.creds, "creds", "", "NATS credentials file")
 	fs.StringVar(&h.nkey, "nkey", "", "NATS nkey seed file")
-	fs.StringVar(&h.data, "data", ".tern", "data directory of a local tern up")
+	fs.StringVar(&h.data, "data", defaultData, "data directory of a local tern up (default: .tern here or in the nearest parent directory)")
 	fs.StringVar(&h.passwordFile, "password-file", "", "password of user publisher, for a hub that requires one")
 }
 
@@ -50,13 +50,45 @@ func (h *hubFlags) connect(name string) (*ternsync.Client, error) {
 	return c, err
 }
 
+// defaultData is --data's default, the directory tern up uses.
+const defaultData = ".tern"
+
+// resolveData finds the data directory of a local tern up when --data
+// was left at its default: ./.tern, or, as git finds .git, the nearest
+// .tern in a parent directory, so that "tern deploy ." works from inside
+// an app's directory.
+func (h *hubFlags) resolveData() {
+	if h.data != defaultData {
+		return
+	}
+	if _, err := os.Stat(defaultData); err == nil {
+		return
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return
+	}
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return
+		}
+		dir = parent
+		if st, err := os.Stat(filepath.Join(dir, defaultData)); err == nil && st.IsDir() {
+			h.data = filepath.Join(dir, defaultData)
+			return
+		}
+	}
+}
+
 // config is how to connect to the hub the flags name.
 func (h *hubFlags) config(name string) (ternsync.ConnConfig, error) {
+	h.resolveData()
 	url := h.hub
 	if url == "" {
 		b, err := os.ReadFile(filepath.Join(h.data, agent.HubURLFile))
 		if errors.Is(err, fs.ErrNotExist) {
-			return ternsync.ConnConfig{}, fmt.Errorf("no --hub given and no local hub recorded in %s: start one with 'tern up' or pass --hub", h.data)
+			return ternsync.ConnConfig{}, fmt.Errorf("no --hub given and no local hub recorded in %s (nor in a .tern of a parent directory): start one with 'tern up', pass --data DIR of a running tern up, or --hub URL", h.data)
 		}
 		if err != nil {
 			return ternsync.ConnConfig{}, err
@@ -212,6 +244,7 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if len(trust) == 0 {
+		h.resolveData()
 		if k, err := artifact.ReadPrivateKeyFile(filepath.Join(h.data, agent.DevKeyFile)); err == nil {
 			trusted = trusted.With(k.Public().(ed25519.PublicKey))
 		}
@@ -588,6 +621,7 @@ func parsePublisherArgs(fs *flag.FlagSet, args []string, h *hubFlags, keyPath *s
 		return nil, "", errUsage
 	}
 	if *keyPath == "" {
+		h.resolveData()
 		*keyPath = filepath.Join(h.data, agent.DevKeyFile)
 	}
 	key, err := artifact.ReadPrivateKeyFile(*keyPath)

@@ -103,3 +103,30 @@ func TestKeysGen(t *testing.T) {
 		t.Fatalf("keys gen over an existing key: %d %s", code, text)
 	}
 }
+
+// TestDataFoundInParent: "tern deploy ." inside an app directory finds
+// the .tern of the tern up it runs under, as git finds .git.
+func TestDataFoundInParent(t *testing.T) {
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := filepath.Join(root, "apps", "hello")
+	for _, d := range []string{filepath.Join(root, ".tern"), app} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(app)
+	h := hubFlags{data: defaultData}
+	h.resolveData()
+	if want := filepath.Join(root, ".tern"); h.data != want {
+		t.Fatalf("data = %q, want %q", h.data, want)
+	}
+	// An explicit --data is taken as given.
+	h = hubFlags{data: "elsewhere"}
+	h.resolveData()
+	if h.data != "elsewhere" {
+		t.Fatalf("data = %q, want elsewhere", h.data)
+	}
+}
