@@ -43,6 +43,7 @@ Usage:
   tern purge       drop cached responses on every agent (by URL, prefix or tag)
   tern rollback    make an earlier release of an app current again (signed)
   tern status      list the agents of a fleet, their apps and refusals
+  tern new         create an app to start from (--lang go|wat)
   tern keys gen    create a publisher (or root) key
   tern trust       sign the fleet's publisher list with a root key (set, show)
   tern carbon      carbon-aware scheduling (tern carbon status, tern carbon sim)
@@ -72,6 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"trust":      cmdTrust,
 		"purge":      cmdPurge,
 		"rollback":   cmdRollback,
+		"new":        cmdNew,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
 			return nil
