@@ -156,6 +156,16 @@ func TestDeployWaitsForFleet(t *testing.T) {
 		t.Fatalf("deploy --rollout: exit %d\n%s", code, text)
 	}
 
+	// A purge is acknowledged by both, in the documented shape.
+	var purge struct {
+		Live, Acknowledged, Failures int
+		Agents                       []struct{ Agent, Site string }
+	}
+	code, text = runTern("purge", "--hub", hubURL, "--tag", "news", "--json")
+	if err := json.Unmarshal([]byte(text), &purge); code != 0 || err != nil || purge.Live != 2 || purge.Acknowledged != 2 || len(purge.Agents) != 2 {
+		t.Fatalf("purge --json: exit %d, %v: %+v\n%s", code, err, purge, text)
+	}
+
 	// A stopped agent is not reporting; the deploy ends with the other.
 	nyc := agents["nyc1"]
 	nyc.cmd.Process.Signal(os.Interrupt)
