@@ -45,11 +45,16 @@ type Report struct {
 	TimedOut bool `json:"timed_out,omitempty"`
 }
 
-// Observe is what hb says of app's release seq at now: Serving when it
-// runs seq or later, Refused when it refused seq, NotReporting when it is
-// not live, Pending otherwise.
+// Observe is what hb says of app's release seq at now: NotReporting when
+// the agent is not live (what it last said it ran may be gone), Serving
+// when it runs seq or later, Refused when it refused seq, Pending
+// otherwise.
 func Observe(hb ternsync.Heartbeat, app string, seq uint64, now time.Time) Report {
 	r := Report{Agent: hb.Agent, Site: hb.Site, State: Pending}
+	if !hb.Live(now) {
+		r.State = NotReporting
+		return r
+	}
 	for _, a := range hb.Apps {
 		if a.App == app && a.Sequence >= seq {
 			r.State, r.Version, r.Sequence = Serving, a.Version, a.Sequence
@@ -61,9 +66,6 @@ func Observe(hb ternsync.Heartbeat, app string, seq uint64, now time.Time) Repor
 			r.State, r.Reason, r.Error = Refused, f.Reason, f.Error
 			return r
 		}
-	}
-	if !hb.Live(now) {
-		r.State = NotReporting
 	}
 	return r
 }
