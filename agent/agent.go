@@ -252,6 +252,8 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		Logger:           logger.With("component", "sync"),
 		Registerer:       a.reg,
 		Now:              a.now,
+		// The heartbeater exists once Run calls this.
+		Refused: func() { a.heartbeats.Nudge() },
 	})
 	if err != nil {
 		return nil, err

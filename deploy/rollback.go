@@ -18,8 +18,11 @@ var ErrNoPrevious = errors.New("no earlier release to roll back to")
 // signed release with the next sequence number that points at the earlier
 // module and manifest, so agents, which never accept a lower sequence,
 // move back as they would move forward. to selects the sequence to return
-// to; 0 means the newest release whose module (for an origin app, whose
-// origin table) differs from the current one.
+// to; 0 means the release before the current one: the newest whose module
+// or manifest differs from the current one's, so that a manifest-only
+// change (new routes, limits or capabilities on the same module) rolls
+// back too, while a release that only re-signs the current one is passed
+// over.
 //
 // Only what verifies is built on (see [CheckHistory]): the current
 // release must verify against opts.Trusted and opts.Key
@@ -92,8 +95,9 @@ func Rollback(ctx context.Context, app string, to uint64, opts Options) (Result,
 	return Result{Release: rel, Envelope: env, From: target.Release.Sequence}, nil
 }
 
-// differs reports whether a and b serve differently: another module, or,
-// for origin apps, which all have the same empty digest, another origin.
+// differs reports whether a and b serve differently: another module or
+// another manifest (which, for origin apps, all with the same empty
+// digest, holds the origin table).
 func differs(a, b artifact.Release) bool {
-	return a.Digest != b.Digest || !reflect.DeepEqual(a.Manifest.Origin, b.Manifest.Origin)
+	return a.Digest != b.Digest || !reflect.DeepEqual(a.Manifest, b.Manifest)
 }

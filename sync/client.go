@@ -32,6 +32,9 @@ var (
 	// ErrRaced reports that another publisher changed the app between the
 	// read and the write of a deploy.
 	ErrRaced = errors.New("release changed concurrently")
+	// ErrAuth reports that the hub refused the connection's credentials
+	// (or that it requires some and none were given).
+	ErrAuth = errors.New("hub refused the credentials")
 )
 
 // ConnConfig says how to reach a hub.
@@ -137,6 +140,9 @@ func Connect(cfg ConnConfig) (*Client, error) {
 		opts = append(opts, nats.UserInfo(PublisherUser, cfg.Password))
 	}
 	nc, err := nats.Connect(cfg.URL, opts...)
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return nil, fmt.Errorf("connect to hub %s: %w: %w", cfg.URL, ErrAuth, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to hub %s: %w", cfg.URL, err)
 	}

@@ -45,6 +45,10 @@ type Heartbeat struct {
 	// Carbon is the site's grid and job offer for deferred work from
 	// other sites, or absent when the agent takes none.
 	Carbon *CarbonOffer `json:"carbon,omitempty"`
+	// Stopped is set on the last heartbeat of an agent that shut down, so
+	// that the fleet (and a deploy waiting on it) knows at once that it
+	// serves nothing, rather than three intervals later.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // CarbonOffer is what a site advertises so that other sites can plan
@@ -197,6 +201,10 @@ func (h Heartbeat) Stale(now time.Time) bool {
 	return now.Sub(h.Time) > 3*iv
 }
 
+// Live reports whether the agent is running as far as its heartbeat
+// tells at now: fresh, and not its last before a shutdown.
+func (h Heartbeat) Live(now time.Time) bool { return !h.Stopped && !h.Stale(now) }
+
 // DefaultHeartbeatInterval is how often agents report when not told.
 const DefaultHeartbeatInterval = 10 * time.Second
 
@@ -264,7 +272,8 @@ func (c *Client) PublishHeartbeat(ctx context.Context, hb Heartbeat) error {
 // WatchFleet calls fn with every agent's latest heartbeat and then with
 // each new one as it arrives, and caughtUp once the latest of every agent
 // has been passed, until ctx is done or the watch fails. A bucket that
-// does not exist yet is an error wrapping jetstream.ErrBucketNotFound.
+// does not exist yet (no agent ever reported) is an error wrapping
+// jetstream.ErrBucketNotFound and ErrNotFound.
 //
 // One long-lived watch costs the hub one consumer, where reading the
 // fleet with Fleet every interval costs a new consumer and new
@@ -272,6 +281,9 @@ func (c *Client) PublishHeartbeat(ctx context.Context, hb Heartbeat) error {
 // every leaf node.
 func (c *Client) WatchFleet(ctx context.Context, fn func(Heartbeat), caughtUp func()) error {
 	kv, err := c.fleet(ctx, false)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -391,9 +403,25 @@ func (h *Heartbeater) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			h.goodbye(hb, logger)
 			return nil
 		case <-t.C:
 		case <-h.nudge:
 		}
+	}
+}
+
+// goodbyeTimeout bounds the last heartbeat of a stopping agent: shutdown
+// must not wait on an unreachable hub.
+const goodbyeTimeout = time.Second
+
+// goodbye publishes a last heartbeat marked Stopped. The connection is
+// still open: the agent closes it only after every component returned.
+func (h *Heartbeater) goodbye(last Heartbeat, logger *slog.Logger) {
+	last.Time, last.Stopped = time.Now().UTC(), true
+	ctx, cancel := context.WithTimeout(context.Background(), goodbyeTimeout)
+	defer cancel()
+	if err := h.Client.PublishHeartbeat(ctx, last); err != nil {
+		logger.Debug("last heartbeat not published", "err", err)
 	}
 }

@@ -48,6 +48,10 @@ type WatcherConfig struct {
 	Registerer       prometheus.Registerer
 	// Now is the clock for expiry checks; nil means time.Now.
 	Now func() time.Time
+	// Refused, when set, is called after each refusal, so that the agent
+	// reports it at once (a publisher's deploy waits for it) instead of
+	// at its next heartbeat. It must not block.
+	Refused func()
 }
 
 // Watcher follows the hub's releases and installs the ones it accepts.
@@ -318,6 +322,14 @@ func (w *Watcher) handle(ctx context.Context, key string, envelope []byte, first
 	if err != nil {
 		reason := refusalReason(err)
 		w.refused.WithLabelValues(reason).Inc()
+		if rel.Sequence == 0 {
+			// Refused before it was opened (an untrusted key, a bad
+			// signature): the sequence it claims still tells a waiting
+			// publisher which of its releases this was.
+			if claimed, perr := artifact.Peek(envelope); perr == nil {
+				rel.Sequence = claimed.Sequence
+			}
+		}
 		w.mu.Lock()
 		w.refusals = append([]Refusal{{App: key, Sequence: rel.Sequence, Reason: reason, Error: err.Error(), Time: w.cfg.Now().UTC()}}, w.refusals...)
 		if len(w.refusals) > maxRefusals {
@@ -329,6 +341,9 @@ func (w *Watcher) handle(ctx context.Context, key string, envelope []byte, first
 			return true
 		}
 		w.logger.Warn("release refused", "app", key, "sequence", rel.Sequence, "reason", reason, "err", err)
+		if w.cfg.Refused != nil {
+			w.cfg.Refused()
+		}
 		return
 	}
 	w.accepted.Inc()

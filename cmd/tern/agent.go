@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/tern-edge/tern/agent"
@@ -169,6 +170,12 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func printBanner(w io.Writer, a *agent.Agent, cfg agent.Config) {
 	_, port, _ := net.SplitHostPort(a.Addr().String())
 	base := "https://localhost:" + port
+	// deploy finds the dev key and the hub under --data, ".tern" unless
+	// up was told otherwise.
+	dataFlag := ""
+	if filepath.Clean(cfg.Data) != ".tern" {
+		dataFlag = " --data " + cfg.Data
+	}
 	fmt.Fprintf(w, `
 Tern is up.
   apps (HTTPS, HTTP/2, HTTP/3)  %s/hello
@@ -179,10 +186,10 @@ Tern is up.
 Try it:
   curl --cacert %s %s/hello
 
-Deploy your own (signed with the dev key in %s):
-  go run ./cmd/tern deploy ./guests/echo && curl --cacert %s %s/echo
+Deploy your own (signed with the dev key in %s; deploy returns once the agent serves it):
+  go run ./cmd/tern deploy%s ./guests/echo && curl --cacert %s %s/echo
 
-`, base, a.CAPath(), a.HubURL(), a.AdminAddr(), a.CAPath(), base, cfg.Data, a.CAPath(), base)
+`, base, a.CAPath(), a.HubURL(), a.AdminAddr(), a.CAPath(), base, cfg.Data, dataFlag, a.CAPath(), base)
 }
 
 // readPublicKey accepts a key ("ed25519:…") or a file holding one.

@@ -143,7 +143,7 @@ func TestCrashDuringDeploy(t *testing.T) {
 	os.MkdirAll(app, 0o755)
 	copyFile(t, filepath.Join("..", "..", "guests", "hello", "hello.wasm"), filepath.Join(app, "hello.wasm"))
 	os.WriteFile(filepath.Join(app, "tern.toml"), []byte("name = \"hello\"\nversion = \"1.0.0\"\nwasm = \"hello.wasm\"\n[[routes]]\npath = \"/hello\"\n"), 0o644)
-	if code, text := runTern("deploy", "--hub", hubURL, "--key", key, app); code != 1 || !strings.Contains(text, "uthoriz") {
+	if code, text := runTern("deploy", "--hub", hubURL, "--key", key, app); code != 1 || !strings.Contains(text, "uthoriz") || !strings.Contains(text, "pass --password-file") {
 		t.Fatalf("deploy without the publisher password: %d %s", code, text)
 	}
 	if code, text := runTern("deploy", "--hub", hubURL, "--password-file", pubPW, "--key", key, app); code != 0 {
@@ -155,7 +155,7 @@ func TestCrashDuringDeploy(t *testing.T) {
 	// deploy returns, while it downloads, verifies or compiles the module.
 	copyFile(t, filepath.Join("..", "..", "guests", "echo", "echo.wasm"), filepath.Join(app, "echo.wasm"))
 	os.WriteFile(filepath.Join(app, "tern.toml"), []byte("name = \"hello\"\nversion = \"2.0.0\"\nwasm = \"echo.wasm\"\n[[routes]]\npath = \"/hello\"\n"), 0o644)
-	if code, text := runTern("deploy", "--hub", hubURL, "--password-file", pubPW, "--key", key, app); code != 0 {
+	if code, text := runTern("deploy", "--no-wait", "--hub", hubURL, "--password-file", pubPW, "--key", key, app); code != 0 {
 		t.Fatal(text)
 	}
 	agent.cmd.Process.Signal(syscall.SIGKILL)

@@ -31,7 +31,7 @@ func (h *hubFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&h.hub, "hub", "", "hub URL (default: the local hub of tern up, found under --data)")
 	fs.StringVar(&h.creds, "creds", "", "NATS credentials file")
 	fs.StringVar(&h.nkey, "nkey", "", "NATS nkey seed file")
-	fs.StringVar(&h.data, "data", ".tern", "data directory of a local tern up")
+	fs.StringVar(&h.data, "data", defaultData, "data directory of a local tern up (default: .tern here or in the nearest parent directory)")
 	fs.StringVar(&h.passwordFile, "password-file", "", "password of user publisher, for a hub that requires one")
 }
 
@@ -40,16 +40,55 @@ func (h *hubFlags) connect(name string) (*ternsync.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ternsync.Connect(cfg)
+	c, err := ternsync.Connect(cfg)
+	if errors.Is(err, ternsync.ErrAuth) {
+		if h.passwordFile == "" && h.creds == "" && h.nkey == "" {
+			return nil, fmt.Errorf("%w\nthe hub requires credentials: pass --password-file FILE (the publisher password of tern hub --publisher-password-file), --creds or --nkey", err)
+		}
+		return nil, fmt.Errorf("%w\ncheck the file given to --password-file, --creds or --nkey", err)
+	}
+	return c, err
+}
+
+// defaultData is --data's default, the directory tern up uses.
+const defaultData = ".tern"
+
+// resolveData finds the data directory of a local tern up when --data
+// was left at its default: ./.tern, or, as git finds .git, the nearest
+// .tern in a parent directory, so that "tern deploy ." works from inside
+// an app's directory.
+func (h *hubFlags) resolveData() {
+	if h.data != defaultData {
+		return
+	}
+	if _, err := os.Stat(defaultData); err == nil {
+		return
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return
+	}
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return
+		}
+		dir = parent
+		if st, err := os.Stat(filepath.Join(dir, defaultData)); err == nil && st.IsDir() {
+			h.data = filepath.Join(dir, defaultData)
+			return
+		}
+	}
 }
 
 // config is how to connect to the hub the flags name.
 func (h *hubFlags) config(name string) (ternsync.ConnConfig, error) {
+	h.resolveData()
 	url := h.hub
 	if url == "" {
 		b, err := os.ReadFile(filepath.Join(h.data, agent.HubURLFile))
 		if errors.Is(err, fs.ErrNotExist) {
-			return ternsync.ConnConfig{}, fmt.Errorf("no --hub given and no local hub recorded in %s: start one with 'tern up' or pass --hub", h.data)
+			return ternsync.ConnConfig{}, fmt.Errorf("no --hub given and no local hub recorded in %s (nor in a .tern of a parent directory): start one with 'tern up', pass --data DIR of a running tern up, or --hub URL", h.data)
 		}
 		if err != nil {
 			return ternsync.ConnConfig{}, err
@@ -77,18 +116,21 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	waveWait := fs.Duration("wave-wait", 30*time.Second, "with --rollout: how long each wave must stay healthy before the next")
 	waveTimeout := fs.Duration("wave-timeout", 10*time.Minute, "with --rollout: how long a wave may take to converge")
 	maxErrors := fs.Float64("max-error-rate", 0.05, "with --rollout: share of 5xx answers that fails a wave and rolls it back")
+	detach := fs.Bool("detach", false, "with --rollout: return once the rollout is staged, without following its waves")
+	var wf waitFlags
+	wf.register(fs)
 	var trust multiFlag
 	supersede := trustFlags(fs, &trust)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module) and publishes it to the hub.")
+		fmt.Fprintln(stderr, "Usage: tern deploy [flags] APP_DIR\n\nSigns the app in APP_DIR (its tern.toml and module), publishes it to the hub and waits\nuntil every live agent serves or refuses it. Exit status: 0 all serve, 3 some refused,\n4 some did not report in time (--timeout).")
 		fs.PrintDefaults()
 	}
-	key, err := parsePublisherArgs(fs, args, &h, keyPath)
+	key, arg, err := parsePublisherArgs(fs, args, &h, keyPath)
 	if err != nil {
 		return err
 	}
 	// Validate locally before touching the network.
-	m, _, err := artifact.LoadManifest(fs.Arg(0))
+	m, _, err := artifact.LoadManifest(arg)
 	if err != nil {
 		return err
 	}
@@ -111,25 +153,52 @@ func cmdDeploy(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	p := &progress{w: stderr, app: m.Name}
 	opts.Progress = p.report
-	res, err := deploy.Dir(ctx, fs.Arg(0), opts)
+	res, err := deploy.Dir(ctx, arg, opts)
 	if err != nil {
 		return unverifiedHint(err)
 	}
 	p.done()
 	r := res.Release
 	if opts.Rollout != nil {
-		fmt.Fprintf(stdout, "staged %s %s (sequence %d) in %d waves; the hub advances it, watch with tern status\n",
-			r.App, r.Manifest.Version, r.Sequence, len(opts.Rollout.Waves))
+		if !*wf.asJSON {
+			fmt.Fprintf(stdout, "staged %s %s (sequence %d) in %d waves; the hub advances it\n",
+				r.App, r.Manifest.Version, r.Sequence, len(opts.Rollout.Waves))
+		}
+		if *detach || *wf.noWait {
+			if *wf.asJSON {
+				return printJSON(stdout, outcomeJSON{Release: newReleaseJSON(res, key), Outcome: "staged", Agents: []agentJSON{}})
+			}
+			fmt.Fprintln(stdout, "watch it with tern status")
+			return nil
+		}
+		return followRollout(ctx, c, res, key, wf, stdout)
+	}
+	return published(ctx, c, res, key, wf, "published", stdout)
+}
+
+// published reports a release the hub took and, unless --no-wait, waits
+// for the fleet to serve or refuse it.
+func published(ctx context.Context, c *ternsync.Client, res deploy.Result, key ed25519.PrivateKey, wf waitFlags, verb string, stdout io.Writer) error {
+	r := res.Release
+	if *wf.noWait && *wf.asJSON {
+		return printJSON(stdout, outcomeJSON{Release: newReleaseJSON(res, key), Outcome: "published", Agents: []agentJSON{}})
+	}
+	if !*wf.asJSON {
+		what := fmt.Sprintf("%s, %d bytes", r.Digest, r.Size)
+		if !r.HasModule() {
+			what = "origin"
+		}
+		if res.From != 0 {
+			what += fmt.Sprintf(", restoring sequence %d", res.From)
+		}
+		fmt.Fprintf(stdout, "%s %s %s (sequence %d, %s), signed by %s, expires %s\n",
+			verb, r.App, r.Manifest.Version, r.Sequence, what,
+			artifact.KeyID(key.Public().(ed25519.PublicKey)), r.Expires.Format(time.RFC3339))
+	}
+	if *wf.noWait {
 		return nil
 	}
-	what := fmt.Sprintf("%s, %d bytes", r.Digest, r.Size)
-	if !r.HasModule() {
-		what = "origin"
-	}
-	fmt.Fprintf(stdout, "deployed %s %s (sequence %d, %s), signed by %s, expires %s\n",
-		r.App, r.Manifest.Version, r.Sequence, what,
-		artifact.KeyID(key.Public().(ed25519.PublicKey)), r.Expires.Format(time.RFC3339))
-	return nil
+	return awaitFleet(ctx, c, res, key, wf, stdout)
 }
 
 // progress prints upload progress for modules large enough to wait for.
@@ -175,6 +244,7 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if len(trust) == 0 {
+		h.resolveData()
 		if k, err := artifact.ReadPrivateKeyFile(filepath.Join(h.data, agent.DevKeyFile)); err == nil {
 			trusted = trusted.With(k.Public().(ed25519.PublicKey))
 		}
@@ -191,6 +261,12 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	fleet, err := c.Fleet(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	uptake := func(r artifact.Release) fleetUptake { return uptakeOf(fleet, r.App, r.Sequence, now) }
 	if *asJSON {
 		type row struct {
 			App       string    `json:"app"`
@@ -204,12 +280,19 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			Routes    []string  `json:"routes"`
 			Problem   string    `json:"problem,omitempty"`
 			Error     string    `json:"error,omitempty"`
+			// Serving of Live agents serve this release or a later one;
+			// Refused lists the live agents that refused it.
+			Serving int           `json:"serving"`
+			Live    int           `json:"live"`
+			Refused []refusalJSON `json:"refused"`
 		}
 		rows := []row{}
 		for _, a := range apps {
+			u := uptake(a.Release)
 			r := row{App: a.Release.App, Version: a.Release.Manifest.Version, Sequence: a.Release.Sequence,
 				Digest: a.Release.Digest, Size: a.Release.Size, Publisher: a.Publisher, Verified: a.Verified,
-				Expires: a.Release.Expires, Routes: routeStrings(a.Release.Manifest)}
+				Expires: a.Release.Expires, Routes: routeStrings(a.Release.Manifest),
+				Serving: u.serving, Live: u.live, Refused: u.refused}
 			if a.Err != nil {
 				r.Error = a.Err.Error()
 			}
@@ -223,18 +306,19 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tVERSION\tSEQ\tDIGEST\tPUBLISHER\tEXPIRES\tROUTES")
+	fmt.Fprintln(tw, "APP\tVERSION\tSEQ\tSERVING\tREFUSED\tDIGEST\tPUBLISHER\tEXPIRES\tROUTES")
 	for _, a := range apps {
 		if a.Err != nil {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\tunreadable: %v\n", a.Release.App, a.Err)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\tunreadable: %v\n", a.Release.App, a.Err)
 			continue
 		}
+		u := uptake(a.Release)
 		pub := a.Publisher
 		if !a.Verified {
 			pub += " (unverified: " + artifact.Reason(a.Problem) + ")"
 		}
 		r := a.Release
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.App, r.Manifest.Version, r.Sequence,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d/%d\t%s\t%s\t%s\t%s\t%s\n", r.App, r.Manifest.Version, r.Sequence, u.serving, u.live, u.refusedText(),
 			shortDigest(r.Digest), pub, r.Expires.Format("2006-01-02"), strings.Join(routeStrings(r.Manifest), " "))
 	}
 	return tw.Flush()
@@ -373,40 +457,112 @@ func cmdKeys(_ context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintln(stderr, "Usage: tern check FILE|APP_DIR\n\nValidates an agent config file, or an app's tern.toml (a directory or a file named tern.toml), without starting anything.")
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print one JSON object per file (see docs/CLI.md)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: tern check [--json] FILE|APP_DIR...\n\nValidates agent config files and apps' tern.toml (a directory or a file named tern.toml),\nwithout starting anything. Exit status 1 when any of them is invalid.")
+		fs.PrintDefaults()
+	}
+	if fs.Parse(args) != nil {
 		return errUsage
 	}
-	path := args[0]
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errUsage
 	}
-	if st.IsDir() || filepath.Base(path) == "tern.toml" {
-		m, dir, err := artifact.LoadManifest(path)
-		if err != nil {
+	results := []checkResult{}
+	failed := 0
+	for _, path := range fs.Args() {
+		r := checkOne(path)
+		results = append(results, r)
+		if r.Error != "" {
+			failed++
+		}
+		if *asJSON {
+			continue
+		}
+		if r.Error != "" {
+			if fs.NArg() > 1 {
+				fmt.Fprintf(stderr, "%s: %s\n", path, r.Error)
+			}
+		} else {
+			fmt.Fprintln(stdout, r.summary)
+		}
+	}
+	if *asJSON {
+		if err := printJSON(stdout, results); err != nil {
 			return err
 		}
-		if m.Origin != nil {
-			// An origin app has no module to check.
-			fmt.Fprintf(stdout, "app %s %s: ok (origin, %d upstreams)\n", m.Name, m.Version, len(m.Origin.Upstreams))
-			return nil
-		}
-		wasm, err := os.ReadFile(filepath.Join(dir, m.Wasm))
-		if err != nil {
-			return fmt.Errorf("app %s: %w", m.Name, err)
-		}
-		if err := artifact.CheckWasm(wasm); err != nil {
-			return fmt.Errorf("app %s: %s: %w", m.Name, m.Wasm, err)
-		}
-		fmt.Fprintf(stdout, "app %s %s: ok (%s, %d bytes)\n", m.Name, m.Version, artifact.Digest(wasm), len(wasm))
+	}
+	switch {
+	case failed == 0:
 		return nil
+	case len(results) == 1 && !*asJSON:
+		return errors.New(results[0].Error)
+	default:
+		return fmt.Errorf("%d of %d files are invalid", failed, len(results))
 	}
-	if _, err := agent.LoadConfig(path); err != nil {
-		return err
+}
+
+// checkResult is what tern check says of one file, as --json prints it.
+type checkResult struct {
+	Path string `json:"path"`
+	// Kind is "app" or "config".
+	Kind    string `json:"kind"`
+	OK      bool   `json:"ok"`
+	App     string `json:"app,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Digest and Size are the module's; Origin marks an app without one.
+	Digest string `json:"digest,omitempty"`
+	Size   int    `json:"size,omitempty"`
+	Origin bool   `json:"origin,omitempty"`
+	Error  string `json:"error,omitempty"`
+
+	summary string
+}
+
+// checkOne validates an agent config file or an app manifest.
+func checkOne(path string) checkResult {
+	r := checkResult{Path: path, Kind: "config"}
+	st, err := os.Stat(path)
+	if err != nil {
+		r.Error = err.Error()
+		return r
 	}
-	fmt.Fprintf(stdout, "config %s: ok\n", path)
-	return nil
+	if !st.IsDir() && filepath.Base(path) != "tern.toml" {
+		if _, err := agent.LoadConfig(path); err != nil {
+			r.Error = err.Error()
+			return r
+		}
+		r.OK, r.summary = true, fmt.Sprintf("config %s: ok", path)
+		return r
+	}
+	r.Kind = "app"
+	m, dir, err := artifact.LoadManifest(path)
+	if err != nil {
+		r.Error = err.Error()
+		return r
+	}
+	r.App, r.Version = m.Name, m.Version
+	if m.Origin != nil {
+		// An origin app has no module to check.
+		r.OK, r.Origin = true, true
+		r.summary = fmt.Sprintf("app %s %s: ok (origin, %d upstreams)", m.Name, m.Version, len(m.Origin.Upstreams))
+		return r
+	}
+	wasm, err := os.ReadFile(filepath.Join(dir, m.Wasm))
+	if err != nil {
+		r.Error = fmt.Sprintf("app %s: %v", m.Name, err)
+		return r
+	}
+	if err := artifact.CheckWasm(wasm); err != nil {
+		r.Error = fmt.Sprintf("app %s: %s: %v", m.Name, m.Wasm, err)
+		return r
+	}
+	r.OK, r.Digest, r.Size = true, artifact.Digest(wasm), len(wasm)
+	r.summary = fmt.Sprintf("app %s %s: ok (%s, %d bytes)", m.Name, m.Version, r.Digest, len(wasm))
+	return r
 }
 
 func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -415,15 +571,17 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var h hubFlags
 	h.register(fs)
 	keyPath := keyFlag(fs)
-	to := fs.Uint64("to", 0, "sequence to return to (default: the newest release with another module)")
+	to := fs.Uint64("to", 0, "sequence to return to (default: the release before the current one)")
+	var wf waitFlags
+	wf.register(fs)
 	ttl := fs.Duration("ttl", deploy.DefaultTTL, "how long the rollback release stays valid")
 	var trust multiFlag
 	supersede := trustFlags(fs, &trust)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: tern rollback [flags] APP\n\nSigns a new release of APP that points at an earlier module, so agents move back to it.")
+		fmt.Fprintln(stderr, "Usage: tern rollback [flags] APP\n\nSigns a new release of APP that restores an earlier one (module and manifest), so agents move\nback to it, and waits for them as deploy does. Default: the release before the current one.")
 		fs.PrintDefaults()
 	}
-	key, err := parsePublisherArgs(fs, args, &h, keyPath)
+	key, arg, err := parsePublisherArgs(fs, args, &h, keyPath)
 	if err != nil {
 		return err
 	}
@@ -436,13 +594,14 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer c.Close()
-	res, err := deploy.Rollback(ctx, fs.Arg(0), *to, deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted, Supersede: *supersede})
+	res, err := deploy.Rollback(ctx, arg, *to, deploy.Options{Client: c, Key: key, TTL: *ttl, Trusted: trusted, Supersede: *supersede})
+	if errors.Is(err, deploy.ErrNoPrevious) {
+		return fmt.Errorf("%w\n'tern apps --history %s' lists the releases the hub keeps; --to SEQ returns to one of them", err, arg)
+	}
 	if err != nil {
 		return unverifiedHint(err)
 	}
-	r := res.Release
-	fmt.Fprintf(stdout, "rolled %s back to %s (%s, verified sequence %d) as sequence %d\n", r.App, r.Manifest.Version, r.Digest, res.From, r.Sequence)
-	return nil
+	return published(ctx, c, res, key, wf, "rolled back", stdout)
 }
 
 func keyFlag(fs *flag.FlagSet) *string {
@@ -452,16 +611,39 @@ func keyFlag(fs *flag.FlagSet) *string {
 // parsePublisherArgs parses the flags of a command that takes one argument
 // and signs with a publisher key, and reads the key: --key, or the dev key
 // of tern up under --data.
-func parsePublisherArgs(fs *flag.FlagSet, args []string, h *hubFlags, keyPath *string) (ed25519.PrivateKey, error) {
-	if fs.Parse(args) != nil {
-		return nil, errUsage
+func parsePublisherArgs(fs *flag.FlagSet, args []string, h *hubFlags, keyPath *string) (ed25519.PrivateKey, string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, "", errUsage
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fs.Usage()
-		return nil, errUsage
+		return nil, "", errUsage
 	}
 	if *keyPath == "" {
+		h.resolveData()
 		*keyPath = filepath.Join(h.data, agent.DevKeyFile)
 	}
-	return artifact.ReadPrivateKeyFile(*keyPath)
+	key, err := artifact.ReadPrivateKeyFile(*keyPath)
+	return key, pos[0], err
+}
+
+// parseInterspersed parses flags before and after the positional
+// arguments ("tern rollback hello --to 3"), as users of other tools
+// expect, and returns the positional ones; "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
 }

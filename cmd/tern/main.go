@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -42,13 +43,14 @@ Usage:
   tern purge       drop cached responses on every agent (by URL, prefix or tag)
   tern rollback    make an earlier release of an app current again (signed)
   tern status      list the agents of a fleet, their apps and refusals
+  tern new         create an app to start from (--lang go|wat)
   tern keys gen    create a publisher (or root) key
   tern trust       sign the fleet's publisher list with a root key (set, show)
   tern carbon      carbon-aware scheduling (tern carbon status, tern carbon sim)
   tern check       validate a config file or an app manifest
-  tern version     print the version
+  tern version     print the version (also tern --version)
 
-Run 'tern <command> -h' for a command's flags.
+Run 'tern help <command>' or 'tern <command> -h' for a command's flags.
 `
 
 // run executes one tern command and returns the process exit code.
@@ -71,27 +73,64 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"trust":      cmdTrust,
 		"purge":      cmdPurge,
 		"rollback":   cmdRollback,
+		"new":        cmdNew,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
 			return nil
 		},
 	}
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
+	case "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "help":
+		if len(args) == 1 {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		// tern help CMD [SUB] is tern CMD [SUB] -h.
+		return run(ctx, append(append([]string{}, args[1:]...), "-h"), stdout, stderr)
+	case "-v", "-version", "--version":
+		args[0] = "version"
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "tern: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+	if helpAsked(args[1:]) {
+		// Asked for, a command's usage goes to stdout and is no error.
+		if err := cmd(ctx, args[1:], stdout, stdout); err != nil && err != errUsage {
+			fmt.Fprintf(stderr, "tern %s: %v\n", args[0], err)
+			return 1
+		}
+		return 0
+	}
 	if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
 		if err == errUsage {
 			return 2
+		}
+		var ee *exitError
+		if errors.As(err, &ee) {
+			fmt.Fprintf(stderr, "tern %s: %s\n", args[0], ee.msg)
+			return ee.code
 		}
 		fmt.Fprintf(stderr, "tern %s: %v\n", args[0], err)
 		return 1
 	}
 	return 0
+}
+
+// helpAsked reports whether args ask for help (-h, -help or --help
+// before any "--").
+func helpAsked(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }

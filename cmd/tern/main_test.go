@@ -64,6 +64,16 @@ func TestCommands(t *testing.T) {
 		{"keys gen needs --out", []string{"keys", "gen"}, 2, "--out is required"},
 		{"deploy without a hub", []string{"deploy", "--data", filepath.Join(dir, "nothing"), "--key", filepath.Join(dir, "k"), filepath.Join("..", "..", "guests", "hello")}, 1, "k"},
 		{"agent without a hub", []string{"agent", "--data", filepath.Join(dir, "agent")}, 1, "no hub"},
+		{"--version", []string{"--version"}, 0, "tern "},
+		{"flags after the app", []string{"rollback", "--data", filepath.Join(dir, "nothing"), "hello", "--key", filepath.Join(dir, "missing.key")}, 1, "missing.key"},
+		{"help for a command", []string{"help", "deploy"}, 0, "-no-wait"},
+		{"help for a subcommand", []string{"help", "carbon", "sim"}, 0, "Usage: tern carbon sim"},
+		{"-h on a command", []string{"rollback", "-h"}, 0, "-to uint"},
+		{"--help on a subcommand", []string{"trust", "set", "--help"}, 0, "-root"},
+		{"check several files", []string{"check", goodConf, filepath.Join("..", "..", "guests", "hello")}, 0, "app hello 1.0.0: ok"},
+		{"check several files, one bad", []string{"check", goodConf, badConf}, 1, "1 of 2 files are invalid"},
+		{"check names the bad one", []string{"check", goodConf, badConf}, 1, badConf + `: config `},
+		{"check --json", []string{"check", "--json", goodConf, badConf}, 1, `"kind": "config"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,5 +101,32 @@ func TestKeysGen(t *testing.T) {
 	}
 	if code, text := runTern("keys", "gen", "--out", out); code != 1 || !strings.Contains(text, "exists") {
 		t.Fatalf("keys gen over an existing key: %d %s", code, text)
+	}
+}
+
+// TestDataFoundInParent: "tern deploy ." inside an app directory finds
+// the .tern of the tern up it runs under, as git finds .git.
+func TestDataFoundInParent(t *testing.T) {
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := filepath.Join(root, "apps", "hello")
+	for _, d := range []string{filepath.Join(root, ".tern"), app} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(app)
+	h := hubFlags{data: defaultData}
+	h.resolveData()
+	if want := filepath.Join(root, ".tern"); h.data != want {
+		t.Fatalf("data = %q, want %q", h.data, want)
+	}
+	// An explicit --data is taken as given.
+	h = hubFlags{data: "elsewhere"}
+	h.resolveData()
+	if h.data != "elsewhere" {
+		t.Fatalf("data = %q, want elsewhere", h.data)
 	}
 }

@@ -22,6 +22,7 @@ func cmdPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&tags, "tag", "Surrogate-Key / Cache-Tag to purge; repeatable")
 	soft := fs.Bool("soft", false, "mark stale (revalidate on next use) instead of deleting")
 	wait := fs.Duration("wait", 2*time.Second, "how long to wait for acknowledgements")
+	asJSON := fs.Bool("json", false, "print the outcome as JSON (see docs/CLI.md)")
 	if fs.Parse(args) != nil {
 		return errUsage
 	}
@@ -40,7 +41,7 @@ func cmdPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	want := 0
 	for _, hb := range fleet {
-		if !hb.Stale(time.Now()) {
+		if hb.Live(time.Now()) {
 			want++
 		}
 	}
@@ -50,17 +51,47 @@ func cmdPurge(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	purged, failed := 0, 0
+	out := purgeJSON{Live: want, Acknowledged: len(acks), Agents: []purgeAgentJSON{}}
 	for _, a := range acks {
 		purged += a.Purged
+		out.Agents = append(out.Agents, purgeAgentJSON{Agent: a.Agent, Site: a.Site, Purged: a.Purged, Error: a.Error})
 		if a.Error != "" {
 			failed++
-			fmt.Fprintf(stderr, "agent %s (site %s): %s\n", a.Agent, a.Site, a.Error)
+			if !*asJSON {
+				fmt.Fprintf(stderr, "agent %s (site %s): %s\n", a.Agent, a.Site, a.Error)
+			}
 		}
 	}
-	fmt.Fprintf(stdout, "purge acknowledged by %d of %d live agents in %s: %d entries, %d failures\n",
-		len(acks), want, time.Since(start).Round(time.Millisecond), purged, failed)
+	out.Purged, out.Failures, out.Seconds = purged, failed, time.Since(start).Seconds()
+	if *asJSON {
+		if err := printJSON(stdout, out); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "purge acknowledged by %d of %d live agents in %s: %d entries, %d failures\n",
+			len(acks), want, time.Since(start).Round(time.Millisecond), purged, failed)
+	}
 	if len(acks) < want || failed > 0 {
 		return fmt.Errorf("%d of %d agents did not confirm the purge", want-len(acks)+failed, want)
 	}
 	return nil
+}
+
+// purgeJSON is what tern purge --json prints.
+type purgeJSON struct {
+	// Live is how many agents were expected to answer; Acknowledged how
+	// many did within --wait.
+	Live         int              `json:"live"`
+	Acknowledged int              `json:"acknowledged"`
+	Purged       int              `json:"purged"`
+	Failures     int              `json:"failures"`
+	Seconds      float64          `json:"seconds"`
+	Agents       []purgeAgentJSON `json:"agents"`
+}
+
+type purgeAgentJSON struct {
+	Agent  string `json:"agent"`
+	Site   string `json:"site"`
+	Purged int    `json:"purged"`
+	Error  string `json:"error,omitempty"`
 }

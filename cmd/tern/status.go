@@ -35,10 +35,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		type row struct {
 			Heartbeat any  `json:"heartbeat"`
 			Stale     bool `json:"stale"`
+			Live      bool `json:"live"`
 		}
 		rows := []row{}
 		for _, hb := range fleet {
-			rows = append(rows, row{hb, hb.Stale(now)})
+			rows = append(rows, row{hb, hb.Stale(now), hb.Live(now)})
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -52,8 +53,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintln(tw, "SITE\tAGENT\tSTATE\tLAST SEEN\tVERSION\tLABELS\tAPPS\tREFUSALS")
 	for _, hb := range fleet {
 		state := "ok"
-		if hb.Stale(now) {
+		switch {
+		case hb.Stale(now):
 			state = "STALE"
+		case hb.Stopped:
+			state = "STOPPED"
 		}
 		var apps []string
 		for _, a := range hb.Apps {

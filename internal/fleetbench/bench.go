@@ -422,8 +422,23 @@ func (f *fleet) deployRound(ctx context.Context, v int) (round, error) {
 		return r, fmt.Errorf("hub gave sequence %d, want %d: is another publisher deploying %s?", res.Release.Sequence, seq, m.Name)
 	}
 	f.seq = res.Release.Sequence
+	// What tern deploy does next: follow the heartbeats until every
+	// agent reports the release.
+	reps, werr := deploy.Wait(ctx, f.pub, deploy.WaitOptions{App: m.Name, Sequence: res.Release.Sequence, Timeout: f.o.timeout})
+	r.waited = time.Since(t0)
 	if err := g.Wait(); err != nil {
 		return r, err
+	}
+	if werr != nil {
+		return r, werr
+	}
+	for _, rep := range reps {
+		if rep.State != deploy.Serving {
+			return r, fmt.Errorf("deploy.Wait: agent %s %s: %s", rep.Agent, rep.State, rep.Error)
+		}
+	}
+	if len(reps) != n {
+		return r, fmt.Errorf("deploy.Wait reported %d agents, want %d", len(reps), n)
 	}
 	after, err := f.ticks(pids)
 	if err != nil {

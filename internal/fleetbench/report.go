@@ -47,6 +47,10 @@ type round struct {
 	fleetCPU, hubCPU  time.Duration // CPU the agents and the hub used
 	wall              time.Duration // push start to the last agent serving
 	retries           int           // pushes that failed and were retried
+	// waited is from the push returning until deploy.Wait, which reads
+	// the agents' heartbeats as tern deploy does, reported every agent
+	// serving.
+	waited time.Duration
 }
 
 // summary is a distribution's nearest-rank percentiles.
@@ -70,6 +74,14 @@ func summarize(ds []time.Duration) summary {
 
 func (s summary) String() string {
 	return fmt.Sprintf("p50 %s · p90 %s · p99 %s · max %s (n=%d)", ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max), s.n)
+}
+
+// signed summarizes durations that may be negative, by their median and
+// extremes.
+func signed(ds []time.Duration) string {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return fmt.Sprintf("min %s · p50 %s · max %s (n=%d)", ms(s[0]), ms(s[len(s)/2]), ms(s[len(s)-1]), len(s))
 }
 
 func ms(d time.Duration) string {
@@ -105,12 +117,14 @@ func (r *report) write(w io.Writer) {
 	}
 
 	if len(r.rounds) > 0 {
-		var conv, convInst, push, each, eachInst, first, wall []time.Duration
+		var conv, convInst, push, each, eachInst, first, wall, waited, overWait []time.Duration
 		var fleetCPU, hubCPU time.Duration
 		retries := 0
 		for _, rd := range r.rounds {
 			retries += rd.retries
 			wall = append(wall, rd.wall)
+			waited = append(waited, rd.waited)
+			overWait = append(overWait, rd.waited-slices.Max(rd.served))
 			conv = append(conv, slices.Max(rd.served))
 			convInst = append(convInst, slices.Max(rd.installed))
 			first = append(first, slices.Min(rd.installed))
@@ -130,6 +144,8 @@ func (r *report) write(w io.Writer) {
 		fmt.Fprintf(w, "| one agent installed (all agents × deploys) | %s |\n", summarize(eachInst))
 		fmt.Fprintf(w, "| deploy.Push (sign, upload, publish; retries included) | %s |\n", summarize(push))
 		fmt.Fprintf(w, "| push started → every agent serves | %s |\n", summarize(wall))
+		fmt.Fprintf(w, "| push returned → deploy.Wait reports every agent serving (heartbeats, as tern deploy waits) | %s |\n", summarize(waited))
+		fmt.Fprintf(w, "| deploy.Wait's report − last agent's HTTPS answer (what waiting adds; negative: reported first) | %s |\n", signed(overWait))
 		if retries > 0 {
 			fmt.Fprintf(w, "\n%d of %d pushes failed at first (upload timed out) and were retried.\n", retries, len(r.rounds))
 		}
