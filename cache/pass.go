@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"fmt"
 	"net/http"
 )
 
@@ -75,7 +74,7 @@ func (h *handler) hitForPass(w http.ResponseWriter, r *http.Request, primary str
 	status := "fwd=uri-miss; detail=hit-for-pass"
 	resp, err := h.roundTrip(r)
 	if err != nil {
-		h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), status)
+		h.upstreamError(w, r, err, status)
 		return
 	}
 	if ok, _ := storable(r, parseCacheControl(r.Header), resp, parseCacheControl(resp.Header)); ok {

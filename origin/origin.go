@@ -243,7 +243,10 @@ func (o *Origin) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		resp, err := o.rt.RoundTrip(out)
 		if err != nil {
-			if r.Context().Err() != nil {
+			var se interface{ HTTPStatus() int }
+			if r.Context().Err() != nil || errors.As(err, &se) {
+				// The client went away or its body failed: no fault
+				// of the upstream's.
 				return nil, fmt.Errorf("%s %s via %s: %w", r.Method, r.URL.Path, u.url.Host, err)
 			}
 			u.downUntil.Store(o.cfg.Now().Add(o.cfg.HealthInterval).UnixNano())
