@@ -73,6 +73,8 @@ type Config struct {
 	MaxConcurrentStreams int
 	// Limits bound request bodies on every protocol.
 	Limits BodyLimits
+	// Conns bound the TCP connections held open.
+	Conns ConnLimits
 	// Allow0RTT accepts QUIC 0-RTT (early data). Early requests can be
 	// replayed, so even then only routes that opt in serve them, for safe
 	// methods only (see routing.Route.EarlyData); off by default.
@@ -121,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(&cfg.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
 	cfg.Limits = cfg.Limits.withDefaults()
+	cfg.Conns = cfg.Conns.withDefaults()
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -295,8 +298,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	errc := make(chan error, 2)
+	limited := s.cfg.Conns.limit(tcp, "tls")
 	go func() {
-		err := s.h1.ServeTLS(tcp, "", "")
+		err := s.h1.ServeTLS(limited, "", "")
 		if !errors.Is(err, http.ErrServerClosed) {
 			err = fmt.Errorf("serve %s: tcp: %w", addr, err)
 		}
