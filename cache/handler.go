@@ -28,12 +28,31 @@ var ErrUpstream = errors.New("upstream unavailable")
 // handler; it must fill in the rest. Its errors mean "unreachable" for the
 // offline policy.
 func (c *Cache) Handler(upstream http.RoundTripper) http.Handler {
-	return &handler{c: c, up: upstream}
+	return c.HandlerWith(upstream, HandlerConfig{})
+}
+
+// HandlerConfig holds the per-origin choices of a cache handler.
+type HandlerConfig struct {
+	// ShareCredentialed stores and serves responses to requests with
+	// Cookie or Authorization as RFC 9111 alone allows. By default such a
+	// response is shared only when the origin says so: without public or
+	// s-maxage it is stored only with explicit freshness (max-age or
+	// Expires, never heuristic) and never served stale under
+	// Config.MaxStale, since a CDN must not hand one user's page to the
+	// next because the origin forgot its headers.
+	ShareCredentialed bool
+}
+
+// HandlerWith is Handler with per-origin choices.
+func (c *Cache) HandlerWith(upstream http.RoundTripper, cfg HandlerConfig) http.Handler {
+	return &handler{c: c, up: upstream, strict: !cfg.ShareCredentialed}
 }
 
 type handler struct {
 	c  *Cache
 	up http.RoundTripper
+	// strict applies the credentialed-request rules of HandlerConfig.
+	strict bool
 }
 
 type outcome int
@@ -254,7 +273,7 @@ func (h *handler) staleAllowed(m *meta, unreachable bool) string {
 	if m.SIE >= 0 && stale <= m.SIE {
 		return "stale-if-error"
 	}
-	if unreachable && !m.SMaxAge && h.c.cfg.MaxStale > 0 && stale <= h.c.cfg.MaxStale {
+	if unreachable && !m.SMaxAge && !m.Credentialed && h.c.cfg.MaxStale > 0 && stale <= h.c.cfg.MaxStale {
 		return "offline"
 	}
 	return ""
@@ -364,6 +383,9 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 			hh.Set("Age", a)
 		}
 		nm.freshness(hh, requestTime, responseTime, c.cfg.HeuristicMax)
+		if nm.Credentialed && nm.Heuristic {
+			nm.Lifetime = 0
+		}
 		nm.Invalid = false
 		if nm.Scheme == "" {
 			// An entry from before schemes were recorded: now known good
@@ -380,7 +402,8 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		// Keep the stale entry; the waiters decide whether to serve it.
 		f.kind, f.resp, f.reason = outPass, resp, "origin error"
 	default:
-		ok, why := storable(out, parseCacheControl(out.Header), resp, parseCacheControl(resp.Header))
+		cc := parseCacheControl(resp.Header)
+		ok, why := storable(out, parseCacheControl(out.Header), resp, cc, h.strict)
 		pk := primaryKey(out)
 		if !ok {
 			c.markPass(pk, why)
@@ -398,6 +421,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 			ChunkSize: ChunkSize,
 		}
 		nm.VaryValues = varyValues(out.Header, nm.Vary)
+		nm.Credentialed = h.strict && credentialedPrivate(out, cc)
 		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
 		fl := newFill(c, f, storageKey(pk, nm.Scheme, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
 		c.idx.acquire(fl.body) // released when the last reader leaves

@@ -77,7 +77,7 @@ func (h *handler) hitForPass(w http.ResponseWriter, r *http.Request, primary str
 		h.upstreamError(w, r, err, status)
 		return
 	}
-	if ok, _ := storable(r, parseCacheControl(r.Header), resp, parseCacheControl(resp.Header)); ok {
+	if ok, _ := storable(r, parseCacheControl(r.Header), resp, parseCacheControl(resp.Header), h.strict); ok {
 		h.c.unmarkPass(primary)
 	}
 	h.writeResponse(w, r, resp, status)

@@ -77,6 +77,10 @@ type Config struct {
 	HealthPath     string
 	HealthInterval time.Duration
 	HealthTimeout  time.Duration
+	// ShareCredentialed lets the cache reuse responses to requests with
+	// Cookie or Authorization as RFC 9111 alone allows; see
+	// cache.HandlerConfig.
+	ShareCredentialed bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// NewTicker makes the health check ticker. Default wraps time.NewTicker.
@@ -181,7 +185,9 @@ func New(cfg Config) (*Origin, error) {
 }
 
 // Handler returns the origin route's handler: c in front of o.
-func Handler(c *cache.Cache, o *Origin) http.Handler { return c.Handler(o) }
+func Handler(c *cache.Cache, o *Origin) http.Handler {
+	return c.HandlerWith(o, cache.HandlerConfig{ShareCredentialed: o.cfg.ShareCredentialed})
+}
 
 // Status reports each upstream's health, in priority order.
 func (o *Origin) Status() []UpstreamStatus {
