@@ -116,7 +116,8 @@ func (c LimitsConfig) validate() error {
 	}
 	for name, n := range map[string]int{
 		"max_concurrent_streams": c.MaxConcurrentStreams,
-		"max_conns": c.MaxConns, "max_conns_per_addr": c.MaxConnsPerAddr,
+		"max_conns":              c.MaxConns,
+		"max_conns_per_addr":     c.MaxConnsPerAddr,
 	} {
 		if n < 0 {
 			return fmt.Errorf("limits.%s = %d: must not be negative", name, n)
