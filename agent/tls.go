@@ -75,6 +75,9 @@ type LimitsConfig struct {
 	// listener holds open, in total and per client IP address.
 	MaxConns        int `toml:"max_conns"`
 	MaxConnsPerAddr int `toml:"max_conns_per_addr"`
+	// MaxResetStreams is how many requests an HTTP/2 client may reset on
+	// one connection before it is sent GOAWAY.
+	MaxResetStreams int `toml:"max_reset_streams"`
 }
 
 // validate checks the [acme] table.
@@ -118,6 +121,7 @@ func (c LimitsConfig) validate() error {
 		"max_concurrent_streams": c.MaxConcurrentStreams,
 		"max_conns":              c.MaxConns,
 		"max_conns_per_addr":     c.MaxConnsPerAddr,
+		"max_reset_streams":      c.MaxResetStreams,
 	} {
 		if n < 0 {
 			return fmt.Errorf("limits.%s = %d: must not be negative", name, n)
@@ -205,6 +209,7 @@ func (a *Agent) withLimits(sc server.Config) server.Config {
 	sc.ReadTimeout = time.Duration(l.ReadTimeout)
 	sc.IdleTimeout = time.Duration(l.IdleTimeout)
 	sc.MaxConcurrentStreams = l.MaxConcurrentStreams
+	sc.MaxResetStreams = l.MaxResetStreams
 	sc.Allow0RTT = l.Allow0RTT
 	sc.Limits = server.BodyLimits{MaxBytes: int64(l.MaxBody), MinRate: int64(l.BodyMinRate), Grace: time.Duration(l.BodyGrace)}
 	sc.Conns = server.ConnLimits{Max: l.MaxConns, MaxPerAddr: l.MaxConnsPerAddr, Registerer: a.reg}

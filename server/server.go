@@ -71,6 +71,10 @@ type Config struct {
 	// MaxConcurrentStreams bounds the requests in flight on one HTTP/2
 	// connection and the streams a peer may open on one QUIC connection.
 	MaxConcurrentStreams int
+	// MaxResetStreams is how many requests an HTTP/2 client may abandon
+	// (reset) on one connection before the server sends it GOAWAY;
+	// 0 means DefaultMaxResetStreams.
+	MaxResetStreams int
 	// Limits bound request bodies on every protocol.
 	Limits BodyLimits
 	// Conns bound the TCP connections held open.
@@ -122,6 +126,7 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.AltSvcMaxAge, DefaultAltSvcMaxAge)
 	setDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(&cfg.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	setDefault(&cfg.MaxResetStreams, DefaultMaxResetStreams)
 	cfg.Limits = cfg.Limits.withDefaults()
 	cfg.Conns = cfg.Conns.withDefaults()
 	logger := cfg.Logger
@@ -137,8 +142,10 @@ func New(cfg Config) (*Server, error) {
 	s.quicTLS = http3.ConfigureTLSConfig(cfg.TLSConfig.Clone())
 
 	handler := cfg.Limits.wrap(cfg.Handler)
+	tcpHandler := resetGuard(int64(cfg.MaxResetStreams), cfg.Conns.Registerer, handler)
 	s.h1 = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveTCP(w, r, handler) }),
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveTCP(w, r, tcpHandler) }),
+		ConnContext:       withConnStats,
 		TLSConfig:         s.tcpTLS,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
