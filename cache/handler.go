@@ -71,6 +71,13 @@ type flight struct {
 	// refs counts the fetch and the requests awaiting the flight, under
 	// Cache.mu; the last to leave releases the fill's body.
 	refs int
+	// waiting counts the clients awaiting the flight's response, under
+	// Cache.mu. When the last leaves before the response arrives, a
+	// flight started for a client is abandoned: cancel ends its origin
+	// request, and later clients start a flight of their own.
+	waiting   int
+	abandoned bool
+	cancel    context.CancelFunc // nil for background revalidations
 
 	kind   outcome
 	status int            // origin status, 0 on error
@@ -128,6 +135,9 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 			h.hitForPass(w, r, pk)
 			return
 		}
+		if r.Context().Err() != nil {
+			return // reset before it got here: fetch nothing for nobody
+		}
 		fwd := "fwd=uri-miss"
 		if len(c.idx.variants(pk)) > 0 {
 			fwd = "fwd=vary-miss"
@@ -162,6 +172,7 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 	select {
 	case <-f.ready:
 	case <-r.Context().Done():
+		h.abandon(f)
 		if leader {
 			go func() { // the pass response, if any, is the leader's to close
 				<-f.ready
@@ -310,9 +321,10 @@ func missKey(r *http.Request) string {
 func (h *handler) join(key string, r *http.Request, it *item, m *meta, foreground bool) (*flight, bool) {
 	c := h.c
 	c.mu.Lock()
-	if f := c.flights[key]; f != nil {
+	if f := c.flights[key]; f != nil && !f.abandoned {
 		if foreground {
 			f.refs++
+			f.waiting++
 		}
 		c.mu.Unlock()
 		return f, false
@@ -321,18 +333,45 @@ func (h *handler) join(key string, r *http.Request, it *item, m *meta, foregroun
 	if m != nil {
 		f.primary, f.tags = m.Primary, m.Tags // a revalidation of m's entry
 	}
+	out := upstreamRequest(r, m)
 	if foreground {
 		f.refs++
+		f.waiting++
+		var ctx context.Context
+		ctx, f.cancel = context.WithCancel(out.Context())
+		out = out.WithContext(ctx)
 	}
 	c.flights[key] = f
 	c.mu.Unlock()
-	out := upstreamRequest(r, m)
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
 		h.fetch(key, f, out, it, m, foreground)
 	}()
 	return f, true
+}
+
+// abandon notes that a client awaiting f went away. When it was the last
+// and f has no response yet, f's origin request is cancelled: a client
+// that resets its request (HTTP/2 rapid reset) must not leave an origin
+// fetch and a stored entry behind.
+func (h *handler) abandon(f *flight) {
+	c := h.c
+	c.mu.Lock()
+	f.waiting--
+	last := f.waiting == 0 && f.cancel != nil
+	select {
+	case <-f.ready:
+		last = false
+	default:
+	}
+	if last {
+		f.abandoned = true
+	}
+	c.mu.Unlock()
+	if last {
+		f.cancel()
+	}
 }
 
 // endFlight removes f from the flights, unless a purge detached it.
