@@ -23,7 +23,7 @@ type recorder struct {
 	seen []string
 }
 
-func newRecorder(t *testing.T) *recorder {
+func newRecorder(t testing.TB) *recorder {
 	rec := &recorder{}
 	rec.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.Copy(io.Discard, r.Body)
@@ -49,7 +49,7 @@ func (rec *recorder) requests() []string {
 // forwarder sends every request on to origin over an http.Transport, as an
 // origin route does: the transport reads the client's body and closes it
 // when it fails. A failed client body is answered with its own status.
-func forwarder(t *testing.T, origin string) http.Handler {
+func forwarder(t testing.TB, origin string) http.Handler {
 	u, err := url.Parse(origin)
 	if err != nil {
 		t.Fatal(err)
