@@ -39,6 +39,7 @@ func TestCredentialedResponseNeverHeuristicallyShared(t *testing.T) {
 		if got := body(request(h, "GET", "http://example.com/account", cred)); got != "account page of alice" {
 			t.Fatalf("alice: %q", got)
 		}
+		c.Wait() // the fill is committed
 		clk.Advance(time.Minute)
 		w := request(h, "GET", "http://example.com/account", nil)
 		if got := body(w); got != "account page of nobody" {
@@ -56,6 +57,7 @@ func TestCredentialedResponseNeverServedOffline(t *testing.T) {
 	c, _ := newCache(t, clk, cache.Config{MaxStale: 24 * time.Hour})
 	h := c.Handler(o)
 	request(h, "GET", "http://example.com/account", map[string]string{"Cookie": "user=alice"})
+	c.Wait() // the fill is committed
 	clk.Advance(time.Hour)
 	o.down.Store(true)
 	w := request(h, "GET", "http://example.com/account", nil)
@@ -90,6 +92,7 @@ func TestCredentialedSharingRules(t *testing.T) {
 			cc, _ := newCache(t, clk, cache.Config{MaxStale: c.maxSt})
 			h := cc.HandlerWith(o, c.cfg)
 			request(h, "GET", "http://example.com/account", map[string]string{"Cookie": "user=alice"})
+			cc.Wait() // the fill is committed
 			if c.down {
 				clk.Advance(time.Hour)
 				o.down.Store(true)
