@@ -841,31 +841,6 @@ func (h *handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *ht
 	}
 }
 
-// statusError is an error that says which status answers it, such as the
-// front door's error for a request body that could not be read.
-type statusError interface{ HTTPStatus() int }
-
-// bodyReadErr is a request body that remembers why it failed; the front
-// door's bodies do.
-type bodyReadErr interface{ ReadErr() error }
-
-// upstreamError answers a forwarded request that failed: 502, unless the
-// client's own request body is what failed, which its error's status
-// answers (400, 408, 413) instead of blaming the origin. The body is
-// asked as well as the error: a failed body also cancels the request, so
-// the transport may report only the cancellation.
-func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err error, status string) {
-	if b, ok := r.Body.(bodyReadErr); ok && b.ReadErr() != nil {
-		err = b.ReadErr()
-	}
-	var se statusError
-	if errors.As(err, &se) && se.HTTPStatus() >= 400 && se.HTTPStatus() < 500 {
-		h.error(w, se.HTTPStatus(), err.Error(), status)
-		return
-	}
-	h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), status)
-}
-
 func (h *handler) error(w http.ResponseWriter, code int, msg, status string) {
 	w.Header().Set("Cache-Status", h.c.cfg.Name+"; "+status)
 	http.Error(w, msg, code)
