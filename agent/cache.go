@@ -70,6 +70,11 @@ type OriginConfig struct {
 	HealthInterval artifact.Duration `toml:"health_interval"`
 	// CA is a PEM file of roots for https upstreams (default: the system's).
 	CA string `toml:"ca"`
+	// ShareCredentialed reuses responses to requests with Cookie or
+	// Authorization under heuristic freshness and [cache] max_stale, as
+	// RFC 9111 alone allows; off, only responses marked public or
+	// s-maxage are (docs/CACHE.md).
+	ShareCredentialed bool `toml:"share_credentialed"`
 }
 
 // AdminTokenFile holds the generated purge API token.
@@ -118,14 +123,15 @@ func (a *Agent) openCache() error {
 
 func newOrigin(oc OriginConfig, a *Agent) (*origin.Origin, error) {
 	cfg := origin.Config{
-		Upstreams:       oc.Upstreams,
-		ConnectTimeout:  time.Duration(oc.ConnectTimeout),
-		ResponseTimeout: time.Duration(oc.Timeout),
-		Retries:         oc.Retries,
-		HealthPath:      oc.HealthPath,
-		HealthInterval:  time.Duration(oc.HealthInterval),
-		Now:             a.now,
-		Logger:          a.logger.With("component", "origin", "origin", oc.Name),
+		Upstreams:         oc.Upstreams,
+		ConnectTimeout:    time.Duration(oc.ConnectTimeout),
+		ResponseTimeout:   time.Duration(oc.Timeout),
+		Retries:           oc.Retries,
+		HealthPath:        oc.HealthPath,
+		HealthInterval:    time.Duration(oc.HealthInterval),
+		ShareCredentialed: oc.ShareCredentialed,
+		Now:               a.now,
+		Logger:            a.logger.With("component", "origin", "origin", oc.Name),
 	}
 	switch oc.HostHeader {
 	case "", "preserve":

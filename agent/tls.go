@@ -71,6 +71,13 @@ type LimitsConfig struct {
 	MaxConcurrentStreams int `toml:"max_concurrent_streams"`
 	// Allow0RTT accepts QUIC early data, for the routes that opt in.
 	Allow0RTT bool `toml:"allow_0rtt"`
+	// MaxConns and MaxConnsPerAddr bound the TCP connections each
+	// listener holds open, in total and per client IP address.
+	MaxConns        int `toml:"max_conns"`
+	MaxConnsPerAddr int `toml:"max_conns_per_addr"`
+	// MaxResetStreams is how many requests an HTTP/2 client may reset on
+	// one connection before it is sent GOAWAY.
+	MaxResetStreams int `toml:"max_reset_streams"`
 }
 
 // validate checks the [acme] table.
@@ -110,8 +117,15 @@ func (c LimitsConfig) validate() error {
 	if c.MaxHeader > 1<<30 {
 		return fmt.Errorf("limits.max_header = %d: at most 1GiB", c.MaxHeader)
 	}
-	if c.MaxConcurrentStreams < 0 {
-		return fmt.Errorf("limits.max_concurrent_streams = %d: must not be negative", c.MaxConcurrentStreams)
+	for name, n := range map[string]int{
+		"max_concurrent_streams": c.MaxConcurrentStreams,
+		"max_conns":              c.MaxConns,
+		"max_conns_per_addr":     c.MaxConnsPerAddr,
+		"max_reset_streams":      c.MaxResetStreams,
+	} {
+		if n < 0 {
+			return fmt.Errorf("limits.%s = %d: must not be negative", name, n)
+		}
 	}
 	return nil
 }
@@ -195,8 +209,10 @@ func (a *Agent) withLimits(sc server.Config) server.Config {
 	sc.ReadTimeout = time.Duration(l.ReadTimeout)
 	sc.IdleTimeout = time.Duration(l.IdleTimeout)
 	sc.MaxConcurrentStreams = l.MaxConcurrentStreams
+	sc.MaxResetStreams = l.MaxResetStreams
 	sc.Allow0RTT = l.Allow0RTT
 	sc.Limits = server.BodyLimits{MaxBytes: int64(l.MaxBody), MinRate: int64(l.BodyMinRate), Grace: time.Duration(l.BodyGrace)}
+	sc.Conns = server.ConnLimits{Max: l.MaxConns, MaxPerAddr: l.MaxConnsPerAddr, Registerer: a.reg}
 	return sc
 }
 
@@ -226,6 +242,7 @@ func (a *Agent) listenPlain(h http.Handler) error {
 		IdleTimeout:       sc.IdleTimeout,
 		MaxHeaderBytes:    sc.MaxHeaderBytes,
 		Limits:            sc.Limits,
+		Conns:             sc.Conns,
 	})
 	if err != nil {
 		return err

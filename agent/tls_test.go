@@ -97,6 +97,8 @@ func TestACMEConfigErrors(t *testing.T) {
 		{"bad listen", ACMEConfig{HTTPListen: "80"}, LimitsConfig{}, `acme.http_listen = "80": address 80: missing port in address`},
 		{"unknown challenge", ACMEConfig{Challenges: []string{"dns-01"}}, LimitsConfig{}, `acme.challenges: "dns-01": want "http-01" or "tls-alpn-01"`},
 		{"negative stream limit", ACMEConfig{}, LimitsConfig{MaxConcurrentStreams: -1}, "limits.max_concurrent_streams = -1: must not be negative"},
+		{"negative connection limit", ACMEConfig{}, LimitsConfig{MaxConnsPerAddr: -2}, "limits.max_conns_per_addr = -2: must not be negative"},
+		{"negative reset limit", ACMEConfig{}, LimitsConfig{MaxResetStreams: -1}, "limits.max_reset_streams = -1: must not be negative"},
 	}
 	for _, tt := range tests {
 		cfg := DefaultConfig()

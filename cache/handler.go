@@ -28,12 +28,31 @@ var ErrUpstream = errors.New("upstream unavailable")
 // handler; it must fill in the rest. Its errors mean "unreachable" for the
 // offline policy.
 func (c *Cache) Handler(upstream http.RoundTripper) http.Handler {
-	return &handler{c: c, up: upstream}
+	return c.HandlerWith(upstream, HandlerConfig{})
+}
+
+// HandlerConfig holds the per-origin choices of a cache handler.
+type HandlerConfig struct {
+	// ShareCredentialed stores and serves responses to requests with
+	// Cookie or Authorization as RFC 9111 alone allows. By default such a
+	// response is shared only when the origin says so: without public or
+	// s-maxage it is stored only with explicit freshness (max-age or
+	// Expires, never heuristic) and never served stale under
+	// Config.MaxStale, since a CDN must not hand one user's page to the
+	// next because the origin forgot its headers.
+	ShareCredentialed bool
+}
+
+// HandlerWith is Handler with per-origin choices.
+func (c *Cache) HandlerWith(upstream http.RoundTripper, cfg HandlerConfig) http.Handler {
+	return &handler{c: c, up: upstream, strict: !cfg.ShareCredentialed}
 }
 
 type handler struct {
 	c  *Cache
 	up http.RoundTripper
+	// strict applies the credentialed-request rules of HandlerConfig.
+	strict bool
 }
 
 type outcome int
@@ -52,6 +71,13 @@ type flight struct {
 	// refs counts the fetch and the requests awaiting the flight, under
 	// Cache.mu; the last to leave releases the fill's body.
 	refs int
+	// waiting counts the clients awaiting the flight's response, under
+	// Cache.mu. When the last leaves before the response arrives, a
+	// flight started for a client is abandoned: cancel ends its origin
+	// request, and later clients start a flight of their own.
+	waiting   int
+	abandoned bool
+	cancel    context.CancelFunc // nil for background revalidations
 
 	kind   outcome
 	status int            // origin status, 0 on error
@@ -109,6 +135,9 @@ func (h *handler) serveGet(w http.ResponseWriter, r *http.Request) {
 			h.hitForPass(w, r, pk)
 			return
 		}
+		if r.Context().Err() != nil {
+			return // reset before it got here: fetch nothing for nobody
+		}
 		fwd := "fwd=uri-miss"
 		if len(c.idx.variants(pk)) > 0 {
 			fwd = "fwd=vary-miss"
@@ -143,6 +172,7 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 	select {
 	case <-f.ready:
 	case <-r.Context().Done():
+		h.abandon(f)
 		if leader {
 			go func() { // the pass response, if any, is the leader's to close
 				<-f.ready
@@ -264,7 +294,7 @@ func (h *handler) staleAllowed(m *meta, unreachable bool) string {
 	if m.SIE >= 0 && stale <= m.SIE {
 		return "stale-if-error"
 	}
-	if unreachable && !m.SMaxAge && h.c.cfg.MaxStale > 0 && stale <= h.c.cfg.MaxStale {
+	if unreachable && !m.SMaxAge && !m.Credentialed && h.c.cfg.MaxStale > 0 && stale <= h.c.cfg.MaxStale {
 		return "offline"
 	}
 	return ""
@@ -301,9 +331,10 @@ func missKey(r *http.Request) string {
 func (h *handler) join(key string, r *http.Request, it *item, m *meta, foreground bool) (*flight, bool) {
 	c := h.c
 	c.mu.Lock()
-	if f := c.flights[key]; f != nil {
+	if f := c.flights[key]; f != nil && !f.abandoned {
 		if foreground {
 			f.refs++
+			f.waiting++
 		}
 		c.mu.Unlock()
 		return f, false
@@ -312,18 +343,45 @@ func (h *handler) join(key string, r *http.Request, it *item, m *meta, foregroun
 	if m != nil {
 		f.primary, f.tags = m.Primary, m.Tags // a revalidation of m's entry
 	}
+	out := upstreamRequest(r, m)
 	if foreground {
 		f.refs++
+		f.waiting++
+		var ctx context.Context
+		ctx, f.cancel = context.WithCancel(out.Context())
+		out = out.WithContext(ctx)
 	}
 	c.flights[key] = f
 	c.mu.Unlock()
-	out := upstreamRequest(r, m)
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
 		h.fetch(key, f, out, it, m, foreground)
 	}()
 	return f, true
+}
+
+// abandon notes that a client awaiting f went away. When it was the last
+// and f has no response yet, f's origin request is cancelled: a client
+// that resets its request (HTTP/2 rapid reset) must not leave an origin
+// fetch and a stored entry behind.
+func (h *handler) abandon(f *flight) {
+	c := h.c
+	c.mu.Lock()
+	f.waiting--
+	last := f.waiting == 0 && f.cancel != nil
+	select {
+	case <-f.ready:
+		last = false
+	default:
+	}
+	if last {
+		f.abandoned = true
+	}
+	c.mu.Unlock()
+	if last {
+		f.cancel()
+	}
 }
 
 // endFlight removes f from the flights, unless a purge detached it.
@@ -374,6 +432,9 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 			hh.Set("Age", a)
 		}
 		nm.freshness(hh, requestTime, responseTime, c.cfg.HeuristicMax)
+		if nm.Credentialed && nm.Heuristic {
+			nm.Lifetime = 0
+		}
 		nm.Invalid = false
 		if nm.Scheme == "" {
 			// An entry from before schemes were recorded: now known good
@@ -390,7 +451,8 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		// Keep the stale entry; the waiters decide whether to serve it.
 		f.kind, f.resp, f.reason = outPass, resp, "origin error"
 	default:
-		ok, why := storable(out, parseCacheControl(out.Header), resp, parseCacheControl(resp.Header))
+		cc := parseCacheControl(resp.Header)
+		ok, why := storable(out, parseCacheControl(out.Header), resp, cc, h.strict)
 		pk := primaryKey(out)
 		if !ok {
 			c.markPass(pk, why)
@@ -408,6 +470,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 			ChunkSize: ChunkSize,
 		}
 		nm.VaryValues = varyValues(out.Header, nm.Vary)
+		nm.Credentialed = h.strict && credentialedPrivate(out, cc)
 		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
 		fl := newFill(c, f, storageKey(pk, nm.Scheme, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
 		fl.detach = func() { h.endFlight(key, f) }
@@ -725,7 +788,7 @@ func (h *handler) serveHead(w http.ResponseWriter, r *http.Request) {
 func (h *handler) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 	resp, err := h.roundTrip(r)
 	if err != nil {
-		h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), "fwd=method")
+		h.upstreamError(w, r, err, "fwd=method")
 		return
 	}
 	if resp.StatusCode < 400 {
@@ -745,7 +808,7 @@ func (h *handler) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 func (h *handler) pass(w http.ResponseWriter, r *http.Request, status string) {
 	resp, err := h.roundTrip(r)
 	if err != nil {
-		h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), status)
+		h.upstreamError(w, r, err, status)
 		return
 	}
 	h.writeResponse(w, r, resp, status)

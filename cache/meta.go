@@ -47,6 +47,11 @@ type meta struct {
 	SMaxAge bool `json:"sm,omitempty"`
 	// NoCache requires validation before every reuse.
 	NoCache bool `json:"nc"`
+	// Credentialed marks a response to a request with Cookie or
+	// Authorization that the origin did not mark shareable (public,
+	// s-maxage): never heuristically fresh, never served under the
+	// offline policy (HandlerConfig.ShareCredentialed).
+	Credentialed bool `json:"cr,omitempty"`
 	// Invalid marks a soft-purged entry: stale whatever its lifetime, but
 	// still usable as a validator and, within policy, as stale content.
 	Invalid bool `json:"inv,omitempty"`
@@ -137,9 +142,19 @@ var understoodStatus = map[int]bool{
 	404: true, 405: true, 410: true, 414: true, 501: true,
 }
 
+// credentialedPrivate reports whether req carries credentials (Cookie or
+// Authorization) and the response's directives cc do not explicitly allow
+// shared caches to reuse the answer (public, s-maxage).
+func credentialedPrivate(req *http.Request, cc directives) bool {
+	return (req.Header.Get("Cookie") != "" || req.Header.Get("Authorization") != "") && !cc.public && cc.sMaxAge < 0
+}
+
 // storable decides whether a response to a GET may be stored by a shared
-// cache (§3, §3.5) and returns the reason when it may not.
-func storable(req *http.Request, reqCC directives, resp *http.Response, cc directives) (bool, string) {
+// cache (§3, §3.5) and returns the reason when it may not. strict adds the
+// rule of HandlerConfig.ShareCredentialed's default: a response to a
+// credentialed request that is not explicitly shareable needs explicit
+// freshness.
+func storable(req *http.Request, reqCC directives, resp *http.Response, cc directives, strict bool) (bool, string) {
 	switch {
 	case !understoodStatus[resp.StatusCode]:
 		return false, "status " + strconv.Itoa(resp.StatusCode)
@@ -163,7 +178,14 @@ func storable(req *http.Request, reqCC directives, resp *http.Response, cc direc
 			}
 		}
 	}
-	if cc.public || cc.maxAge >= 0 || cc.sMaxAge >= 0 || resp.Header.Get("Expires") != "" || heuristicStatus[resp.StatusCode] {
+	explicit := cc.public || cc.maxAge >= 0 || cc.sMaxAge >= 0 || resp.Header.Get("Expires") != ""
+	if !explicit && strict && credentialedPrivate(req, cc) {
+		// Not an RFC rule: heuristic freshness for a page that
+		// answered a cookie is how one user's account page reaches
+		// the next.
+		return false, "credentials without explicit freshness"
+	}
+	if explicit || heuristicStatus[resp.StatusCode] {
 		return true, ""
 	}
 	return false, "no explicit freshness"

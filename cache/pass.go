@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 )
@@ -75,11 +76,36 @@ func (h *handler) hitForPass(w http.ResponseWriter, r *http.Request, primary str
 	status := "fwd=uri-miss; detail=hit-for-pass"
 	resp, err := h.roundTrip(r)
 	if err != nil {
-		h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), status)
+		h.upstreamError(w, r, err, status)
 		return
 	}
-	if ok, _ := storable(r, parseCacheControl(r.Header), resp, parseCacheControl(resp.Header)); ok {
+	if ok, _ := storable(r, parseCacheControl(r.Header), resp, parseCacheControl(resp.Header), h.strict); ok {
 		h.c.unmarkPass(primary)
 	}
 	h.writeResponse(w, r, resp, status)
+}
+
+// statusError is an error that says which status answers it, such as the
+// front door's error for a request body that could not be read.
+type statusError interface{ HTTPStatus() int }
+
+// bodyReadErr is a request body that remembers why it failed; the front
+// door's bodies do.
+type bodyReadErr interface{ ReadErr() error }
+
+// upstreamError answers a forwarded request that failed: 502, unless the
+// client's own request body is what failed, which its error's status
+// answers (400, 408, 413) instead of blaming the origin. The body is
+// asked as well as the error: a failed body also cancels the request, so
+// the transport may report only the cancellation.
+func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err error, status string) {
+	if b, ok := r.Body.(bodyReadErr); ok && b.ReadErr() != nil {
+		err = b.ReadErr()
+	}
+	var se statusError
+	if errors.As(err, &se) && se.HTTPStatus() >= 400 && se.HTTPStatus() < 500 {
+		h.error(w, se.HTTPStatus(), err.Error(), status)
+		return
+	}
+	h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), status)
 }

@@ -77,6 +77,10 @@ type Config struct {
 	HealthPath     string
 	HealthInterval time.Duration
 	HealthTimeout  time.Duration
+	// ShareCredentialed lets the cache reuse responses to requests with
+	// Cookie or Authorization as RFC 9111 alone allows; see
+	// cache.HandlerConfig.
+	ShareCredentialed bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// NewTicker makes the health check ticker. Default wraps time.NewTicker.
@@ -181,7 +185,9 @@ func New(cfg Config) (*Origin, error) {
 }
 
 // Handler returns the origin route's handler: c in front of o.
-func Handler(c *cache.Cache, o *Origin) http.Handler { return c.Handler(o) }
+func Handler(c *cache.Cache, o *Origin) http.Handler {
+	return c.HandlerWith(o, cache.HandlerConfig{ShareCredentialed: o.cfg.ShareCredentialed})
+}
 
 // Status reports each upstream's health, in priority order.
 func (o *Origin) Status() []UpstreamStatus {
@@ -243,7 +249,10 @@ func (o *Origin) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		resp, err := o.rt.RoundTrip(out)
 		if err != nil {
-			if r.Context().Err() != nil {
+			var se interface{ HTTPStatus() int }
+			if r.Context().Err() != nil || errors.As(err, &se) {
+				// The client went away or its body failed: no fault
+				// of the upstream's.
 				return nil, fmt.Errorf("%s %s via %s: %w", r.Method, r.URL.Path, u.url.Host, err)
 			}
 			u.downUntil.Store(o.cfg.Now().Add(o.cfg.HealthInterval).UnixNano())

@@ -222,9 +222,14 @@ func (r *Router) Swap(t *Table) *Table { return r.table.Swap(t) }
 // Table returns the current table (nil before the first Swap).
 func (r *Router) Table() *Table { return r.table.Load() }
 
-// Match returns the route a request would take.
+// Match returns the route a request would take, once its path is
+// cleaned of dot segments; a path that cannot be cleaned matches nothing.
 func (r *Router) Match(req *http.Request) (Route, bool) {
-	return r.table.Load().Match(req.Host, req.URL.Path)
+	u, err := withCleanPath(req.URL)
+	if err != nil {
+		return Route{}, false
+	}
+	return r.table.Load().Match(req.Host, u.Path)
 }
 
 // ClaimsHost reports whether the current table claims host; see
@@ -233,8 +238,24 @@ func (r *Router) ClaimsHost(host string) bool { return r.table.Load().ClaimsHost
 
 // ServeHTTP dispatches req to its route's handler, applying the route's
 // scheme, redirect, early-data and header options first.
+//
+// Dot segments ("/a/../b", also as "%2e%2e") are removed from the path
+// before routing and the handler gets the clean path, so that a route for
+// a prefix never passes on a path that an upstream would resolve outside
+// it; a path that would still hold one once its encoded slashes were
+// decoded gets 400.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	rt, ok := r.Match(req)
+	u, err := withCleanPath(req.URL)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if u != req.URL {
+		req = req.WithContext(req.Context()) // a copy, not to change the caller's
+		req.URL = u
+		req.RequestURI = u.RequestURI()
+	}
+	rt, ok := r.table.Load().Match(req.Host, req.URL.Path)
 	if !ok {
 		if r.NotFound != nil {
 			r.NotFound.ServeHTTP(w, req)

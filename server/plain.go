@@ -30,8 +30,10 @@ type PlainConfig struct {
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
 	ShutdownTimeout   time.Duration
-	// Limits bound request bodies as on the TLS listener.
+	// Limits bound request bodies and Conns the connections, as on the
+	// TLS listener.
 	Limits BodyLimits
+	Conns  ConnLimits
 }
 
 // Plain serves plain HTTP/1.1 on TCP. Create it with NewPlain, bind with
@@ -57,6 +59,7 @@ func NewPlain(cfg PlainConfig) (*Plain, error) {
 	setDefault(&cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	setDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	cfg.Limits = cfg.Limits.withDefaults()
+	cfg.Conns = cfg.Conns.withDefaults()
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -72,6 +75,7 @@ func NewPlain(cfg PlainConfig) (*Plain, error) {
 			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		},
 		shutdown: cfg.ShutdownTimeout,
+		wrap:     func(ln net.Listener) net.Listener { return cfg.Conns.limit(ln, "plain") },
 		onListen: func(addr net.Addr) {
 			logger.Info("listening", "addr", addr.String(), "protocols", "http/1.1 (plain)")
 		},

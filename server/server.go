@@ -71,8 +71,14 @@ type Config struct {
 	// MaxConcurrentStreams bounds the requests in flight on one HTTP/2
 	// connection and the streams a peer may open on one QUIC connection.
 	MaxConcurrentStreams int
+	// MaxResetStreams is how many requests an HTTP/2 client may abandon
+	// (reset) on one connection before the server sends it GOAWAY;
+	// 0 means DefaultMaxResetStreams.
+	MaxResetStreams int
 	// Limits bound request bodies on every protocol.
 	Limits BodyLimits
+	// Conns bound the TCP connections held open.
+	Conns ConnLimits
 	// Allow0RTT accepts QUIC 0-RTT (early data). Early requests can be
 	// replayed, so even then only routes that opt in serve them, for safe
 	// methods only (see routing.Route.EarlyData); off by default.
@@ -120,7 +126,9 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.AltSvcMaxAge, DefaultAltSvcMaxAge)
 	setDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(&cfg.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	setDefault(&cfg.MaxResetStreams, DefaultMaxResetStreams)
 	cfg.Limits = cfg.Limits.withDefaults()
+	cfg.Conns = cfg.Conns.withDefaults()
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -134,8 +142,10 @@ func New(cfg Config) (*Server, error) {
 	s.quicTLS = http3.ConfigureTLSConfig(cfg.TLSConfig.Clone())
 
 	handler := cfg.Limits.wrap(cfg.Handler)
+	tcpHandler := resetGuard(int64(cfg.MaxResetStreams), cfg.Conns.Registerer, handler)
 	s.h1 = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveTCP(w, r, handler) }),
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveTCP(w, r, tcpHandler) }),
+		ConnContext:       withConnStats,
 		TLSConfig:         s.tcpTLS,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
@@ -295,8 +305,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 
 	errc := make(chan error, 2)
+	limited := s.cfg.Conns.limit(tcp, "tls")
 	go func() {
-		err := s.h1.ServeTLS(tcp, "", "")
+		err := s.h1.ServeTLS(limited, "", "")
 		if !errors.Is(err, http.ErrServerClosed) {
 			err = fmt.Errorf("serve %s: tcp: %w", addr, err)
 		}

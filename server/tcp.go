@@ -18,7 +18,8 @@ type tcpServer struct {
 	addr     string
 	srv      *http.Server
 	shutdown time.Duration
-	onListen func(net.Addr) // logs the bound address
+	onListen func(net.Addr)                  // logs the bound address
+	wrap     func(net.Listener) net.Listener // applies limits, when set
 
 	mu   gosync.Mutex // guards ln and used
 	ln   net.Listener
@@ -74,8 +75,12 @@ func (t *tcpServer) Serve(ctx context.Context) error {
 	ln := t.ln
 	t.mu.Unlock()
 
+	serveLn := ln
+	if t.wrap != nil {
+		serveLn = t.wrap(ln)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- t.srv.Serve(ln) }()
+	go func() { errc <- t.srv.Serve(serveLn) }()
 	var serveErr error
 	select {
 	case <-ctx.Done():

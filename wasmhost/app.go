@@ -367,10 +367,15 @@ func (a *App) readBody(buf *bytes.Buffer, r *http.Request) (int, string, error) 
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
 	var tooBig *http.MaxBytesError
+	// The front door's body errors say their status: 408 for a sender
+	// under the minimum rate.
+	var se interface{ HTTPStatus() int }
 	switch {
 	case errors.As(err, &tooBig) || n > limit:
 		return http.StatusRequestEntityTooLarge, reasonOversizeRequest,
 			fmt.Errorf("app %s: request body exceeds max_request %d bytes", a.name, limit)
+	case errors.As(err, &se) && se.HTTPStatus() == http.StatusRequestTimeout:
+		return http.StatusRequestTimeout, reasonBadRequest, fmt.Errorf("app %s: read request body: %w", a.name, err)
 	case err != nil:
 		return http.StatusBadRequest, reasonBadRequest, fmt.Errorf("app %s: read request body: %w", a.name, err)
 	}
