@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // TestConnLimits holds connections open without sending a request, as a
@@ -79,6 +82,12 @@ func TestConnLimits(t *testing.T) {
 // and reason in reg, 0 when it has none.
 func counterValue(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
 	t.Helper()
+	return counterOn(t, reg, name, "tls", reason)
+}
+
+// counterOn is counterValue for another listener.
+func counterOn(t *testing.T, reg *prometheus.Registry, name, listener, reason string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -92,10 +101,58 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, reason string) f
 			for _, lp := range m.GetLabel() {
 				labels[lp.GetName()] = lp.GetValue()
 			}
-			if labels["listener"] == "tls" && labels["reason"] == reason {
+			if labels["listener"] == listener && labels["reason"] == reason {
 				return m.GetCounter().GetValue()
 			}
 		}
 	}
 	return 0
+}
+
+// TestQUICConnLimits checks that HTTP/3 is no way around the connection
+// limits: QUIC connections over the per-address bound are closed with
+// H3_EXCESSIVE_LOAD and counted, and a place comes free when a held
+// connection ends.
+func TestQUICConnLimits(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ts := startServer(t, Config{Handler: http.NotFoundHandler(), Conns: ConnLimits{Max: 100, MaxPerAddr: 2, Registerer: reg}})
+	url := "https://" + ts.Addr().String() + "/"
+	// get makes one request on a connection of its own, which the
+	// returned transport holds open.
+	get := func() (*http3.Transport, error) {
+		tr := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: ts.pool, ServerName: "127.0.0.1"}}
+		t.Cleanup(func() { tr.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			return tr, err
+		}
+		resp.Body.Close()
+		return tr, nil
+	}
+	first, err := get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = get()
+	// Closed during the handshake, the code travels as a bare
+	// APPLICATION_ERROR (RFC 9000 §10.2.3); after it, as itself.
+	var ae *quic.ApplicationError
+	var te *quic.TransportError
+	if !(errors.As(err, &ae) && ae.ErrorCode == h3ExcessiveLoad) && !(errors.As(err, &te) && te.Remote && te.ErrorCode == quic.ApplicationErrorErrorCode) {
+		t.Fatalf("third QUIC connection from one address: %v, want it closed by the server with H3_EXCESSIVE_LOAD", err)
+	}
+	if got := counterOn(t, reg, "tern_connections_refused_total", "quic", "per_address"); got != 1 {
+		t.Errorf("refused per address on quic: %v, want 1", got)
+	}
+	first.Close()
+	waitFor(t, "a QUIC place to come free", func() bool {
+		_, err := get()
+		return err == nil
+	})
 }

@@ -314,7 +314,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		errc <- err
 	}()
 	go func() {
-		err := s.h3.ServeListener(qln)
+		err := s.h3.ServeListener(s.cfg.Conns.limitQUIC(qln, "quic"))
 		if !errors.Is(err, http.ErrServerClosed) {
 			err = fmt.Errorf("serve %s: udp: %w", addr, err)
 		}
