@@ -38,6 +38,7 @@ func (a *Agent) loadOrigin(rel artifact.Release) (*originApp, error) {
 		Retries:        mo.Retries,
 		HealthPath:     mo.HealthPath,
 		HealthInterval: mo.HealthInterval,
+		ShareCredentialed: mo.ShareCredentialed,
 	}, a)
 	if err != nil {
 		// The manifest validated, so this is an agent-side limit.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -273,4 +274,56 @@ func TestOriginAppRevocation(t *testing.T) {
 		t.Fatalf("revoked origin app still served (from the cache or the upstream): %d", code)
 	}
 	waitFor(t, "its health checks to stop", func() bool { return healthChecksStopped(installed) })
+}
+
+// TestOriginAppShareCredentialed deploys an origin app whose upstream sends
+// only Last-Modified to a request with a cookie: by default the agent does
+// not reuse that page for the next client, and with the manifest's
+// share_credentialed it does, as RFC 9111 alone allows.
+func TestOriginAppShareCredentialed(t *testing.T) {
+	var pages atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pages.Add(1)
+		w.Header().Set("Last-Modified", "Mon, 02 Jan 2006 15:04:05 GMT")
+		fmt.Fprintf(w, "page for %q", r.Header.Get("Cookie"))
+	}))
+	t.Cleanup(up.Close)
+	key := mustKey(t)
+	ta := startAgent(t, testConfig(t, t.TempDir()), key)
+	hub := hubClient(t, ta.Agent)
+	base := "https://" + strings.Replace(ta.Addr().String(), "127.0.0.1", "localhost", 1)
+	get := func(path, cookie string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		resp, err := ta.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for i, share := range []bool{false, true} {
+		m := originManifest(fmt.Sprintf("1.%d.0", i), up.URL)
+		m.Origin.HealthPath, m.Origin.HealthInterval = "", 0
+		m.Origin.ShareCredentialed = share
+		res, err := deploy.Push(context.Background(), m, nil, deploy.Options{Client: hub, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the release", func() bool { seq, _ := ta.Installed("shop"); return seq == res.Release.Sequence })
+		path := fmt.Sprintf("/shop/account-%d", i)
+		get(path, "session=alice")
+		before := pages.Load()
+		got := get(path, "")
+		switch {
+		case !share && (got != `page for ""` || pages.Load() != before+1):
+			t.Fatalf("default: a client without the cookie got %q (%d upstream requests), want its own page", got, pages.Load()-before)
+		case share && (got != `page for "session=alice"` || pages.Load() != before):
+			t.Fatalf("share_credentialed: a client without the cookie got %q (%d upstream requests), want the shared page", got, pages.Load()-before)
+		}
+	}
 }

@@ -30,6 +30,13 @@ type Origin struct {
 	// it is skipped until it passes again.
 	HealthPath     string   `toml:"health_path" json:"health_path,omitempty"`
 	HealthInterval Duration `toml:"health_interval" json:"health_interval,omitempty"`
+	// ShareCredentialed lets the agents' caches reuse responses to
+	// requests with Cookie or Authorization as RFC 9111 alone allows. By
+	// default such a response is stored only with explicit freshness and
+	// never served stale, unless it is marked public or s-maxage, so an
+	// origin that forgets Cache-Control on a personal page does not hand
+	// it to the next client.
+	ShareCredentialed bool `toml:"share_credentialed" json:"share_credentialed,omitempty"`
 }
 
 // Bounds of the [Origin] table. They keep one publisher's manifest from
