@@ -30,14 +30,14 @@ type originApp struct {
 func (a *Agent) loadOrigin(rel artifact.Release) (*originApp, error) {
 	mo := rel.Manifest.Origin
 	o, err := newOrigin(OriginConfig{
-		Name:           rel.App,
-		Upstreams:      mo.Upstreams,
-		HostHeader:     mo.HostHeader,
-		ConnectTimeout: mo.ConnectTimeout,
-		Timeout:        mo.Timeout,
-		Retries:        mo.Retries,
-		HealthPath:     mo.HealthPath,
-		HealthInterval: mo.HealthInterval,
+		Name:              rel.App,
+		Upstreams:         mo.Upstreams,
+		HostHeader:        mo.HostHeader,
+		ConnectTimeout:    mo.ConnectTimeout,
+		Timeout:           mo.Timeout,
+		Retries:           mo.Retries,
+		HealthPath:        mo.HealthPath,
+		HealthInterval:    mo.HealthInterval,
 		ShareCredentialed: mo.ShareCredentialed,
 	}, a)
 	if err != nil {
