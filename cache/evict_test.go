@@ -104,8 +104,10 @@ func TestShedEvictsLeastRecentlyUsed(t *testing.T) {
 	}
 	for i := range 10 {
 		status(i)
+		// Commits run in the background: wait for each, so that the
+		// entries enter the index, and its recency order, one by one.
+		c.Wait()
 	}
-	c.Wait()
 	if n := c.Shed(250); n != 300 {
 		t.Fatalf("Shed(250) evicted %d bytes, want 300: three entries", n)
 	}
