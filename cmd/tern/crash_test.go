@@ -93,10 +93,7 @@ func TestCrashDuringDeploy(t *testing.T) {
 		t.Skip("builds and runs the binary; skipped with -short")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tern")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildTern(t)
 	// The hub requires passwords: agents may only read and report.
 	agentPW, pubPW := filepath.Join(dir, "agent.pw"), filepath.Join(dir, "publisher.pw")
 	os.WriteFile(agentPW, []byte("agent-secret\n"), 0o600)
@@ -295,7 +292,7 @@ func TestCrashDuringParallelDeploys(t *testing.T) {
 	}
 	const apps = 20
 	dir := t.TempDir()
-	bin := buildTern(t, dir)
+	bin := buildTern(t)
 	data := filepath.Join(dir, "data")
 	n := startUp(t, bin, data)
 
@@ -386,7 +383,7 @@ func TestCrashDuringDeployBurst(t *testing.T) {
 		t.Skip("builds and runs the binary; skipped with -short")
 	}
 	dir := t.TempDir()
-	bin := buildTern(t, dir)
+	bin := buildTern(t)
 	data := filepath.Join(dir, "data")
 	n := startUp(t, bin, data)
 
@@ -473,7 +470,7 @@ func TestCrashDuringCacheFill(t *testing.T) {
 	defer close(release)
 
 	dir := t.TempDir()
-	bin := buildTern(t, dir)
+	bin := buildTern(t)
 	data := filepath.Join(dir, "data")
 	config := filepath.Join(dir, "tern.toml")
 	os.WriteFile(config, fmt.Appendf(nil, "version = 1\n[[origins]]\nname = \"big\"\npath = \"/big\"\nupstreams = [%q]\n", origin.URL), 0o644)

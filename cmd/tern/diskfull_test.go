@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -32,10 +31,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	small := testfs.Small(t, 48<<20)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tern")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildTern(t)
 
 	const bigSize = 5<<20 + 512<<10
 	big := make([]byte, bigSize)

@@ -27,11 +27,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Skip("builds and runs the binary; skipped with -short")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tern")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildTern(t)
 	data := filepath.Join(dir, "data")
 
 	up := exec.Command(bin, "up", "--data", data, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--hub-listen", "127.0.0.1:0")

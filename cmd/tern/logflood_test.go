@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -28,7 +27,7 @@ func TestLogFloodBounded(t *testing.T) {
 	}
 	const requests = 10000
 	dir := t.TempDir()
-	bin := buildTern(t, dir)
+	bin := buildTern(t)
 	data := filepath.Join(dir, "data")
 	up := start(t, bin, "up", "--data", data, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--hub-listen", "127.0.0.1:0")
 	base := up.await(t, `(https://localhost:\d+)`)
@@ -103,16 +102,6 @@ func TestLogFloodBounded(t *testing.T) {
 		t.Fatalf("%d failing requests wrote %d log lines, want at most 100:\n%s", requests, len(flood), strings.Join(flood[:100], "\n"))
 	}
 	t.Logf("%d failing requests: %d log lines", requests, len(flood))
-}
-
-// buildTern builds the tern binary into dir.
-func buildTern(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "tern")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // tlsClient is an HTTPS client that trusts the local CA in a data dir.
