@@ -94,6 +94,8 @@ type Agent struct {
 	// disk keeps the free-space reserve of the data directory (disk.go);
 	// nil where free space cannot be measured.
 	disk *diskGuard
+	// serving says which listeners serve, for /readyz (ready.go).
+	serving listeners
 
 	closers []func() // undo what New started, newest last
 }
@@ -243,6 +245,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		Logger:           logger.With("component", "sync"),
 		Registerer:       a.reg,
 		Now:              a.now,
+		HubLinked:        a.hubLinked,
 	})
 	if err != nil {
 		return nil, err
@@ -314,13 +317,14 @@ func (a *Agent) undo() {
 func (a *Agent) Run(ctx context.Context, ready func()) error {
 	defer a.undo()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.front.Serve(gctx) })
-	g.Go(func() error { return a.admin.Serve(gctx) })
+	g.Go(serving(&a.serving.public, func() error { return a.front.Serve(gctx) }))
+	g.Go(serving(&a.serving.admin, func() error { return a.admin.Serve(gctx) }))
 	if a.plain != nil {
-		g.Go(func() error { return a.plain.Serve(gctx) })
+		g.Go(serving(&a.serving.plain, func() error { return a.plain.Serve(gctx) }))
 	}
 	g.Go(func() error { return a.watcher.Run(gctx) })
 	g.Go(func() error { return a.heartbeats.Run(gctx) })
+	g.Go(func() error { return a.watchLink(gctx) })
 	for _, fn := range a.runCache(gctx) {
 		g.Go(fn)
 	}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"strings"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -154,33 +152,4 @@ func (g *diskGuard) problem() string {
 	}
 	return fmt.Sprintf("disk pressure: %s has %s free, under the reserve of %s (%s)",
 		g.dir, disk.Format(g.free.Load()), disk.Format(g.reserve.Load()), g.from)
-}
-
-// serveReady answers /readyz: 200 "ok" when the agent can take new work,
-// else 503 with one line per problem. With ?verbose every check is listed.
-func (a *Agent) serveReady(w http.ResponseWriter, r *http.Request) {
-	type check struct{ name, problem string }
-	checks := []check{{"disk", a.disk.problem()}}
-	var b strings.Builder
-	code := http.StatusOK
-	_, verbose := r.URL.Query()["verbose"]
-	for _, c := range checks {
-		switch {
-		case c.problem != "":
-			code = http.StatusServiceUnavailable
-			fmt.Fprintf(&b, "[-] %s: %s\n", c.name, c.problem)
-		case verbose:
-			fmt.Fprintf(&b, "[+] %s ok\n", c.name)
-		}
-	}
-	if a.disk != nil && verbose {
-		fmt.Fprintf(&b, "    %s: %s free of %s, reserve %s\n", a.disk.dir,
-			disk.Format(a.disk.free.Load()), disk.Format(a.disk.size.Load()), disk.Format(a.disk.reserve.Load()))
-	}
-	if code == http.StatusOK {
-		b.WriteString("ok\n")
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(code)
-	_, _ = w.Write([]byte(b.String()))
 }

@@ -46,6 +46,10 @@ type WatcherConfig struct {
 	Registerer       prometheus.Registerer
 	// Now is the clock for expiry checks; nil means time.Now.
 	Now func() time.Time
+	// HubLinked, when set, reports whether the hub is reachable now. A
+	// leaf node's watch catches up with the local mirror even with the
+	// hub down, and the log must not claim the agent is in sync then.
+	HubLinked func() bool
 }
 
 // Watcher follows the hub's releases and installs the ones it accepts.
@@ -237,7 +241,11 @@ func (w *Watcher) watch(ctx context.Context) error {
 				return fmt.Errorf("watch %s: closed", AppsBucket)
 			}
 			if e == nil {
-				w.logger.Info("in sync with hub")
+				if w.cfg.HubLinked == nil || w.cfg.HubLinked() {
+					w.logger.Info("in sync with hub")
+				} else {
+					w.logger.Info("caught up with the local mirror; hub not linked: serving what was last mirrored from it")
+				}
 				select {
 				case <-w.synced:
 				default:
