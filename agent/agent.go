@@ -98,6 +98,12 @@ type Agent struct {
 	serving listeners
 
 	closers []func() // undo what New started, newest last
+
+	// reloadMu serialises Reload; loaded is the config as last applied
+	// and level the logger's level (Options.Level), or nil (reload.go).
+	reloadMu gosync.Mutex
+	loaded   Config
+	level    *slog.LevelVar
 }
 
 // installedApp is a release the agent serves.
@@ -131,6 +137,9 @@ type Options struct {
 	// the client that carbon.provider in the config names, so that tests
 	// drive the grid.
 	CarbonProvider carbon.Provider
+	// Level, when set, is the level of Logger's handler: Reload changes
+	// it when the config's log_level changes.
+	Level *slog.LevelVar
 }
 
 // New builds an agent: it opens the store, loads every installed app from
@@ -161,6 +170,8 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		now:     opts.Now,
 
 		carbonLive: opts.CarbonProvider,
+		loaded:     cfg,
+		level:      opts.Level,
 	}
 	if a.now == nil {
 		a.now = time.Now

@@ -1,0 +1,64 @@
+package agent
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// restartOnly are the config keys a running agent cannot change: its
+// listeners are bound and its data directory is open.
+var restartOnly = map[string]bool{
+	"data": true, "listen": true, "admin": true, "hub": true, "tls": true, "acme": true,
+}
+
+// Reload applies cfg, the config file read again, to the running agent.
+// The log level changes at once; every other changed key is logged as
+// needing a restart (listeners, data directory) or as not yet applied
+// live, and the running value stays. A cfg that does not
+// validate changes nothing, and the error says why.
+func (a *Agent) Reload(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	var applied, restart, later []string
+	if cfg.LogLevel != a.loaded.LogLevel && a.level != nil {
+		l, _ := ParseLevel(cfg.LogLevel) // validated
+		a.level.Set(l)
+		a.loaded.LogLevel = cfg.LogLevel
+		applied = append(applied, "log_level")
+	}
+	for _, key := range changedKeys(a.loaded, cfg) {
+		if restartOnly[key] {
+			restart = append(restart, key)
+		} else {
+			later = append(later, key)
+		}
+	}
+	a.logger.Info("config reloaded", "applied", strings.Join(applied, ","))
+	if len(restart) > 0 {
+		a.logger.Warn("config changes need a restart (bound listeners, open data directory); the running values stay", "keys", strings.Join(restart, ","))
+	}
+	if len(later) > 0 {
+		a.logger.Warn("config changes not applied live yet; restart to apply them", "keys", strings.Join(later, ","))
+	}
+	return nil
+}
+
+// changedKeys names the top-level config keys whose values differ.
+func changedKeys(old, cur Config) []string {
+	var out []string
+	ov, cv := reflect.ValueOf(old), reflect.ValueOf(cur)
+	for i := range ov.NumField() {
+		key, _, _ := strings.Cut(ov.Type().Field(i).Tag.Get("toml"), ",")
+		if key == "" || key == "log_level" {
+			continue
+		}
+		if !reflect.DeepEqual(ov.Field(i).Interface(), cv.Field(i).Interface()) {
+			out = append(out, key)
+		}
+	}
+	return out
+}
