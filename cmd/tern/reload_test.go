@@ -101,7 +101,9 @@ func TestReloadOnHangup(t *testing.T) {
 
 	write(strings.Replace(base, `listen = "127.0.0.1:0"`, `listen = "127.0.0.1:1"`, 1) + "log_level = \"debug\"\n" + hub)
 	hangup()
-	poll(t, 10*time.Second, func() bool { return strings.Contains(up.logs.String(), "need a restart") && strings.Contains(up.logs.String(), "keys=listen") },
+	poll(t, 10*time.Second, func() bool {
+		return strings.Contains(up.logs.String(), "need a restart") && strings.Contains(up.logs.String(), "keys=listen")
+	},
 		func() string { return "listen change not reported\n" + up.logs.String() })
 
 	write(base + "log_level = \"loud\"\n" + hub)
