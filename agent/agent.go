@@ -140,6 +140,9 @@ type Options struct {
 	// Level, when set, is the level of Logger's handler: Reload changes
 	// it when the config's log_level changes.
 	Level *slog.LevelVar
+	// LoadConfig, when set, reads the config again (the file, then the
+	// flags) for POST /reload on the admin listener.
+	LoadConfig func() (Config, error)
 }
 
 // New builds an agent: it opens the store, loads every installed app from
@@ -300,6 +303,9 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	}
 	a.admin.Handle("GET /carbon", http.HandlerFunc(a.serveCarbonStatus))
 	a.admin.Handle("GET /readyz", http.HandlerFunc(a.serveReady))
+	if opts.LoadConfig != nil {
+		a.admin.Handle("POST /reload", a.reloadHandler(opts.LoadConfig))
+	}
 	if err := a.admin.Listen(); err != nil {
 		return nil, err
 	}

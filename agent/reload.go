@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"net/http"
 	"reflect"
 	"strings"
 )
@@ -61,4 +62,29 @@ func changedKeys(old, cur Config) []string {
 		}
 	}
 	return out
+}
+
+// ReloadFrom reads the config with load and applies it (Reload). It is
+// what SIGHUP and POST /reload do; the error says why nothing changed.
+func (a *Agent) ReloadFrom(load func() (Config, error)) error {
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	return a.Reload(cfg)
+}
+
+// reloadHandler serves POST /reload: 200 "reloaded" once the config is
+// applied, else 422 with the reason, the running config unchanged.
+func (a *Agent) reloadHandler(load func() (Config, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := a.ReloadFrom(load); err != nil {
+			a.logger.Error("config not reloaded; the running one stays", "err", err)
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			fmt.Fprintln(w, err)
+			return
+		}
+		fmt.Fprintln(w, "reloaded")
+	})
 }

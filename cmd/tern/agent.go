@@ -116,11 +116,7 @@ func reloadOnHangup(ctx context.Context, hup chan os.Signal, a *agent.Agent, loa
 			case <-hup:
 			}
 			logger.Info("SIGHUP: reloading the config")
-			cfg, err := load()
-			if err == nil {
-				err = a.Reload(cfg)
-			}
-			if err != nil {
+			if err := a.ReloadFrom(load); err != nil {
 				logger.Error("config not reloaded; the running one stays", "err", err)
 			}
 		}
@@ -161,7 +157,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Level: level, Version: version, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Level: level, LoadConfig: load, Version: version, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
 	if err != nil {
 		return err
 	}
@@ -215,7 +211,7 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	hup := notifyHangup()
 	defer signal.Stop(hup)
 	logger, level := newLeveledLogger(cfg.LogLevel, stderr)
-	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Level: level, Version: version})
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Level: level, LoadConfig: load, Version: version})
 	if err != nil {
 		return err
 	}

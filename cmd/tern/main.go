@@ -46,6 +46,7 @@ Usage:
   tern trust       sign the fleet's publisher list with a root key (set, show)
   tern carbon      carbon-aware scheduling (tern carbon status, tern carbon sim)
   tern check       validate a config file or an app manifest
+  tern reload      make a running agent re-read its config file (as SIGHUP does)
   tern version     print the version
 
 Run 'tern <command> -h' for a command's flags.
@@ -71,6 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"trust":      cmdTrust,
 		"purge":      cmdPurge,
 		"rollback":   cmdRollback,
+		"reload":     cmdReload,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
 			return nil

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// TestReloadOnHangup: SIGHUP makes a running `tern up` re-read its config
+// TestReloadOnHangup: SIGHUP (and tern reload) makes a running `tern up` re-read its config
 // file instead of ending it. A changed log level applies at once, a
 // changed listen address is logged as needing a restart, a config that
 // does not parse is refused with its reason and the running one stays,
@@ -37,6 +37,7 @@ func TestReloadOnHangup(t *testing.T) {
 	up := start(t, bin, "up", "--config", cfgPath)
 	url := up.await(t, `apps \(HTTPS.*\) +(\S+)/hello`)
 	caPath := up.await(t, `local CA certificate +(\S+)`)
+	admin := up.await(t, `metrics +http://(\S+)/metrics`)
 	pem, err := os.ReadFile(caPath)
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +112,14 @@ func TestReloadOnHangup(t *testing.T) {
 	poll(t, 10*time.Second, func() bool {
 		return strings.Contains(up.logs.String(), `config not reloaded; the running one stays`) && strings.Contains(up.logs.String(), `log_level = \"loud\"`)
 	}, func() string { return "bad config not refused with its reason\n" + up.logs.String() })
+	// tern reload says why, and exits non-zero.
+	if code, out := runTern("reload", "--admin", admin); code != 1 || !strings.Contains(out, `config not reloaded`) || !strings.Contains(out, `log_level = "loud"`) {
+		t.Fatalf("tern reload of a bad config: exit %d\n%s", code, out)
+	}
+	write(base + hub)
+	if code, out := runTern("reload", "--admin", admin); code != 0 || !strings.Contains(out, "reloaded") {
+		t.Fatalf("tern reload: exit %d\n%s", code, out)
+	}
 	resp, err := client.Get(url + "/hello")
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("after a refused reload: %v %v", resp, err)
