@@ -104,6 +104,7 @@ type Agent struct {
 	reloadMu gosync.Mutex
 	loaded   Config
 	level    *slog.LevelVar
+	extra    []ed25519.PublicKey // Options.ExtraTrusted, kept for reloads
 }
 
 // installedApp is a release the agent serves.
@@ -175,6 +176,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		carbonLive: opts.CarbonProvider,
 		loaded:     cfg,
 		level:      opts.Level,
+		extra:      opts.ExtraTrusted,
 	}
 	if a.now == nil {
 		a.now = time.Now

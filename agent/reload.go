@@ -31,6 +31,12 @@ func (a *Agent) Reload(cfg Config) error {
 		a.loaded.LogLevel = cfg.LogLevel
 		applied = append(applied, "log_level")
 	}
+	if applyTrust, err := a.reloadTrust(cfg.Trust); err != nil {
+		return err
+	} else if applyTrust {
+		a.loaded.Trust = cfg.Trust
+		applied = append(applied, "trust")
+	}
 	for _, key := range changedKeys(a.loaded, cfg) {
 		if restartOnly[key] {
 			restart = append(restart, key)
@@ -46,6 +52,30 @@ func (a *Agent) Reload(cfg Config) error {
 		a.logger.Warn("config changes not applied live yet; restart to apply them", "keys", strings.Join(later, ","))
 	}
 	return nil
+}
+
+// reloadTrust replaces the static publisher keys when trust.publishers
+// changed and neither config uses roots (switching to or from roots needs
+// a restart), and has the watcher look at every release again: one that
+// was refused may be trusted now. It reports whether it applied the
+// change. Releases already installed keep serving when their key is
+// dropped: the next release of theirs must be signed by a trusted key.
+func (a *Agent) reloadTrust(cfg TrustConfig) (bool, error) {
+	old := a.loaded.Trust
+	if reflect.DeepEqual(old, cfg) || len(old.Roots) > 0 || len(cfg.Roots) > 0 {
+		return false, nil
+	}
+	tr, err := newTrust(cfg, a.extra)
+	if err != nil {
+		return false, err
+	}
+	a.mu.Lock()
+	a.trust.static = tr.static
+	a.mu.Unlock()
+	if a.watcher != nil {
+		a.watcher.Rescan()
+	}
+	return true, nil
 }
 
 // changedKeys names the top-level config keys whose values differ.

@@ -1,8 +1,13 @@
 package agent
 
 import (
+	"context"
+	"crypto/ed25519"
 	"strings"
 	"testing"
+
+	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/deploy"
 )
 
 // TestChangedKeys names the top-level keys a reload changes, by their
@@ -18,5 +23,35 @@ func TestChangedKeys(t *testing.T) {
 	}
 	if got := changedKeys(old, old); len(got) != 0 {
 		t.Fatalf("unchanged config reports %v", got)
+	}
+}
+
+// TestReloadTrust: a release signed by a key the agent does not trust is
+// refused; a reload that adds the key to trust.publishers installs it,
+// with no restart.
+func TestReloadTrust(t *testing.T) {
+	key := mustKey(t)
+	cfg := testConfig(t, t.TempDir())
+	ta := startAgent(t, cfg, key)
+	hub := hubClient(t, ta.Agent)
+	other := mustKey(t)
+	m, wasm := readGuest(t, "hello")
+	if _, err := deploy.Push(context.Background(), m, wasm, deploy.Options{Client: hub, Key: other}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the refusal", func() bool { return len(ta.watcher.Refusals()) > 0 })
+	if seq, _ := ta.Installed(m.Name); seq != 0 {
+		t.Fatalf("untrusted release installed: %d", seq)
+	}
+	cfg.Trust.Publishers = []string{artifact.FormatPublicKey(other.Public().(ed25519.PublicKey))}
+	if err := ta.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the release to install after the reload", func() bool { seq, _ := ta.Installed(m.Name); return seq > 0 })
+
+	bad := cfg
+	bad.Trust.Publishers = []string{"ed25519:nope"}
+	if err := ta.Reload(bad); err == nil || !strings.Contains(err.Error(), "trust.publishers") {
+		t.Fatalf("reload of a bad key: %v", err)
 	}
 }
