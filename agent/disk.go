@@ -39,7 +39,7 @@ var ErrDiskFull = errors.New("disk full")
 type diskGuard struct {
 	dir     string
 	reserve atomic.Int64
-	from    string // where reserve came from, for messages
+	from    atomic.Pointer[string] // where reserve came from, for messages
 	logger  *slog.Logger
 	shed    func(int64) int64 // evicts cached bytes; nil for none
 
@@ -66,10 +66,10 @@ func (a *Agent) openDisk() error {
 		reserve, from = disk.DefaultReserve(u.Size), "store.min_free default: 5% of "+disk.Format(u.Size)
 	}
 	g.reserve.Store(reserve)
-	g.from = from
+	g.from.Store(&from)
 	g.free.Store(u.Free)
 	g.size.Store(u.Size)
-	g.logger.Info("free-space reserve", "dir", g.dir, "reserve", disk.Format(g.reserve.Load()), "free", disk.Format(u.Free), "from", g.from)
+	g.logger.Info("free-space reserve", "dir", g.dir, "reserve", disk.Format(g.reserve.Load()), "free", disk.Format(u.Free), "from", g.source())
 	a.disk = g
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tern_disk_free_bytes",
@@ -80,6 +80,29 @@ func (a *Agent) openDisk() error {
 		Help: "Free space the agent keeps (store.min_free): below it the cache evicts and new modules are refused.",
 	}, func() float64 { return float64(g.reserve.Load()) }))
 	return nil
+}
+
+// source says where the reserve came from.
+func (g *diskGuard) source() string {
+	if p := g.from.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// setReserve sets the reserve to minFree (0: the default share of the
+// file system), as a reload of store.min_free does, and measures at once.
+func (g *diskGuard) setReserve(minFree int64) {
+	g.mu.Lock()
+	reserve, from := minFree, "store.min_free"
+	if reserve == 0 {
+		reserve, from = disk.DefaultReserve(g.size.Load()), "store.min_free default: 5% of "+disk.Format(g.size.Load())
+	}
+	g.reserve.Store(reserve)
+	g.from.Store(&from)
+	g.mu.Unlock()
+	g.logger.Info("free-space reserve", "dir", g.dir, "reserve", disk.Format(reserve), "from", from)
+	g.measure()
 }
 
 // run measures the free space every diskInterval until ctx is done.
@@ -122,7 +145,7 @@ func (g *diskGuard) measure() {
 	if was := g.pressure.Swap(under); was != under {
 		if under {
 			g.logger.Warn("disk pressure: free space below the reserve; new modules are refused", "dir", g.dir,
-				"free", disk.Format(u.Free), "reserve", disk.Format(g.reserve.Load()), "from", g.from)
+				"free", disk.Format(u.Free), "reserve", disk.Format(g.reserve.Load()), "from", g.source())
 		} else {
 			g.logger.Info("disk pressure over", "dir", g.dir, "free", disk.Format(u.Free), "reserve", disk.Format(g.reserve.Load()))
 		}
@@ -142,7 +165,7 @@ func (g *diskGuard) admit(n int64, what string) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s has %s free; %s needs %s above the reserve of %s (%s)",
-		ErrDiskFull, g.dir, disk.Format(free), what, disk.Format(n), disk.Format(g.reserve.Load()), g.from)
+		ErrDiskFull, g.dir, disk.Format(free), what, disk.Format(n), disk.Format(g.reserve.Load()), g.source())
 }
 
 // problem describes the disk pressure for /readyz, or "" when there is none.
@@ -151,5 +174,5 @@ func (g *diskGuard) problem() string {
 		return ""
 	}
 	return fmt.Sprintf("disk pressure: %s has %s free, under the reserve of %s (%s)",
-		g.dir, disk.Format(g.free.Load()), disk.Format(g.reserve.Load()), g.from)
+		g.dir, disk.Format(g.free.Load()), disk.Format(g.reserve.Load()), g.source())
 }

@@ -37,6 +37,11 @@ func (a *Agent) Reload(cfg Config) error {
 		a.loaded.Trust = cfg.Trust
 		applied = append(applied, "trust")
 	}
+	if cfg.Store != a.loaded.Store && a.disk != nil {
+		a.disk.setReserve(int64(cfg.Store.MinFree))
+		a.loaded.Store = cfg.Store
+		applied = append(applied, "store")
+	}
 	for _, key := range changedKeys(a.loaded, cfg) {
 		if restartOnly[key] {
 			restart = append(restart, key)

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -54,4 +55,28 @@ func TestReloadTrust(t *testing.T) {
 	if err := ta.Reload(bad); err == nil || !strings.Contains(err.Error(), "trust.publishers") {
 		t.Fatalf("reload of a bad key: %v", err)
 	}
+}
+
+// TestReloadReserve: a reload that raises store.min_free above the free
+// space makes /readyz 503 with disk pressure; one that restores it makes
+// it 200 again, with no restart.
+func TestReloadReserve(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	ta := startAgent(t, cfg, mustKey(t))
+	if ta.disk == nil {
+		t.Skip("free space cannot be measured on this platform")
+	}
+	waitFor(t, "readyz 200", func() bool { code, _ := readyJSON(t, ta.Agent); return code == http.StatusOK })
+	high := cfg
+	high.Store.MinFree = 1 << 60
+	if err := ta.Reload(high); err != nil {
+		t.Fatal(err)
+	}
+	if code, rep := readyJSON(t, ta.Agent); code != http.StatusServiceUnavailable || !failed(rep, "disk", "store.min_free") {
+		t.Fatalf("readyz after raising min_free: %d %+v", code, rep)
+	}
+	if err := ta.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "readyz 200 again", func() bool { code, _ := readyJSON(t, ta.Agent); return code == http.StatusOK })
 }
