@@ -94,8 +94,17 @@ type Agent struct {
 	// disk keeps the free-space reserve of the data directory (disk.go);
 	// nil where free space cannot be measured.
 	disk *diskGuard
+	// serving says which listeners serve, for /readyz (ready.go).
+	serving listeners
 
 	closers []func() // undo what New started, newest last
+
+	// reloadMu serialises Reload; loaded is the config as last applied
+	// and level the logger's level (Options.Level), or nil (reload.go).
+	reloadMu gosync.Mutex
+	loaded   Config
+	level    *slog.LevelVar
+	extra    []ed25519.PublicKey // Options.ExtraTrusted, kept for reloads
 }
 
 // installedApp is a release the agent serves.
@@ -129,6 +138,12 @@ type Options struct {
 	// the client that carbon.provider in the config names, so that tests
 	// drive the grid.
 	CarbonProvider carbon.Provider
+	// Level, when set, is the level of Logger's handler: Reload changes
+	// it when the config's log_level changes.
+	Level *slog.LevelVar
+	// LoadConfig, when set, reads the config again (the file, then the
+	// flags) for POST /reload on the admin listener.
+	LoadConfig func() (Config, error)
 }
 
 // New builds an agent: it opens the store, loads every installed app from
@@ -159,6 +174,9 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		now:     opts.Now,
 
 		carbonLive: opts.CarbonProvider,
+		loaded:     cfg,
+		level:      opts.Level,
+		extra:      opts.ExtraTrusted,
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -253,7 +271,8 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		Registerer:       a.reg,
 		Now:              a.now,
 		// The heartbeater exists once Run calls this.
-		Refused: func() { a.heartbeats.Nudge() },
+		Refused:   func() { a.heartbeats.Nudge() },
+		HubLinked: a.hubLinked,
 	})
 	if err != nil {
 		return nil, err
@@ -297,6 +316,9 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	}
 	a.admin.Handle("GET /carbon", http.HandlerFunc(a.serveCarbonStatus))
 	a.admin.Handle("GET /readyz", http.HandlerFunc(a.serveReady))
+	if opts.LoadConfig != nil {
+		a.admin.Handle("POST /reload", a.reloadHandler(opts.LoadConfig))
+	}
 	if err := a.admin.Listen(); err != nil {
 		return nil, err
 	}
@@ -325,13 +347,14 @@ func (a *Agent) undo() {
 func (a *Agent) Run(ctx context.Context, ready func()) error {
 	defer a.undo()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return a.front.Serve(gctx) })
-	g.Go(func() error { return a.admin.Serve(gctx) })
+	g.Go(serving(&a.serving.public, func() error { return a.front.Serve(gctx) }))
+	g.Go(serving(&a.serving.admin, func() error { return a.admin.Serve(gctx) }))
 	if a.plain != nil {
-		g.Go(func() error { return a.plain.Serve(gctx) })
+		g.Go(serving(&a.serving.plain, func() error { return a.plain.Serve(gctx) }))
 	}
 	g.Go(func() error { return a.watcher.Run(gctx) })
 	g.Go(func() error { return a.heartbeats.Run(gctx) })
+	g.Go(func() error { return a.watchLink(gctx) })
 	for _, fn := range a.runCache(gctx) {
 		g.Go(fn)
 	}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"strings"
 	gosync "sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +39,7 @@ var ErrDiskFull = errors.New("disk full")
 type diskGuard struct {
 	dir     string
 	reserve atomic.Int64
-	from    string // where reserve came from, for messages
+	from    atomic.Pointer[string] // where reserve came from, for messages
 	logger  *slog.Logger
 	shed    func(int64) int64 // evicts cached bytes; nil for none
 
@@ -68,10 +66,10 @@ func (a *Agent) openDisk() error {
 		reserve, from = disk.DefaultReserve(u.Size), "store.min_free default: 5% of "+disk.Format(u.Size)
 	}
 	g.reserve.Store(reserve)
-	g.from = from
+	g.from.Store(&from)
 	g.free.Store(u.Free)
 	g.size.Store(u.Size)
-	g.logger.Info("free-space reserve", "dir", g.dir, "reserve", disk.Format(g.reserve.Load()), "free", disk.Format(u.Free), "from", g.from)
+	g.logger.Info("free-space reserve", "dir", g.dir, "reserve", disk.Format(g.reserve.Load()), "free", disk.Format(u.Free), "from", g.source())
 	a.disk = g
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tern_disk_free_bytes",
@@ -82,6 +80,29 @@ func (a *Agent) openDisk() error {
 		Help: "Free space the agent keeps (store.min_free): below it the cache evicts and new modules are refused.",
 	}, func() float64 { return float64(g.reserve.Load()) }))
 	return nil
+}
+
+// source says where the reserve came from.
+func (g *diskGuard) source() string {
+	if p := g.from.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// setReserve sets the reserve to minFree (0: the default share of the
+// file system), as a reload of store.min_free does, and measures at once.
+func (g *diskGuard) setReserve(minFree int64) {
+	g.mu.Lock()
+	reserve, from := minFree, "store.min_free"
+	if reserve == 0 {
+		reserve, from = disk.DefaultReserve(g.size.Load()), "store.min_free default: 5% of "+disk.Format(g.size.Load())
+	}
+	g.reserve.Store(reserve)
+	g.from.Store(&from)
+	g.mu.Unlock()
+	g.logger.Info("free-space reserve", "dir", g.dir, "reserve", disk.Format(reserve), "from", from)
+	g.measure()
 }
 
 // run measures the free space every diskInterval until ctx is done.
@@ -124,7 +145,7 @@ func (g *diskGuard) measure() {
 	if was := g.pressure.Swap(under); was != under {
 		if under {
 			g.logger.Warn("disk pressure: free space below the reserve; new modules are refused", "dir", g.dir,
-				"free", disk.Format(u.Free), "reserve", disk.Format(g.reserve.Load()), "from", g.from)
+				"free", disk.Format(u.Free), "reserve", disk.Format(g.reserve.Load()), "from", g.source())
 		} else {
 			g.logger.Info("disk pressure over", "dir", g.dir, "free", disk.Format(u.Free), "reserve", disk.Format(g.reserve.Load()))
 		}
@@ -144,7 +165,7 @@ func (g *diskGuard) admit(n int64, what string) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %s has %s free; %s needs %s above the reserve of %s (%s)",
-		ErrDiskFull, g.dir, disk.Format(free), what, disk.Format(n), disk.Format(g.reserve.Load()), g.from)
+		ErrDiskFull, g.dir, disk.Format(free), what, disk.Format(n), disk.Format(g.reserve.Load()), g.source())
 }
 
 // problem describes the disk pressure for /readyz, or "" when there is none.
@@ -153,34 +174,5 @@ func (g *diskGuard) problem() string {
 		return ""
 	}
 	return fmt.Sprintf("disk pressure: %s has %s free, under the reserve of %s (%s)",
-		g.dir, disk.Format(g.free.Load()), disk.Format(g.reserve.Load()), g.from)
-}
-
-// serveReady answers /readyz: 200 "ok" when the agent can take new work,
-// else 503 with one line per problem. With ?verbose every check is listed.
-func (a *Agent) serveReady(w http.ResponseWriter, r *http.Request) {
-	type check struct{ name, problem string }
-	checks := []check{{"disk", a.disk.problem()}}
-	var b strings.Builder
-	code := http.StatusOK
-	_, verbose := r.URL.Query()["verbose"]
-	for _, c := range checks {
-		switch {
-		case c.problem != "":
-			code = http.StatusServiceUnavailable
-			fmt.Fprintf(&b, "[-] %s: %s\n", c.name, c.problem)
-		case verbose:
-			fmt.Fprintf(&b, "[+] %s ok\n", c.name)
-		}
-	}
-	if a.disk != nil && verbose {
-		fmt.Fprintf(&b, "    %s: %s free of %s, reserve %s\n", a.disk.dir,
-			disk.Format(a.disk.free.Load()), disk.Format(a.disk.size.Load()), disk.Format(a.disk.reserve.Load()))
-	}
-	if code == http.StatusOK {
-		b.WriteString("ok\n")
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(code)
-	_, _ = w.Write([]byte(b.String()))
+		g.dir, disk.Format(g.free.Load()), disk.Format(g.reserve.Load()), g.source())
 }

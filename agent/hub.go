@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	ternsync "github.com/tern-edge/tern/sync"
@@ -112,7 +113,13 @@ type HubOptions struct {
 	// agents' leaf nodes: off, fast, better, best, auto or auto-fast;
 	// empty: off.
 	LeafCompression string
-	Logger          *slog.Logger
+	// Admin is the address of the hub's /healthz, /readyz and /metrics
+	// (server.DefaultAdminAddr when empty; "-" for none).
+	Admin string
+	// Monitor, when set, enables nats-server's own monitoring endpoints
+	// (/varz, /connz, /leafz, /jsz) on that address.
+	Monitor string
+	Logger  *slog.Logger
 }
 
 // RunHub runs a hub with no agent until ctx is done: the NATS server with
@@ -130,6 +137,7 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 		Listen:     o.Listen,
 		LeafListen: o.LeafListen,
 		Domain:     ternsync.HubDomain,
+		Monitor:    o.Monitor,
 		Logger:     logger.With("component", "hub"),
 
 		LeafCompression: o.LeafCompression,
@@ -155,9 +163,18 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 		return err
 	}
 	defer c.Close()
+	var buckets atomic.Bool
+	if o.Admin != "-" {
+		stop, err := serveHubAdmin(ctx, o.Admin, hub, &buckets, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if !ensureBuckets(ctx, c, replicas, logger) {
 		return nil
 	}
+	buckets.Store(true)
 	if ready != nil {
 		ready(hub)
 	}

@@ -21,7 +21,7 @@ const publishersMeta = "publishers"
 // store so a restart offline keeps it.
 type trust struct {
 	roots  artifact.KeySet
-	static artifact.KeySet
+	static artifact.KeySet      // guarded by Agent.mu: a reload replaces it
 	list   *artifact.Publishers // guarded by Agent.mu
 	keys   artifact.KeySet      // the list's keys; guarded by Agent.mu
 }
@@ -46,11 +46,11 @@ func (t *trust) rooted() bool { return t.roots.Len() > 0 }
 
 // trustedKeys returns the keys releases must be signed by now.
 func (a *Agent) trustedKeys() (artifact.KeySet, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if !a.trust.rooted() {
 		return a.trust.static, nil
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	return a.trustedKeysLocked(a.now())
 }
 

@@ -155,6 +155,25 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	return nil
 }
 
+// ErrClosed reports that the store has been closed.
+var ErrClosed = errors.New("store closed")
+
+// Check returns nil when the store is open and answers reads, and
+// otherwise why not (ErrClosed once Close has run), for readiness probes.
+// It is cheap: an empty read transaction.
+func (s *Store) Check() error {
+	if s.db.IsClosed() {
+		return ErrClosed
+	}
+	if err := s.db.View(func(*badger.Txn) error { return nil }); err != nil {
+		if errors.Is(err, badger.ErrDBClosed) {
+			return ErrClosed
+		}
+		return fmt.Errorf("store %s: %w", s.dir, err)
+	}
+	return nil
+}
+
 // Close flushes and closes the database. It must be the last thing an agent
 // closes, after everything that writes to the store has stopped.
 func (s *Store) Close() error {

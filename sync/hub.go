@@ -60,6 +60,11 @@ type HubConfig struct {
 	// JetStream, stuck after a failed write, is restarted once this much
 	// is free again. 0 means disk.DefaultReserve of the file system.
 	MinFree int64
+	// Monitor, when set, is the address of nats-server's own HTTP
+	// monitoring endpoints (/varz, /connz, /leafz, /jsz, /healthz…),
+	// served by the server itself (port 0 picks a free port). Keep it on
+	// loopback: they describe every connection.
+	Monitor string
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
 }
@@ -156,6 +161,13 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 			return nil, fmt.Errorf("hub listen address: %w", err)
 		}
 		opts.Host, opts.Port = host, port
+	}
+	if cfg.Monitor != "" {
+		host, port, err := splitHostPort(cfg.Monitor)
+		if err != nil {
+			return nil, fmt.Errorf("hub monitor address: %w", err)
+		}
+		opts.HTTPHost, opts.HTTPPort = host, port
 	}
 	compression, err := leafCompression(cfg.LeafCompression)
 	if err != nil {
@@ -295,6 +307,28 @@ func (h *Hub) ClusterURL() string {
 		return ""
 	}
 	return "nats-route://" + net.JoinHostPort(h.opts.Cluster.Host, strconv.Itoa(h.opts.Cluster.Port))
+}
+
+// MonitorURL is the base URL of nats-server's monitoring endpoints, or ""
+// when they are off.
+func (h *Hub) MonitorURL() string {
+	a := h.ns.MonitorAddr()
+	if a == nil {
+		return ""
+	}
+	return "http://" + a.String()
+}
+
+// Ready returns nil when the server accepts clients and JetStream is
+// healthy (nats-server's own health check), and otherwise why not.
+func (h *Hub) Ready() error {
+	if !h.ns.Running() {
+		return errors.New("nats server not running")
+	}
+	if st := h.ns.Healthz(nil); st.Status != "ok" {
+		return fmt.Errorf("nats server: %s", st.Error)
+	}
+	return nil
 }
 
 // LeafConnected reports whether this leaf node is connected to its hub.

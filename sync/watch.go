@@ -52,6 +52,10 @@ type WatcherConfig struct {
 	// reports it at once (a publisher's deploy waits for it) instead of
 	// at its next heartbeat. It must not block.
 	Refused func()
+	// HubLinked, when set, reports whether the hub is reachable now. A
+	// leaf node's watch catches up with the local mirror even with the
+	// hub down, and the log must not claim the agent is in sync then.
+	HubLinked func() bool
 }
 
 // Watcher follows the hub's releases and installs the ones it accepts.
@@ -220,7 +224,11 @@ func (w *Watcher) watch(ctx context.Context, q *installs) error {
 				go func() {
 					select {
 					case <-tried:
-						w.logger.Info("in sync with hub")
+						if w.cfg.HubLinked == nil || w.cfg.HubLinked() {
+							w.logger.Info("in sync with hub")
+						} else {
+							w.logger.Info("caught up with the local mirror; hub not linked: serving what was last mirrored from it")
+						}
 						w.syncOnce.Do(func() { close(w.synced) })
 					case <-ctx.Done():
 					}

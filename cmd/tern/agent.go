@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/tern-edge/tern/agent"
 	"github.com/tern-edge/tern/internal/lograte"
@@ -80,13 +82,49 @@ func (f *agentFlags) load() (agent.Config, error) {
 }
 
 func newLogger(level string, w io.Writer) *slog.Logger {
+	l, _ := newLeveledLogger(level, w)
+	return l
+}
+
+// newLeveledLogger returns a logger and its level, which a reload changes.
+func newLeveledLogger(level string, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	l, err := agent.ParseLevel(level)
 	if err != nil {
 		l = slog.LevelInfo
 	}
+	lv := new(slog.LevelVar)
+	lv.Set(l)
 	// Per-request warnings (a trapping guest, a down origin) are bounded
 	// per app and reason; the metrics keep the exact counts.
-	return slog.New(lograte.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}), lograte.Options{}))
+	return slog.New(lograte.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv}), lograte.Options{})), lv
+}
+
+// notifyHangup catches SIGHUP from now on, so that a hangup while the
+// agent starts is a reload once it runs rather than the end of the process.
+func notifyHangup() chan os.Signal {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	return hup
+}
+
+// reloadOnHangup re-reads the config with load and applies it to a at
+// each SIGHUP on hup until ctx is done. A config that fails to load or
+// validate is logged with the reason, and the running one stays.
+func reloadOnHangup(ctx context.Context, hup chan os.Signal, a *agent.Agent, load func() (agent.Config, error), logger *slog.Logger) {
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			logger.Info("SIGHUP: reloading the config")
+			if err := a.ReloadFrom(load); err != nil {
+				logger.Error("config not reloaded; the running one stays", "err", err)
+			}
+		}
+	}()
 }
 
 func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -96,28 +134,38 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if f.fs.Parse(args) != nil {
 		return errUsage
 	}
-	cfg, err := f.load()
+	load := func() (agent.Config, error) {
+		cfg, err := f.load()
+		if err != nil {
+			return cfg, err
+		}
+		if *hubListen != "" {
+			cfg.Hub.Listen = *hubListen
+		}
+		if *leafListen != "" {
+			cfg.Hub.LeafListen = *leafListen
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
 	if err != nil {
 		return err
-	}
-	if *hubListen != "" {
-		cfg.Hub.Listen = *hubListen
-	}
-	if *leafListen != "" {
-		cfg.Hub.LeafListen = *leafListen
 	}
 	if cfg.Hub.URL != "" {
 		return fmt.Errorf("hub.url is %s, but tern up runs its own hub: use tern agent to follow another", cfg.Hub.URL)
 	}
-	logger := newLogger(cfg.LogLevel, stderr)
+	hup := notifyHangup()
+	defer signal.Stop(hup)
+	logger, level := newLeveledLogger(cfg.LogLevel, stderr)
 	key, err := agent.EnsureDevKey(cfg.Data)
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Version: version, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Level: level, LoadConfig: load, Version: version, ExtraTrusted: []ed25519.PublicKey{key.Public().(ed25519.PublicKey)}})
 	if err != nil {
 		return err
 	}
+	reloadOnHangup(ctx, hup, a, load, logger)
 	if err := a.DeploySample(ctx, key); err != nil {
 		logger.Error("sample app not deployed", "err", err)
 	}
@@ -134,34 +182,44 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.fs.Parse(args) != nil {
 		return errUsage
 	}
-	cfg, err := f.load()
+	load := func() (agent.Config, error) {
+		cfg, err := f.load()
+		if err != nil {
+			return cfg, err
+		}
+		if *hub != "" {
+			cfg.Hub.URL = *hub
+		}
+		if *creds != "" {
+			cfg.Hub.Creds = *creds
+		}
+		if *hubPW != "" {
+			cfg.Hub.PasswordFile = *hubPW
+		}
+		for _, t := range trust {
+			k, err := readPublicKey(t)
+			if err != nil {
+				return cfg, err
+			}
+			cfg.Trust.Publishers = append(cfg.Trust.Publishers, k)
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
 	if err != nil {
 		return err
-	}
-	if *hub != "" {
-		cfg.Hub.URL = *hub
-	}
-	if *creds != "" {
-		cfg.Hub.Creds = *creds
-	}
-	if *hubPW != "" {
-		cfg.Hub.PasswordFile = *hubPW
 	}
 	if cfg.Hub.URL == "" {
 		return errors.New("no hub: give --hub or hub.url in the config (tern up runs a hub of its own)")
 	}
-	for _, t := range trust {
-		k, err := readPublicKey(t)
-		if err != nil {
-			return err
-		}
-		cfg.Trust.Publishers = append(cfg.Trust.Publishers, k)
-	}
-	logger := newLogger(cfg.LogLevel, stderr)
-	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Version: version})
+	hup := notifyHangup()
+	defer signal.Stop(hup)
+	logger, level := newLeveledLogger(cfg.LogLevel, stderr)
+	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Level: level, LoadConfig: load, Version: version})
 	if err != nil {
 		return err
 	}
+	reloadOnHangup(ctx, hup, a, load, logger)
 	return a.Run(ctx, func() {
 		logger.Info("agent ready", "listen", a.Addr().String(), "hub", cfg.Hub.URL, "admin", a.AdminAddr().String())
 	})

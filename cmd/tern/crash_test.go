@@ -99,7 +99,7 @@ func TestCrashDuringDeploy(t *testing.T) {
 	os.WriteFile(agentPW, []byte("agent-secret\n"), 0o600)
 	os.WriteFile(pubPW, []byte("publisher-secret\n"), 0o600)
 	hub := start(t, bin, "hub", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0",
-		"--agent-password-file", agentPW, "--publisher-password-file", pubPW)
+		"--admin", "127.0.0.1:0", "--agent-password-file", agentPW, "--publisher-password-file", pubPW)
 	hubURL := hub.await(t, `tern deploy --hub (\S+)`)
 	leafURL := hub.await(t, `tern agent --hub (\S+)`)
 

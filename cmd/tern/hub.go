@@ -26,6 +26,8 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	routes := fs.String("routes", "", "the other nodes' cluster URLs, comma-separated (nats-route://h2:6222,…)")
 	agentPW := fs.String("agent-password-file", "", "require agents to authenticate (user agent) with the password in this file; agents may then only read and report")
 	pubPW := fs.String("publisher-password-file", "", "require publishers to authenticate (user publisher) with the password in this file")
+	fs.StringVar(&o.Admin, "admin", "127.0.0.1:9091", "address of the hub's /healthz, /readyz and /metrics; - for none")
+	fs.StringVar(&o.Monitor, "monitor", "", "address of nats-server's monitoring endpoints (/varz, /connz, /leafz, /jsz), e.g. 127.0.0.1:8222; default: off")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if fs.Parse(args) != nil {
 		return errUsage
@@ -48,6 +50,9 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	o.Logger = newLogger(*logLevel, stderr)
 	return agent.RunHub(ctx, o, func(h *ternsync.Hub) {
 		fmt.Fprintf(stdout, "Tern hub is up.\n  publishers:  tern deploy --hub %s ./app\n  agents:      tern agent --hub %s --trust KEY.pub\n", h.ClientURL(), h.LeafURL())
+		if u := h.MonitorURL(); u != "" {
+			fmt.Fprintf(stdout, "  monitor:     %s/varz, /connz, /leafz, /jsz\n", u)
+		}
 		if u := h.ClusterURL(); u != "" {
 			fmt.Fprintf(stdout, "  cluster:     %s\n", u)
 		}

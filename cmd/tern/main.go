@@ -48,6 +48,7 @@ Usage:
   tern trust       sign the fleet's publisher list with a root key (set, show)
   tern carbon      carbon-aware scheduling (tern carbon status, tern carbon sim)
   tern check       validate a config file or an app manifest
+  tern reload      make a running agent re-read its config file (as SIGHUP does)
   tern version     print the version (also tern --version)
 
 Run 'tern help <command>' or 'tern <command> -h' for a command's flags.
@@ -74,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"purge":      cmdPurge,
 		"rollback":   cmdRollback,
 		"new":        cmdNew,
+		"reload":     cmdReload,
 		"version": func(context.Context, []string, io.Writer, io.Writer) error {
 			fmt.Fprintln(stdout, "tern", version)
 			return nil
