@@ -119,6 +119,10 @@ type HubOptions struct {
 	// Monitor, when set, enables nats-server's own monitoring endpoints
 	// (/varz, /connz, /leafz, /jsz) on that address.
 	Monitor string
+	// MinFree is the free space kept on the data directory's file system:
+	// uploads that would go below it are refused with the disk named.
+	// Zero: the default of store.min_free, from the file system's size.
+	MinFree int64
 	Logger  *slog.Logger
 }
 
@@ -138,6 +142,7 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 		LeafListen: o.LeafListen,
 		Domain:     ternsync.HubDomain,
 		Monitor:    o.Monitor,
+		MinFree:    o.MinFree,
 		Logger:     logger.With("component", "hub"),
 
 		LeafCompression: o.LeafCompression,

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/tern-edge/tern/agent"
+	"github.com/tern-edge/tern/artifact"
 	ternsync "github.com/tern-edge/tern/sync"
 )
 
@@ -28,9 +29,17 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	pubPW := fs.String("publisher-password-file", "", "require publishers to authenticate (user publisher) with the password in this file")
 	fs.StringVar(&o.Admin, "admin", "127.0.0.1:9091", "address of the hub's /healthz, /readyz and /metrics; - for none")
 	fs.StringVar(&o.Monitor, "monitor", "", "address of nats-server's monitoring endpoints (/varz, /connz, /leafz, /jsz), e.g. 127.0.0.1:8222; default: off")
+	minFree := fs.String("min-free", "", `free space the hub keeps on its data directory's file system, e.g. "256MiB"; uploads that would go below it are refused (default: 5% of the file system, between 1MiB and 1GiB)`)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if fs.Parse(args) != nil {
 		return errUsage
+	}
+	if *minFree != "" {
+		n, err := artifact.ParseSize(*minFree)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("--min-free %q: want a positive size such as 256MiB", *minFree)
+		}
+		o.MinFree = int64(n)
 	}
 	if *routes != "" {
 		o.Routes = strings.Split(*routes, ",")
