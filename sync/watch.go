@@ -207,7 +207,7 @@ func (w *Watcher) watch(ctx context.Context, caughtUp func()) error {
 			direct.Stop()
 		}
 	}()
-	followDirect := func() {
+	followDirect := func(retry bool) {
 		if direct != nil {
 			direct.Stop()
 			direct = nil
@@ -216,9 +216,17 @@ func (w *Watcher) watch(ctx context.Context, caughtUp func()) error {
 			w.logger.Debug("stopped following the hub's releases directly; the mirror follows them")
 			return
 		}
-		hkv, err := w.cfg.Client.fleetJS.KeyValue(ctx, AppsBucket)
+		// A lookup no answer comes to must not hold up the mirror's watch.
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		hkv, err := w.cfg.Client.fleetJS.KeyValue(lctx, AppsBucket)
+		cancel()
 		if err == nil {
 			direct, err = hkv.WatchAll(ctx)
+		}
+		if err != nil && !retry {
+			// The link is not up yet; its coming up starts the watch.
+			w.logger.Debug("hub's releases not reachable directly; the mirror follows them", "err", err)
+			return
 		}
 		if err != nil {
 			d := directB.next()
@@ -229,7 +237,14 @@ func (w *Watcher) watch(ctx context.Context, caughtUp func()) error {
 		directB.reset()
 		directTimer.Reset(time.Until(directUntil))
 	}
-	seen := map[string]uint64{}    // the newest revision taken per app
+	seen := map[string]uint64{} // the newest revision taken per app
+	if w.cfg.Client.link != nil {
+		// The link may have come up before this watch began, while the
+		// mirror's first request to the hub went unanswered: nats-server
+		// waits 30 s for that answer before it asks again.
+		directUntil = time.Now().Add(directFor)
+		followDirect(false)
+	}
 	current := map[string][]byte{} // the hub's current release per app
 	// Releases whose module cannot be downloaded yet (a site cut off from
 	// the hub, for seconds or for hours) wait here and are tried again,
@@ -308,9 +323,9 @@ func (w *Watcher) watch(ctx context.Context, caughtUp func()) error {
 			w.logger.Info("hub link up; following the hub's releases directly until the mirror resumes", "for", directFor)
 			directUntil = time.Now().Add(directFor)
 			directB.reset()
-			followDirect()
+			followDirect(true)
 		case <-directTimer.C:
-			followDirect()
+			followDirect(true)
 		case e, ok := <-directUpdates(direct):
 			if !ok {
 				w.logger.Info("direct watch of the hub's releases ended; retrying", "err", "closed")

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -34,7 +35,11 @@ func TestFleetResumesAfterHubRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary; skipped with -short")
 	}
-	const agents = 3
+	// TERN_FLEET_AGENTS runs more agents, to measure (docs/BENCHMARKS.md).
+	agents := 3
+	if n, err := strconv.Atoi(os.Getenv("TERN_FLEET_AGENTS")); err == nil && n > 0 {
+		agents = n
+	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tern")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
