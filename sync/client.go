@@ -85,6 +85,9 @@ type Client struct {
 	// leaf says the connection is to an agent's leaf node, whose calls to
 	// other sites the hub relays.
 	leaf bool
+	// link reports the leaf node's hub connection coming up; nil when the
+	// client is not an in-process client of a leaf node.
+	link *link
 }
 
 // Connect connects to the hub described by cfg.
@@ -158,7 +161,11 @@ func Connect(cfg ConnConfig) (*Client, error) {
 			return nil, fmt.Errorf("jetstream domain %s: %w", cfg.FleetDomain, err)
 		}
 	}
-	return &Client{nc: nc, js: js, fleetJS: fleetJS, logger: logger, leaf: cfg.FleetDomain != ""}, nil
+	c := &Client{nc: nc, js: js, fleetJS: fleetJS, logger: logger, leaf: cfg.FleetDomain != ""}
+	if cfg.Server != nil && c.leaf {
+		c.link = cfg.Server.link
+	}
+	return c, nil
 }
 
 // Close drains the connection: pending messages are delivered first.

@@ -124,6 +124,7 @@ type Hub struct {
 	ns    *server.Server
 	opts  *server.Options // the server writes chosen ports back here
 	relay *Relay          // when the hub accepts leaf nodes (see Relay)
+	link  *link           // a leaf node's hub connection coming up
 	guard *guard          // disk status and healing (disk.go)
 }
 
@@ -237,15 +238,23 @@ func StartHub(cfg HubConfig) (*Hub, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
-	if cfg.Logger != nil {
-		ns.SetLoggerV2(natsLogger{cfg.Logger}, false, false, false)
+	var up *link
+	if cfg.Upstream != nil {
+		up = newLink()
+	}
+	if cfg.Logger != nil || up != nil {
+		l := cfg.Logger
+		if l == nil {
+			l = slog.New(slog.DiscardHandler)
+		}
+		ns.SetLoggerV2(natsLogger{l: l, link: up}, false, false, false)
 	}
 	ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("hub on %s: not ready after 30s", listen)
 	}
-	h := &Hub{ns: ns, opts: opts}
+	h := &Hub{ns: ns, opts: opts, link: up}
 	if cfg.LeafListen != "" {
 		if h.relay, err = StartRelay(ConnConfig{Server: h, Password: cfg.PublisherPassword}); err != nil {
 			ns.Shutdown()
@@ -357,15 +366,23 @@ func (h *Hub) Shutdown() {
 	h.ns.WaitForShutdown()
 }
 
-// natsLogger adapts nats-server's logger to slog.
-type natsLogger struct{ l *slog.Logger }
+// natsLogger adapts nats-server's logger to slog, and tells link when a
+// leaf node's hub connection comes up.
+type natsLogger struct {
+	l    *slog.Logger
+	link *link
+}
 
-func (n natsLogger) Noticef(f string, a ...any) { n.l.Debug(fmt.Sprintf(f, a...)) }
-func (n natsLogger) Warnf(f string, a ...any)   { n.l.Warn(fmt.Sprintf(f, a...)) }
-func (n natsLogger) Fatalf(f string, a ...any)  { n.l.Error(fmt.Sprintf(f, a...)) }
-func (n natsLogger) Errorf(f string, a ...any)  { n.l.Error(fmt.Sprintf(f, a...)) }
-func (n natsLogger) Debugf(f string, a ...any)  { n.l.Debug(fmt.Sprintf(f, a...)) }
-func (n natsLogger) Tracef(f string, a ...any)  {}
+func (n natsLogger) Noticef(f string, a ...any) {
+	msg := fmt.Sprintf(f, a...)
+	n.link.noteLog(msg)
+	n.l.Debug(msg)
+}
+func (n natsLogger) Warnf(f string, a ...any)  { n.l.Warn(fmt.Sprintf(f, a...)) }
+func (n natsLogger) Fatalf(f string, a ...any) { n.l.Error(fmt.Sprintf(f, a...)) }
+func (n natsLogger) Errorf(f string, a ...any) { n.l.Error(fmt.Sprintf(f, a...)) }
+func (n natsLogger) Debugf(f string, a ...any) { n.l.Debug(fmt.Sprintf(f, a...)) }
+func (n natsLogger) Tracef(f string, a ...any) {}
 
 // Leaf-link compression modes a configuration may name.
 var compressionModes = map[string]server.CompressionOpts{

@@ -99,25 +99,26 @@ func NewTrustWatcher(cfg TrustWatcherConfig) *TrustWatcher {
 }
 
 // Run watches the list until ctx is done, retrying while the hub (or the
-// local mirror) is unavailable.
+// local mirror) is unavailable, with a jittered backoff that starts again
+// from its shortest delay once a watch has caught up.
 func (t *TrustWatcher) Run(ctx context.Context) error {
-	backoff := time.Second
+	b := backoff{min: watchRetryMin, max: watchRetryMax}
 	for {
-		err := t.watch(ctx)
+		err := t.watch(ctx, b.reset)
 		if ctx.Err() != nil {
 			return nil
 		}
-		t.cfg.Logger.Debug("publisher list watch interrupted; retrying", "err", err, "in", backoff)
+		d := b.next()
+		t.cfg.Logger.Info("publisher list watch interrupted; retrying", "err", err, "in", d.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(d):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 
-func (t *TrustWatcher) watch(ctx context.Context) error {
+func (t *TrustWatcher) watch(ctx context.Context, caughtUp func()) error {
 	kv, err := t.cfg.Client.js.KeyValue(ctx, TrustBucket)
 	if err != nil {
 		return fmt.Errorf("bucket %s: %w", TrustBucket, err)
@@ -145,5 +146,5 @@ func (t *TrustWatcher) watch(ctx context.Context) error {
 			return
 		}
 		t.cfg.Logger.Info("publisher list accepted", "sequence", list.Sequence, "keys", len(list.Keys), "expires", list.Expires)
-	}, nil)
+	}, caughtUp)
 }

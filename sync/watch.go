@@ -131,32 +131,49 @@ var errRescan = errors.New("rescan")
 func (w *Watcher) Synced() <-chan struct{} { return w.synced }
 
 // Run watches the hub until ctx is done. While the hub is unreachable it
-// keeps retrying; the agent serves what it has meanwhile.
+// keeps retrying, with a jittered backoff that starts again from its
+// shortest delay once a watch has caught up; the agent serves what it
+// has meanwhile.
 func (w *Watcher) Run(ctx context.Context) error {
 	// Installs outlive a watch: a reconnect or rescan replays the hub's
 	// releases, and those already installing go on undisturbed.
 	q := newInstalls(w.handle)
 	defer q.wait()
-	backoff := time.Second
+	b := backoff{min: watchRetryMin, max: watchRetryMax}
 	for {
-		err := w.watch(ctx, q)
+		err := w.watch(ctx, q, b.reset)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, errRescan) {
 			continue
 		}
-		w.logger.Warn("hub watch interrupted; retrying", "err", err, "in", backoff)
+		d := b.next()
+		w.logger.Warn("hub watch interrupted; retrying", "err", err, "in", d.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(backoff):
+		case <-time.After(d):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 
-func (w *Watcher) watch(ctx context.Context, q *installs) error {
+// Bounds of the delay between watches of the release bucket.
+const (
+	watchRetryMin = 250 * time.Millisecond
+	watchRetryMax = 30 * time.Second
+)
+
+// directFor is how long a leaf agent follows the hub's release bucket
+// directly after its hub link comes up. The leaf node's mirror of the
+// bucket notices by itself that its source went away only when it has
+// heard nothing for nats-server's source health interval, checked as
+// often (10 s each): a deploy right after a hub restart would wait up to
+// 20 s for it. The direct watch covers that window and then stops, so
+// that an idle hub does not carry a consumer per agent.
+const directFor = 25 * time.Second
+
+func (w *Watcher) watch(ctx context.Context, q *installs, caughtUp func()) error {
 	// The module store is looked up afresh on each watch, as the hub may
 	// have changed across a reconnect.
 	w.mu.Lock()
@@ -189,16 +206,85 @@ func (w *Watcher) watch(ctx context.Context, q *installs) error {
 	if rw != nil {
 		rollUpdates = rw.Updates()
 	}
+	linkUp := w.cfg.Client.link.next() // taken before the watch: no link-up is missed
 	kw, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", AppsBucket, err)
 	}
 	defer kw.Stop()
+	// The hub's bucket followed directly for a while after the link comes
+	// up (see directFor); nil otherwise. Entries come from it and from the
+	// mirror, which keeps the hub's revisions: each is taken once.
+	var (
+		direct      jetstream.KeyWatcher
+		directUntil time.Time
+		directB     = backoff{min: 50 * time.Millisecond, max: time.Second}
+	)
+	directTimer := time.NewTimer(directFor)
+	directTimer.Stop()
+	defer directTimer.Stop()
+	defer func() {
+		if direct != nil {
+			direct.Stop()
+		}
+	}()
+	followDirect := func(retry bool) {
+		if direct != nil {
+			direct.Stop()
+			direct = nil
+		}
+		if time.Now().After(directUntil) {
+			w.logger.Debug("stopped following the hub's releases directly; the mirror follows them")
+			return
+		}
+		// A lookup no answer comes to must not hold up the mirror's watch.
+		lctx, cancel := context.WithTimeout(ctx, time.Second)
+		hkv, err := w.cfg.Client.fleetJS.KeyValue(lctx, AppsBucket)
+		cancel()
+		if err == nil {
+			direct, err = hkv.WatchAll(ctx)
+		}
+		if err != nil && !retry {
+			// The link is not up yet; its coming up starts the watch.
+			w.logger.Debug("hub's releases not reachable directly; the mirror follows them", "err", err)
+			return
+		}
+		if err != nil {
+			d := directB.next()
+			w.logger.Info("hub link up but its releases are not reachable yet; retrying", "err", err, "in", d.Round(time.Millisecond))
+			directTimer.Reset(d)
+			return
+		}
+		directB.reset()
+		directTimer.Reset(time.Until(directUntil))
+	}
+	seen := map[string]uint64{} // the newest revision taken per app
+	if w.cfg.Client.link != nil {
+		// The link may have come up before this watch began, while the
+		// mirror's first request to the hub went unanswered: nats-server
+		// waits 30 s for that answer before it asks again.
+		directUntil = time.Now().Add(directFor)
+		followDirect(false)
+	}
 	current := map[string][]byte{} // the hub's current release per app
 	consider := func(app string) {
 		if env := w.effective(app, current[app], rolls); env != nil {
 			q.submit(ctx, app, env)
 		}
+	}
+	take := func(e jetstream.KeyValueEntry) {
+		if e.Revision() <= seen[e.Key()] {
+			return
+		}
+		seen[e.Key()] = e.Revision()
+		if e.Operation() != jetstream.KeyValuePut {
+			// Removing an app from the hub does not remove it from
+			// agents: a gateway keeps its last known good version.
+			w.logger.Info("release deleted on hub; keeping the installed version", "app", e.Key())
+			return
+		}
+		current[e.Key()] = e.Value()
+		consider(e.Key())
 	}
 	for {
 		select {
@@ -214,11 +300,30 @@ func (w *Watcher) watch(ctx context.Context, q *installs) error {
 				w.noteRollout(rolls, e)
 				consider(e.Key())
 			}
+		case <-linkUp:
+			linkUp = w.cfg.Client.link.next()
+			w.logger.Info("hub link up; following the hub's releases directly until the mirror resumes", "for", directFor)
+			directUntil = time.Now().Add(directFor)
+			directB.reset()
+			followDirect(true)
+		case <-directTimer.C:
+			followDirect(true)
+		case e, ok := <-directUpdates(direct):
+			if !ok {
+				w.logger.Info("direct watch of the hub's releases ended; retrying", "err", "closed")
+				direct = nil
+				directTimer.Reset(directB.next())
+				continue
+			}
+			if e != nil {
+				take(e)
+			}
 		case e, ok := <-kw.Updates():
 			if !ok {
 				return fmt.Errorf("watch %s: closed", AppsBucket)
 			}
 			if e == nil {
+				caughtUp()
 				// In sync once the releases seen so far have been tried.
 				tried := q.allTried()
 				go func() {
@@ -235,16 +340,17 @@ func (w *Watcher) watch(ctx context.Context, q *installs) error {
 				}()
 				continue
 			}
-			if e.Operation() != jetstream.KeyValuePut {
-				// Removing an app from the hub does not remove it from
-				// agents: a gateway keeps its last known good version.
-				w.logger.Info("release deleted on hub; keeping the installed version", "app", e.Key())
-				continue
-			}
-			current[e.Key()] = e.Value()
-			consider(e.Key())
+			take(e)
 		}
 	}
+}
+
+// directUpdates is w's updates channel, or nil (never ready) without w.
+func directUpdates(w jetstream.KeyWatcher) <-chan jetstream.KeyValueEntry {
+	if w == nil {
+		return nil
+	}
+	return w.Updates()
 }
 
 // noteRollout records a rollout update.
