@@ -179,11 +179,8 @@ func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heu
 	}
 	// §4.2.3
 	apparent := max(responseTime.Sub(date), 0)
-	var ageValue time.Duration
-	if a := h.Get("Age"); a != "" {
-		ageValue = time.Duration(parseDelta(a)) * time.Second
-	}
-	corrected := ageValue + responseTime.Sub(requestTime)
+	ageSecs, ageOK := ageValue(h)
+	corrected := time.Duration(ageSecs)*time.Second + responseTime.Sub(requestTime)
 	m.ResponseTime = responseTime
 	m.InitialAge = max(apparent, corrected)
 	m.LastModified = time.Time{}
@@ -197,9 +194,9 @@ func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heu
 		m.Lifetime = time.Duration(cc.sMaxAge) * time.Second
 	case cc.maxAge >= 0:
 		m.Lifetime = time.Duration(cc.maxAge) * time.Second
-	case h.Get("Expires") != "":
+	case len(h["Expires"]) > 0:
 		// An invalid Expires (such as "0") means already expired.
-		if exp, err := http.ParseTime(h.Get("Expires")); err == nil {
+		if exp, _, valid := expiresAt(h); valid {
 			m.Lifetime = max(exp.Sub(date), 0)
 		} else {
 			m.Lifetime = 0
@@ -210,6 +207,9 @@ func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heu
 		if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil && lm.Before(date) {
 			m.Lifetime = min(date.Sub(lm)/10, heuristicMax)
 		}
+	}
+	if !ageOK {
+		m.Lifetime = 0 // an Age this cache cannot read: stale
 	}
 	m.SWR, m.SIE = -1, -1
 	if cc.staleWhileRevalidate >= 0 {

@@ -248,6 +248,13 @@ func TestRFC9111(t *testing.T) {
 			{wantStatus: 500, wantHits: 1, wantCS: "detail=status-500"}, {wantStatus: 500, wantHits: 2},
 		}},
 	}
+	runRFC(t, cases)
+}
+
+// runRFC runs each case against a fresh cache and origin on the test
+// clock, checking every step.
+func runRFC(t *testing.T, cases []rfcCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := newClock()
