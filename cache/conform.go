@@ -2,6 +2,8 @@ package cache
 
 import (
 	"net/http"
+	"net/textproto"
+	"strings"
 	"time"
 )
 
@@ -109,4 +111,59 @@ func ageValue(h http.Header) (secs int64, valid bool) {
 		}
 	}
 	return parseDelta(vs[0]), true
+}
+
+// understoodStatus is what this cache implements the semantics of, for
+// must-understand (§5.2.2.3): the final statuses of RFC 9110 that a GET
+// can answer with a stored body. 206 and 304 are absent: fills fetch
+// whole bodies and a 304 only refreshes an entry.
+var understoodStatus = map[int]bool{
+	200: true, 203: true, 204: true, 300: true, 301: true, 302: true, 303: true,
+	307: true, 308: true, 400: true, 403: true, 404: true, 405: true, 410: true,
+	414: true, 500: true, 501: true, 502: true, 503: true, 504: true,
+}
+
+// storableStatus reports whether a response with status may be stored at
+// all (§3), and whether this cache understands the status. An interim
+// (1xx) response never is (§3: the status must be final); 206 and 304
+// never are here; any other status in 200–999 is, unless must-understand
+// asks for a cache that understands it.
+func storableStatus(status int, cc directives) (understood, ok bool) {
+	understood = understoodStatus[status]
+	switch {
+	case status < 200 || status > 999:
+		return understood, false
+	case status == http.StatusPartialContent || status == http.StatusNotModified:
+		return understood, false
+	case cc.mustUnderstand && !understood:
+		return understood, false
+	}
+	return understood, true
+}
+
+// withheldFields returns the fields of the response header h that its
+// Cache-Control names in a qualified private="…" (§5.2.2.7: a shared
+// cache must not store them) or no-cache="…" (§5.2.2.4: not to be reused
+// without revalidation, so not kept for reuse at all), nil when none.
+// The rest of the response is stored; the withheld fields go only to the
+// client whose request fetched it, so a Set-Cookie named there never
+// reaches another client from the cache.
+func withheldFields(h http.Header) http.Header {
+	cc := parseCacheControl(h)
+	if cc.privateFields == "" && cc.noCacheFields == "" {
+		return nil
+	}
+	var out http.Header
+	for _, list := range []string{cc.privateFields, cc.noCacheFields} {
+		for _, f := range strings.Split(list, ",") {
+			f = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(f))
+			if v := h[f]; len(v) > 0 {
+				if out == nil {
+					out = http.Header{}
+				}
+				out[f] = v
+			}
+		}
+	}
+	return out
 }

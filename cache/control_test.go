@@ -20,7 +20,8 @@ func TestParseCacheControl(t *testing.T) {
 		{[]string{"max-age=-1"}, func(d *d) { d.maxAge = 0 }},
 		{[]string{"max-age=99999999999999999999"}, func(d *d) { d.maxAge = maxDelta }},
 		{[]string{"no-store", "no-cache"}, func(d *d) { d.noStore, d.noCache = true, true }},
-		{[]string{`no-cache="Set-Cookie, X-Foo", private`}, func(d *d) { d.noCache, d.private = true, true }},
+		{[]string{`no-cache="Set-Cookie, X-Foo", private`}, func(d *d) { d.noCacheFields, d.private = "Set-Cookie, X-Foo", true }},
+		{[]string{`private="Set-Cookie", no-cache`}, func(d *d) { d.privateFields, d.noCache = "Set-Cookie", true }},
 		{[]string{"public,must-revalidate ,proxy-revalidate, immutable"}, func(d *d) {
 			d.public, d.mustRevalidate, d.proxyRevalidate, d.immutable = true, true, true, true
 		}},

@@ -206,7 +206,7 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 			return
 		}
 		defer rd.Close()
-		h.serveFill(w, r, fl, rd, part, status+"; stored")
+		h.serveFill(w, r, fl, rd, part, leader, status+"; stored")
 	case outUpdated:
 		if !servesScheme(f.meta, r) {
 			h.pass(w, r, status+"; detail=scheme-mismatch")
@@ -410,6 +410,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		nm.VaryValues = varyValues(out.Header, nm.Vary)
 		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
 		fl := newFill(c, f, storageKey(pk, nm.Scheme, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
+		fl.withheld = withheldFields(resp.Header)
 		fl.detach = func() { h.endFlight(key, f) }
 		c.idx.acquire(fl.body) // released when the last reader leaves
 		f.kind, f.fill = outFill, fl
@@ -663,11 +664,17 @@ func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m
 }
 
 // serveFill streams a body, or the part of it asked for, while it is
-// being stored; a range waits for its chunks to land.
-func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, rd *fillReader, part fillPart, status string) {
+// being stored; a range waits for its chunks to land. The leader, whose
+// request fetched it, also gets the fields that were not stored.
+func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, rd *fillReader, part fillPart, leader bool, status string) {
 	hdr := w.Header()
 	for k, v := range fl.meta.Header {
 		hdr[k] = v
+	}
+	if leader {
+		for k, v := range fl.withheld {
+			hdr[k] = v
+		}
 	}
 	hdr.Set("Age", strconv.FormatInt(int64(fl.meta.age(h.c.now())/time.Second), 10))
 	hdr.Set("Cache-Status", h.c.cfg.Name+"; "+status)

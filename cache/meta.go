@@ -130,20 +130,19 @@ var heuristicStatus = map[int]bool{
 	404: true, 405: true, 410: true, 414: true, 501: true,
 }
 
-// understoodStatus is what this cache stores at all (§3: the status code
-// must be understood). 206 is absent: fills always fetch whole bodies.
-var understoodStatus = map[int]bool{
-	200: true, 203: true, 204: true, 300: true, 301: true, 302: true, 307: true, 308: true,
-	404: true, 405: true, 410: true, 414: true, 501: true,
-}
-
 // storable decides whether a response to a GET may be stored by a shared
-// cache (§3, §3.5) and returns the reason when it may not.
+// cache (§3, §3.5) and returns the reason when it may not. Any final
+// status may be stored with explicit freshness; see storableStatus.
 func storable(req *http.Request, reqCC directives, resp *http.Response, cc directives) (bool, string) {
+	understood, ok := storableStatus(resp.StatusCode, cc)
 	switch {
-	case !understoodStatus[resp.StatusCode]:
+	case !ok:
 		return false, "status " + strconv.Itoa(resp.StatusCode)
-	case reqCC.noStore || cc.noStore:
+	case reqCC.noStore:
+		return false, "no-store"
+	case cc.noStore && !(cc.mustUnderstand && understood):
+		// §5.2.2.3: must-understand from a cache that understands the
+		// status overrides no-store, which is there for those that do not.
 		return false, "no-store"
 	case cc.private:
 		return false, "private"
@@ -151,10 +150,6 @@ func storable(req *http.Request, reqCC directives, resp *http.Response, cc direc
 		// §3.5: a shared cache stores a response to an authenticated
 		// request only when the origin explicitly allows it.
 		return false, "authorization"
-	case resp.Header.Get("Set-Cookie") != "":
-		// Not an RFC rule: a cookie is almost always per user, and
-		// serving it to everyone is the classic CDN data leak.
-		return false, "set-cookie"
 	}
 	for _, v := range resp.Header.Values("Vary") {
 		for _, f := range strings.Split(v, ",") {
@@ -163,8 +158,15 @@ func storable(req *http.Request, reqCC directives, resp *http.Response, cc direc
 			}
 		}
 	}
-	if cc.public || cc.maxAge >= 0 || cc.sMaxAge >= 0 || resp.Header.Get("Expires") != "" || heuristicStatus[resp.StatusCode] {
+	switch {
+	case cc.maxAge >= 0 || cc.sMaxAge >= 0 || len(resp.Header["Expires"]) > 0:
 		return true, ""
+	case heuristicStatus[resp.StatusCode]:
+		return true, ""
+	case resp.StatusCode >= 400:
+		// Named by its status, not "no explicit freshness": an error
+		// during an outage must not mark the URL hit-for-pass.
+		return false, "status " + strconv.Itoa(resp.StatusCode)
 	}
 	return false, "no explicit freshness"
 }
@@ -204,7 +206,7 @@ func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heu
 	default:
 		m.Heuristic = true
 		m.Lifetime = 0
-		if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil && lm.Before(date) {
+		if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil && lm.Before(date) && heuristicStatus[m.Status] {
 			m.Lifetime = min(date.Sub(lm)/10, heuristicMax)
 		}
 	}
@@ -232,7 +234,8 @@ var hopByHop = []string{
 }
 
 // storedHeader returns the headers of resp worth storing: end-to-end
-// fields minus Age and the purge tags.
+// fields minus Age, the purge tags, and the fields a qualified private or
+// no-cache withholds from a shared cache.
 func storedHeader(h http.Header) http.Header {
 	out := h.Clone()
 	removeHopByHop(out)
@@ -241,6 +244,9 @@ func storedHeader(h http.Header) http.Header {
 	out.Del("Surrogate-Key")
 	out.Del("Cache-Tag")
 	out.Del("Surrogate-Control")
+	for k := range withheldFields(h) {
+		out.Del(k)
+	}
 	return out
 }
 

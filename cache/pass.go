@@ -22,7 +22,7 @@ const maxPasses = 10_000
 // outage must not let every client through) or an Authorization header
 // says nothing about the next request.
 var passReasons = map[string]bool{
-	"no-store": true, "private": true, "set-cookie": true, "vary *": true, "no explicit freshness": true,
+	"no-store": true, "private": true, "vary *": true, "no explicit freshness": true,
 }
 
 // markPass remembers primary as uncacheable until PassTTL from now, if
