@@ -22,6 +22,9 @@ type directives struct {
 	// no-cache="…" and private="…" (§5.2.2.4, §5.2.2.7), as sent: a shared
 	// cache stores the response without those fields.
 	noCacheFields, privateFields string
+	// targeted is set when the directives come from a targeted field
+	// (RFC 9213), which makes Expires void.
+	targeted bool
 }
 
 // parseCacheControl parses every Cache-Control field line of h. Unknown

@@ -390,7 +390,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		// Keep the stale entry; the waiters decide whether to serve it.
 		f.kind, f.resp, f.reason = outPass, resp, "origin error"
 	default:
-		ok, why := storable(out, parseCacheControl(out.Header), resp, parseCacheControl(resp.Header))
+		ok, why := storable(out, parseCacheControl(out.Header), resp, responseDirectives(resp.Header))
 		pk := primaryKey(out)
 		if !ok {
 			c.markPass(pk, why)
@@ -499,6 +499,7 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	for k, v := range m.Header {
 		hdr[k] = v
 	}
+	removeTargeted(hdr)
 	// Canonical keys assigned directly: this is the hit path.
 	hdr["Age"] = []string{strconv.FormatInt(int64(m.age(now)/time.Second), 10)}
 	hdr["Cache-Status"] = []string{h.c.cfg.Name + "; " + status}
@@ -671,6 +672,7 @@ func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, rd
 	for k, v := range fl.meta.Header {
 		hdr[k] = v
 	}
+	removeTargeted(hdr)
 	if leader {
 		for k, v := range fl.withheld {
 			hdr[k] = v
@@ -779,6 +781,7 @@ func (h *handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *ht
 		hdr[k] = v
 	}
 	removeHopByHop(hdr)
+	removeTargeted(hdr)
 	hdr.Del("Surrogate-Key")
 	hdr.Del("Cache-Tag")
 	if resp.ContentLength >= 0 {

@@ -159,7 +159,7 @@ func storable(req *http.Request, reqCC directives, resp *http.Response, cc direc
 		}
 	}
 	switch {
-	case cc.maxAge >= 0 || cc.sMaxAge >= 0 || len(resp.Header["Expires"]) > 0:
+	case cc.maxAge >= 0 || cc.sMaxAge >= 0 || len(resp.Header["Expires"]) > 0 && !cc.targeted:
 		return true, ""
 	case heuristicStatus[resp.StatusCode]:
 		return true, ""
@@ -174,7 +174,7 @@ func storable(req *http.Request, reqCC directives, resp *http.Response, cc direc
 // freshness fills in m's age and lifetime fields from the response
 // headers h, received at responseTime for a request sent at requestTime.
 func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heuristicMax time.Duration) {
-	cc := parseCacheControl(h)
+	cc := responseDirectives(h)
 	date, err := http.ParseTime(h.Get("Date"))
 	if err != nil {
 		date = responseTime
@@ -196,7 +196,7 @@ func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heu
 		m.Lifetime = time.Duration(cc.sMaxAge) * time.Second
 	case cc.maxAge >= 0:
 		m.Lifetime = time.Duration(cc.maxAge) * time.Second
-	case len(h["Expires"]) > 0:
+	case len(h["Expires"]) > 0 && !cc.targeted:
 		// An invalid Expires (such as "0") means already expired.
 		if exp, _, valid := expiresAt(h); valid {
 			m.Lifetime = max(exp.Sub(date), 0)

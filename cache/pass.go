@@ -78,7 +78,7 @@ func (h *handler) hitForPass(w http.ResponseWriter, r *http.Request, primary str
 		h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), status)
 		return
 	}
-	if ok, _ := storable(r, parseCacheControl(r.Header), resp, parseCacheControl(resp.Header)); ok {
+	if ok, _ := storable(r, parseCacheControl(r.Header), resp, responseDirectives(resp.Header)); ok {
 		h.c.unmarkPass(primary)
 	}
 	h.writeResponse(w, r, resp, status)
