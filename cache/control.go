@@ -15,16 +15,23 @@ const maxDelta = 1 << 31
 type directives struct {
 	noStore, noCache, private, public                 bool
 	mustRevalidate, proxyRevalidate, immutable        bool
-	onlyIfCached                                      bool
+	onlyIfCached, mustUnderstand                      bool
 	maxAge, sMaxAge, staleWhileRevalidate, staleIfErr int64
 	maxStale, minFresh                                int64
+	// noCacheFields and privateFields are the field lists of qualified
+	// no-cache="…" and private="…" (§5.2.2.4, §5.2.2.7), as sent: a shared
+	// cache stores the response without those fields.
+	noCacheFields, privateFields string
+	// targeted is set when the directives come from a targeted field
+	// (RFC 9213), which makes Expires void.
+	targeted bool
 }
 
 // parseCacheControl parses every Cache-Control field line of h. Unknown
 // directives are ignored (§5.2.3). When a directive repeats, the first one
 // counts; an invalid delta-seconds value counts as 0, making the response
 // stale, as §4.2.1 and §1.2.2 advise. Qualified no-cache and private
-// (with a field list) are taken as their unqualified, stricter forms.
+// (with a field list) only withhold the fields they name.
 func parseCacheControl(h http.Header) directives {
 	d := directives{maxAge: -1, sMaxAge: -1, staleWhileRevalidate: -1, staleIfErr: -1, maxStale: -1, minFresh: -1}
 	if len(h["Cache-Control"]) == 0 { // Values does the same lookup: the key is canonical
@@ -44,9 +51,17 @@ func parseCacheControl(h http.Header) directives {
 			case "no-store":
 				d.noStore = true
 			case "no-cache":
-				d.noCache = true
+				if value == "" {
+					d.noCache = true
+				} else {
+					d.noCacheFields = value
+				}
 			case "private":
-				d.private = true
+				if value == "" {
+					d.private = true
+				} else {
+					d.privateFields = value
+				}
 			case "public":
 				d.public = true
 			case "must-revalidate":
@@ -57,6 +72,8 @@ func parseCacheControl(h http.Header) directives {
 				d.immutable = true
 			case "only-if-cached":
 				d.onlyIfCached = true
+			case "must-understand":
+				d.mustUnderstand = true
 			case "max-age":
 				d.maxAge = parseDelta(value)
 			case "s-maxage":

@@ -20,7 +20,8 @@ func TestParseCacheControl(t *testing.T) {
 		{[]string{"max-age=-1"}, func(d *d) { d.maxAge = 0 }},
 		{[]string{"max-age=99999999999999999999"}, func(d *d) { d.maxAge = maxDelta }},
 		{[]string{"no-store", "no-cache"}, func(d *d) { d.noStore, d.noCache = true, true }},
-		{[]string{`no-cache="Set-Cookie, X-Foo", private`}, func(d *d) { d.noCache, d.private = true, true }},
+		{[]string{`no-cache="Set-Cookie, X-Foo", private`}, func(d *d) { d.noCacheFields, d.private = "Set-Cookie, X-Foo", true }},
+		{[]string{`private="Set-Cookie", no-cache`}, func(d *d) { d.privateFields, d.noCache = "Set-Cookie", true }},
 		{[]string{"public,must-revalidate ,proxy-revalidate, immutable"}, func(d *d) {
 			d.public, d.mustRevalidate, d.proxyRevalidate, d.immutable = true, true, true, true
 		}},
@@ -82,4 +83,31 @@ func mustTime(s string) time.Time {
 		panic(err)
 	}
 	return t
+}
+
+// FuzzParseTargeted checks that any targeted field value parses without
+// panicking, deterministically, to delta values in range, and that an
+// accepted one is marked targeted.
+func FuzzParseTargeted(f *testing.F) {
+	for _, s := range []string{"max-age=60", "no-store, s-maxage=1", `max-age="1"`, "max-age=1.5", "a=(1 2), private", "max-age=-1", "max-age=5;;", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, ok := parseTargeted([]string{s})
+		d2, ok2 := parseTargeted([]string{s})
+		if d != d2 || ok != ok2 {
+			t.Fatalf("parse %q not deterministic", s)
+		}
+		if !ok {
+			return
+		}
+		if !d.targeted {
+			t.Fatalf("parse %q: accepted but not marked targeted", s)
+		}
+		for _, v := range []int64{d.maxAge, d.sMaxAge, d.staleWhileRevalidate, d.staleIfErr} {
+			if v < -1 || v > maxDelta {
+				t.Fatalf("parse %q: delta %d out of range", s, v)
+			}
+		}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	gosync "sync"
 	"time"
@@ -28,6 +29,9 @@ type fill struct {
 	meta *meta
 	// length is the Content-Length announced by the origin, or -1.
 	length int64
+	// withheld are the origin's fields that were not stored (qualified
+	// private or no-cache): for the leader's response only.
+	withheld http.Header
 
 	purge purgeMark // what purges since it began did to it; under Cache.mu
 

@@ -236,7 +236,7 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 			return
 		}
 		defer rd.Close()
-		h.serveFill(w, r, fl, rd, part, status+"; stored")
+		h.serveFill(w, r, fl, rd, part, leader, status+"; stored")
 	case outUpdated:
 		if !servesScheme(f.meta, r) {
 			h.pass(w, r, status+"; detail=scheme-mismatch")
@@ -451,7 +451,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		// Keep the stale entry; the waiters decide whether to serve it.
 		f.kind, f.resp, f.reason = outPass, resp, "origin error"
 	default:
-		cc := parseCacheControl(resp.Header)
+		cc := responseDirectives(resp.Header)
 		ok, why := storable(out, parseCacheControl(out.Header), resp, cc, h.strict)
 		pk := primaryKey(out)
 		if !ok {
@@ -473,6 +473,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		nm.Credentialed = h.strict && credentialedPrivate(out, cc)
 		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
 		fl := newFill(c, f, storageKey(pk, nm.Scheme, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
+		fl.withheld = withheldFields(resp.Header)
 		fl.detach = func() { h.endFlight(key, f) }
 		c.idx.acquire(fl.body) // released when the last reader leaves
 		f.kind, f.fill = outFill, fl
@@ -561,6 +562,7 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	for k, v := range m.Header {
 		hdr[k] = v
 	}
+	removeTargeted(hdr)
 	// Canonical keys assigned directly: this is the hit path.
 	hdr["Age"] = []string{strconv.FormatInt(int64(m.age(now)/time.Second), 10)}
 	hdr["Cache-Status"] = []string{h.c.cfg.Name + "; " + status}
@@ -726,11 +728,18 @@ func (h *handler) writeWhole(w http.ResponseWriter, r *http.Request, it *item, m
 }
 
 // serveFill streams a body, or the part of it asked for, while it is
-// being stored; a range waits for its chunks to land.
-func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, rd *fillReader, part fillPart, status string) {
+// being stored; a range waits for its chunks to land. The leader, whose
+// request fetched it, also gets the fields that were not stored.
+func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, rd *fillReader, part fillPart, leader bool, status string) {
 	hdr := w.Header()
 	for k, v := range fl.meta.Header {
 		hdr[k] = v
+	}
+	removeTargeted(hdr)
+	if leader {
+		for k, v := range fl.withheld {
+			hdr[k] = v
+		}
 	}
 	hdr.Set("Age", strconv.FormatInt(int64(fl.meta.age(h.c.now())/time.Second), 10))
 	hdr.Set("Cache-Status", h.c.cfg.Name+"; "+status)
@@ -835,6 +844,7 @@ func (h *handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *ht
 		hdr[k] = v
 	}
 	removeHopByHop(hdr)
+	removeTargeted(hdr)
 	hdr.Del("Surrogate-Key")
 	hdr.Del("Cache-Tag")
 	if resp.ContentLength >= 0 {

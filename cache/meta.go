@@ -135,13 +135,6 @@ var heuristicStatus = map[int]bool{
 	404: true, 405: true, 410: true, 414: true, 501: true,
 }
 
-// understoodStatus is what this cache stores at all (§3: the status code
-// must be understood). 206 is absent: fills always fetch whole bodies.
-var understoodStatus = map[int]bool{
-	200: true, 203: true, 204: true, 300: true, 301: true, 302: true, 307: true, 308: true,
-	404: true, 405: true, 410: true, 414: true, 501: true,
-}
-
 // credentialedPrivate reports whether req carries credentials (Cookie or
 // Authorization) and the response's directives cc do not explicitly allow
 // shared caches to reuse the answer (public, s-maxage).
@@ -150,15 +143,21 @@ func credentialedPrivate(req *http.Request, cc directives) bool {
 }
 
 // storable decides whether a response to a GET may be stored by a shared
-// cache (§3, §3.5) and returns the reason when it may not. strict adds the
-// rule of HandlerConfig.ShareCredentialed's default: a response to a
-// credentialed request that is not explicitly shareable needs explicit
-// freshness.
+// cache (§3, §3.5) and returns the reason when it may not. Any final
+// status may be stored with explicit freshness; see storableStatus.
+// strict adds the rule of HandlerConfig.ShareCredentialed's default: a
+// response to a credentialed request that is not explicitly shareable
+// needs explicit freshness.
 func storable(req *http.Request, reqCC directives, resp *http.Response, cc directives, strict bool) (bool, string) {
+	understood, ok := storableStatus(resp.StatusCode, cc)
 	switch {
-	case !understoodStatus[resp.StatusCode]:
+	case !ok:
 		return false, "status " + strconv.Itoa(resp.StatusCode)
-	case reqCC.noStore || cc.noStore:
+	case reqCC.noStore:
+		return false, "no-store"
+	case cc.noStore && !(cc.mustUnderstand && understood):
+		// §5.2.2.3: must-understand from a cache that understands the
+		// status overrides no-store, which is there for those that do not.
 		return false, "no-store"
 	case cc.private:
 		return false, "private"
@@ -166,10 +165,6 @@ func storable(req *http.Request, reqCC directives, resp *http.Response, cc direc
 		// §3.5: a shared cache stores a response to an authenticated
 		// request only when the origin explicitly allows it.
 		return false, "authorization"
-	case resp.Header.Get("Set-Cookie") != "":
-		// Not an RFC rule: a cookie is almost always per user, and
-		// serving it to everyone is the classic CDN data leak.
-		return false, "set-cookie"
 	}
 	for _, v := range resp.Header.Values("Vary") {
 		for _, f := range strings.Split(v, ",") {
@@ -178,15 +173,22 @@ func storable(req *http.Request, reqCC directives, resp *http.Response, cc direc
 			}
 		}
 	}
-	explicit := cc.public || cc.maxAge >= 0 || cc.sMaxAge >= 0 || resp.Header.Get("Expires") != ""
+	explicit := cc.maxAge >= 0 || cc.sMaxAge >= 0 || len(resp.Header["Expires"]) > 0 && !cc.targeted
 	if !explicit && strict && credentialedPrivate(req, cc) {
 		// Not an RFC rule: heuristic freshness for a page that
 		// answered a cookie is how one user's account page reaches
 		// the next.
 		return false, "credentials without explicit freshness"
 	}
-	if explicit || heuristicStatus[resp.StatusCode] {
+	switch {
+	case explicit:
 		return true, ""
+	case heuristicStatus[resp.StatusCode]:
+		return true, ""
+	case resp.StatusCode >= 400:
+		// Named by its status, not "no explicit freshness": an error
+		// during an outage must not mark the URL hit-for-pass.
+		return false, "status " + strconv.Itoa(resp.StatusCode)
 	}
 	return false, "no explicit freshness"
 }
@@ -194,18 +196,15 @@ func storable(req *http.Request, reqCC directives, resp *http.Response, cc direc
 // freshness fills in m's age and lifetime fields from the response
 // headers h, received at responseTime for a request sent at requestTime.
 func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heuristicMax time.Duration) {
-	cc := parseCacheControl(h)
+	cc := responseDirectives(h)
 	date, err := http.ParseTime(h.Get("Date"))
 	if err != nil {
 		date = responseTime
 	}
 	// §4.2.3
 	apparent := max(responseTime.Sub(date), 0)
-	var ageValue time.Duration
-	if a := h.Get("Age"); a != "" {
-		ageValue = time.Duration(parseDelta(a)) * time.Second
-	}
-	corrected := ageValue + responseTime.Sub(requestTime)
+	ageSecs, ageOK := ageValue(h)
+	corrected := time.Duration(ageSecs)*time.Second + responseTime.Sub(requestTime)
 	m.ResponseTime = responseTime
 	m.InitialAge = max(apparent, corrected)
 	m.LastModified = time.Time{}
@@ -219,9 +218,9 @@ func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heu
 		m.Lifetime = time.Duration(cc.sMaxAge) * time.Second
 	case cc.maxAge >= 0:
 		m.Lifetime = time.Duration(cc.maxAge) * time.Second
-	case h.Get("Expires") != "":
+	case len(h["Expires"]) > 0 && !cc.targeted:
 		// An invalid Expires (such as "0") means already expired.
-		if exp, err := http.ParseTime(h.Get("Expires")); err == nil {
+		if exp, _, valid := expiresAt(h); valid {
 			m.Lifetime = max(exp.Sub(date), 0)
 		} else {
 			m.Lifetime = 0
@@ -229,9 +228,12 @@ func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heu
 	default:
 		m.Heuristic = true
 		m.Lifetime = 0
-		if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil && lm.Before(date) {
+		if lm, err := http.ParseTime(h.Get("Last-Modified")); err == nil && lm.Before(date) && heuristicStatus[m.Status] {
 			m.Lifetime = min(date.Sub(lm)/10, heuristicMax)
 		}
+	}
+	if !ageOK {
+		m.Lifetime = 0 // an Age this cache cannot read: stale
 	}
 	m.SWR, m.SIE = -1, -1
 	if cc.staleWhileRevalidate >= 0 {
@@ -254,7 +256,8 @@ var hopByHop = []string{
 }
 
 // storedHeader returns the headers of resp worth storing: end-to-end
-// fields minus Age and the purge tags.
+// fields minus Age, the purge tags, and the fields a qualified private or
+// no-cache withholds from a shared cache.
 func storedHeader(h http.Header) http.Header {
 	out := h.Clone()
 	removeHopByHop(out)
@@ -263,6 +266,9 @@ func storedHeader(h http.Header) http.Header {
 	out.Del("Surrogate-Key")
 	out.Del("Cache-Tag")
 	out.Del("Surrogate-Control")
+	for k := range withheldFields(h) {
+		out.Del(k)
+	}
 	return out
 }
 

@@ -87,7 +87,7 @@ func (r *releasingReader) Close() error {
 func (n *Namespace) Store(key string, resp *http.Response) error {
 	c := n.c
 	req := &http.Request{Method: http.MethodGet, Header: http.Header{}}
-	if ok, why := storable(req, directives{maxAge: -1, sMaxAge: -1}, resp, parseCacheControl(resp.Header), false); !ok {
+	if ok, why := storable(req, directives{maxAge: -1, sMaxAge: -1}, resp, responseDirectives(resp.Header), false); !ok {
 		resp.Body.Close()
 		return fmt.Errorf("cache store %q: %w (%s)", key, ErrNotStorable, why)
 	}

@@ -23,7 +23,7 @@ const maxPasses = 10_000
 // outage must not let every client through) or an Authorization header
 // says nothing about the next request.
 var passReasons = map[string]bool{
-	"no-store": true, "private": true, "set-cookie": true, "vary *": true, "no explicit freshness": true,
+	"no-store": true, "private": true, "vary *": true, "no explicit freshness": true,
 }
 
 // markPass remembers primary as uncacheable until PassTTL from now, if
@@ -79,7 +79,7 @@ func (h *handler) hitForPass(w http.ResponseWriter, r *http.Request, primary str
 		h.upstreamError(w, r, err, status)
 		return
 	}
-	if ok, _ := storable(r, parseCacheControl(r.Header), resp, parseCacheControl(resp.Header), h.strict); ok {
+	if ok, _ := storable(r, parseCacheControl(r.Header), resp, responseDirectives(resp.Header), h.strict); ok {
 		h.c.unmarkPass(primary)
 	}
 	h.writeResponse(w, r, resp, status)
