@@ -23,7 +23,7 @@ func TestDeployWaitsForFleet(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := buildTern(t)
-	hub := start(t, bin, "hub", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0")
+	hub := start(t, bin, "hub", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
 	hubURL := hub.await(t, `tern deploy --hub (\S+)`)
 	leafURL := hub.await(t, `tern agent --hub (\S+)`)
 	key, other := filepath.Join(dir, "me.key"), filepath.Join(dir, "other.key")

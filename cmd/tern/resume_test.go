@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -41,11 +40,8 @@ func TestFleetResumesAfterHubRestart(t *testing.T) {
 		agents = n
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tern")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	hubArgs := []string{"hub", "--data", filepath.Join(dir, "hub"), "--listen", freeAddr(t), "--leaf-listen", freeAddr(t), "--log-level", "debug"}
+	bin := buildTern(t)
+	hubArgs := []string{"hub", "--data", filepath.Join(dir, "hub"), "--listen", freeAddr(t), "--leaf-listen", freeAddr(t), "--admin", "127.0.0.1:0", "--log-level", "debug"}
 	hub := start(t, bin, hubArgs...)
 	hubURL := hub.await(t, `tern deploy --hub (\S+)`)
 	leafURL := hub.await(t, `tern agent --hub (\S+)`)

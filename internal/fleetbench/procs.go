@@ -142,7 +142,7 @@ type hubProc struct {
 
 func startHub(ctx context.Context, bin, dir, compression string) (*hubProc, error) {
 	pr, pw := io.Pipe()
-	args := []string{"hub", "--data", dir, "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--log-level", "warn"}
+	args := []string{"hub", "--data", dir, "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn"}
 	if compression != "" {
 		args = append(args, "--leaf-compression", compression)
 	}
