@@ -94,7 +94,8 @@ func shellBlocks(t *testing.T, path string) []shellBlock {
 // background as the README's second terminal assumes. The ports the
 // README names are replaced by the ones that run printed. The blocks run
 // in order in the same directory, as a reader follows them. A block
-// marked <!-- skip: REASON --> is skipped, and the reason logged.
+// marked <!-- skip: REASON --> is skipped, the reason logged, and its
+// tern commands' flags checked against their -h.
 func TestReadmeCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary; skipped with -short")
@@ -161,6 +162,9 @@ func TestReadmeCommands(t *testing.T) {
 	for _, b := range blocks {
 		if b.skip != "" {
 			t.Logf("skip %s: %s", b.name, b.skip)
+			// It does not run, but its tern commands take the flags it
+			// shows.
+			checkFlags(t, bin, b)
 			continue
 		}
 		up(t)
@@ -181,3 +185,48 @@ func TestReadmeCommands(t *testing.T) {
 		})
 	}
 }
+
+// checkFlags fails the test when a tern command of block b names a flag
+// that the command's -h does not list.
+func checkFlags(t *testing.T, bin string, b shellBlock) {
+	t.Helper()
+	script := strings.ReplaceAll(b.script, "\\\n", " ")
+	for _, line := range strings.Split(script, "\n") {
+		if i := strings.Index(line, " #"); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 || (f[0] != "tern" && !strings.HasSuffix(f[0], "/tern")) {
+			continue
+		}
+		// The subcommand is the leading lowercase words ("keys gen");
+		// the first word that -h does not take as one is an argument.
+		words := 0
+		for words+1 < len(f) && subcommandWord.MatchString(f[words+1]) {
+			words++
+		}
+		var help string
+		for ; words > 0; words-- {
+			out, err := exec.Command(bin, append(append([]string{}, f[1:1+words]...), "-h")...).CombinedOutput()
+			if err == nil && strings.HasPrefix(string(out), "Usage") {
+				help = string(out)
+				break
+			}
+		}
+		if help == "" {
+			t.Errorf("%s: %q: no tern command that -h explains", b.name, line)
+			continue
+		}
+		for _, arg := range f[1+words:] {
+			name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+			if !strings.HasPrefix(arg, "-") || name == "" {
+				continue
+			}
+			if !regexp.MustCompile(`(?m)^\s*-` + regexp.QuoteMeta(name) + `\b`).MatchString(help) {
+				t.Errorf("%s: %q: tern %s has no flag %s", b.name, line, strings.Join(f[1:1+words], " "), arg)
+			}
+		}
+	}
+}
+
+var subcommandWord = regexp.MustCompile(`^[a-z]+$`)
