@@ -69,6 +69,8 @@ func shellBlocks(t *testing.T, path string) []shellBlock {
 			}
 			if m := skipMarker.FindStringSubmatch(marker); m != nil {
 				cur.skip = m[1]
+			} else if strings.HasPrefix(marker, "<!-- skip") {
+				t.Fatalf("%s: %q: a skip marker is <!-- skip: REASON -->", cur.name, marker)
 			}
 			cur.run = runMarker.MatchString(marker)
 			marker = ""
