@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -80,7 +81,12 @@ func TestOffloadDeferredJobs(t *testing.T) {
 	}
 	v := dirty.job(t, loc)
 	if v.Site != "clean" || v.ExpectedIntensity == nil || *v.ExpectedIntensity != 100 || v.ExpectedGross == nil || v.ExpectedAvoided == nil {
-		t.Fatalf("planned %+v, want clean at 100 g/kWh with gross and avoided apart", v)
+		intensity := "none"
+		if v.ExpectedIntensity != nil {
+			intensity = fmt.Sprint(*v.ExpectedIntensity)
+		}
+		sites, _ := dirty.fleet.Sites()
+		t.Fatalf("planned %+v (intensity %s), want clean at 100 g/kWh with gross and avoided apart; dirty knows %+v", v, intensity, sites)
 	}
 	clk.Set(*v.ScheduledAt)
 	ticks <- time.Time{}

@@ -110,6 +110,9 @@ func TestSendfileHits(t *testing.T) {
 		if i > 0 && !strings.HasPrefix(status, "tern; hit") {
 			t.Fatalf("GET /a #%d: %q, want a hit", i, status)
 		}
+		// The miss answers before its fill ends; the hits that follow
+		// must find the body in the RAM tier.
+		c.Wait()
 	}
 	st := c.Stats()
 	if st.SendfileHits != 2 || st.SendfileBytes != 2*size {

@@ -80,7 +80,9 @@ func TestHubDownStaysReady(t *testing.T) {
 	monitor := hub.await(t, `monitor: +(\S+)/varz`)
 	poll(t, 20*time.Second, func() bool { _, link := hubLinkOf(t, admin); return link == "up" },
 		func() string { return "link never up\n" + agent.logs.String() })
-	poll(t, 10*time.Second, func() bool { return strings.Contains(agent.logs.String(), "hub link up") },
+	// The agent's own line, not the watcher's "hub link up; following…":
+	// the hub stops below only once the agent has said its link is up.
+	poll(t, 10*time.Second, func() bool { return strings.Contains(agent.logs.String(), `msg="hub link up"`) },
 		func() string { return "no hub link up line\n" + agent.logs.String() })
 	var hubReady struct {
 		Ready  bool
@@ -113,6 +115,6 @@ func TestHubDownStaysReady(t *testing.T) {
 	if code, _ := hubLinkOf(t, admin); code != http.StatusOK {
 		t.Fatalf("agent not ready with its hub gone: %d", code)
 	}
-	poll(t, 10*time.Second, func() bool { return strings.Contains(agent.logs.String(), "hub link down") },
+	poll(t, 10*time.Second, func() bool { return strings.Contains(agent.logs.String(), `msg="hub link down`) },
 		func() string { return "no hub link down line\n" + agent.logs.String() })
 }
