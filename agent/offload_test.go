@@ -1,10 +1,10 @@
 package agent
 
 import (
-	"fmt"
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
