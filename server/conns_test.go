@@ -147,8 +147,9 @@ func TestQUICConnLimits(t *testing.T) {
 	if !(errors.As(err, &ae) && ae.ErrorCode == h3ExcessiveLoad) && !(errors.As(err, &te) && te.Remote && te.ErrorCode == quic.ApplicationErrorErrorCode) {
 		t.Fatalf("third QUIC connection from one address: %v, want it closed by the server with H3_EXCESSIVE_LOAD", err)
 	}
-	if got := counterOn(t, reg, "tern_connections_refused_total", "quic", "per_address"); got != 1 {
-		t.Errorf("refused per address on quic: %v, want 1", got)
+	// The client may try a refused connection again before it gives up.
+	if got := counterOn(t, reg, "tern_connections_refused_total", "quic", "per_address"); got < 1 {
+		t.Errorf("refused per address on quic: %v, want at least 1", got)
 	}
 	first.Close()
 	waitFor(t, "a QUIC place to come free", func() bool {
