@@ -211,6 +211,10 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if a.site == "" {
 		a.site, _ = os.Hostname()
 	}
+	// Every line from here on names the site: a fleet's logs are read
+	// together, and a refused release or a failed origin must say where.
+	logger = logger.With("site", a.site)
+	a.logger = logger
 
 	a.store, err = store.OpenWith(filepath.Join(cfg.Data, "store"), store.Options{
 		Logger:        logger.With("component", "store"),

@@ -123,6 +123,7 @@ func (a *Agent) openCache() error {
 
 func newOrigin(oc OriginConfig, a *Agent) (*origin.Origin, error) {
 	cfg := origin.Config{
+		Name:              oc.Name,
 		Upstreams:         oc.Upstreams,
 		ConnectTimeout:    time.Duration(oc.ConnectTimeout),
 		ResponseTimeout:   time.Duration(oc.Timeout),

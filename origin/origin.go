@@ -50,6 +50,8 @@ const (
 
 // Config configures an Origin. Only Upstreams is required.
 type Config struct {
+	// Name is the origin route's name, for log lines.
+	Name string
 	// Upstreams are base URLs ("http://10.0.0.1:8080", "https://o.example/base")
 	// in priority order: requests go to the first healthy one.
 	Upstreams []string
@@ -186,7 +188,7 @@ func New(cfg Config) (*Origin, error) {
 
 // Handler returns the origin route's handler: c in front of o.
 func Handler(c *cache.Cache, o *Origin) http.Handler {
-	return c.HandlerWith(o, cache.HandlerConfig{ShareCredentialed: o.cfg.ShareCredentialed})
+	return c.HandlerWith(o, cache.HandlerConfig{ShareCredentialed: o.cfg.ShareCredentialed, Name: o.cfg.Name})
 }
 
 // Status reports each upstream's health, in priority order.
