@@ -29,6 +29,7 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.Admin, "admin", "127.0.0.1:9091", "address of the hub's /healthz, /readyz and /metrics; - for none")
 	fs.StringVar(&o.Monitor, "monitor", "", "address of nats-server's monitoring endpoints (/varz, /connz, /leafz, /jsz), e.g. 127.0.0.1:8222; default: off")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
 	if fs.Parse(args) != nil {
 		return errUsage
 	}
@@ -47,7 +48,10 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	o.Logger = newLogger(*logLevel, stderr)
+	if err := checkLogFormat(*logFormat); err != nil {
+		return err
+	}
+	o.Logger = newLogger(*logLevel, *logFormat, stderr)
 	return agent.RunHub(ctx, o, func(h *ternsync.Hub) {
 		fmt.Fprintf(stdout, "Tern hub is up.\n  publishers:  tern deploy --hub %s ./app\n  agents:      tern agent --hub %s --trust KEY.pub\n", h.ClientURL(), h.LeafURL())
 		if u := h.MonitorURL(); u != "" {
