@@ -60,6 +60,7 @@ type Agent struct {
 	// heartbeats reports the agent's state to the fleet.
 	heartbeats *ternsync.Heartbeater
 	cache      *cache.Cache
+	syncm      *syncMetrics
 	origins    []*origin.Origin
 	// originRoutes are the config's origin routes, served through the
 	// cache beside the apps' routes.
@@ -187,6 +188,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.registerSyncMetrics()
 	if !a.trust.rooted() && a.trust.static.Len() == 0 {
 		logger.Warn("no trusted publisher keys: every release will be refused")
 	}
@@ -371,7 +373,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		g.Go(fn)
 	}
 	if a.hub != nil {
-		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now}
+		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now, m: newRolloutMetrics(a.reg)}
 		g.Go(func() error { return rc.Run(gctx) })
 	}
 	if a.cfg.Expired == "refuse" {

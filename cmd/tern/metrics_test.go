@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -164,4 +165,78 @@ func newTestOrigin(t *testing.T) string {
 	}))
 	t.Cleanup(s.Close)
 	return s.URL
+}
+
+// TestFleetMetrics drives an install, heartbeats and a deferred job through
+// `tern up`, and starts a standalone `tern hub`: the sync, jobs and hub
+// families are each in a parsed scrape of the admin listener.
+func TestFleetMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped with -short")
+	}
+	dir := t.TempDir()
+	bin := buildTern(t)
+	data := filepath.Join(dir, "data")
+	conf := filepath.Join(dir, "tern.toml")
+	os.WriteFile(conf, fmt.Appendf(nil, "version = 1\ndata = %q\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nheartbeat = \"1s\"\n"+
+		"[hub]\nlisten = \"127.0.0.1:0\"\n", data), 0o644)
+	up := start(t, bin, "up", "--config", conf)
+	base := up.await(t, `(https://localhost:\d+)`)
+	admin := "http://" + up.await(t, `metrics +http://(\S+)/metrics`)
+	client := tlsClient(t, data)
+
+	app := helloApp(t, dir, "batch", "1.0.0", "deferred job ran")
+	f, _ := os.OpenFile(filepath.Join(app, "tern.toml"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("[deferrable]\nmax_delay = \"1m\"\nexpected_runtime = \"1s\"\n")
+	f.Close()
+	if code, text := runTern("deploy", "--data", data, app); code != 0 {
+		t.Fatal(text)
+	}
+	resp, err := client.Post(base+"/batch", "text/plain", strings.NewReader("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /batch: %d, want 202", resp.StatusCode)
+	}
+
+	var fams map[string]*dto.MetricFamily
+	poll(t, 30*time.Second, func() bool {
+		fams = scrape(t, admin)
+		return sample(fams, "tern_jobs_run_total", nil) >= 1 && sample(fams, "tern_hub_heartbeats_total", nil) >= 1
+	}, func() string { return "the job did not run or no heartbeat was stored\n" + up.logs.String() })
+	for _, c := range []struct {
+		family string
+		labels map[string]string
+		min    float64 // the least value the traffic above gives it
+	}{
+		{"tern_artifacts_total", map[string]string{"result": "accepted"}, 1},
+		{"tern_install_seconds", nil, 1},
+		{"tern_hub_link_up", nil, 1},
+		{"tern_hub_link_changes_total", map[string]string{"state": "down"}, 0},
+		{"tern_jobs_queued_total", nil, 1},
+		{"tern_jobs_deferred_total", nil, 0},
+		{"tern_jobs_run_total", nil, 1},
+		{"tern_jobs_offloaded_total", nil, 0},
+		{"tern_jobs_deadline_misses_total", nil, 0},
+		{"tern_hub_agents_connected", nil, 0},
+		{"tern_hub_heartbeats_total", nil, 1},
+		{"tern_rollout_waves_total", nil, 0},
+		{"tern_rollouts_finished_total", map[string]string{"result": "failed"}, 0},
+	} {
+		if v := sample(fams, c.family, c.labels); v < c.min {
+			t.Errorf("%s%v = %v, want at least %v (-1: missing)", c.family, c.labels, v, c.min)
+		}
+	}
+
+	hub := start(t, bin, "hub", "--data", filepath.Join(dir, "hub"), "--listen", "127.0.0.1:0", "--leaf-listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	hubAdmin := hub.await(t, `component=admin addr=(\S+)`)
+	hub.await(t, `(Tern hub is up)`)
+	hf := scrape(t, "http://"+hubAdmin)
+	for _, name := range []string{"tern_hub_agents_connected", "tern_hub_heartbeats_total", "tern_rollout_waves_total", "tern_rollouts_finished_total"} {
+		if sample(hf, name, nil) < 0 {
+			t.Errorf("tern hub --admin: no %s", name)
+		}
+	}
 }
