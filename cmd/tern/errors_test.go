@@ -91,7 +91,7 @@ upstreams = ["http://%s"]
 		if id == "" {
 			continue
 		}
-		line := regexp.MustCompile(`(?m)^.*request_id=` + id + `.*$`)
+		line := regexp.MustCompile(`(?m)^.*` + regexp.QuoteMeta(c.logged[0]) + `.*request_id=` + id + `.*$`)
 		var found string
 		poll(t, 10*time.Second, func() bool {
 			found = line.FindString(up.logs.String())
