@@ -39,7 +39,7 @@ func With(ctx context.Context, id string) context.Context {
 func Middleware(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := New()
-		w.Header().Set(Header, id)
+		w.Header()[Header] = []string{id} // Header is canonical
 		h.ServeHTTP(w, r.WithContext(With(r.Context(), id)))
 	})
 }

@@ -32,3 +32,14 @@ func TestErrorNamesTheMiddlewareID(t *testing.T) {
 		t.Fatalf("id %q, header %q, body %q", got, w.Header().Get(Header), w.Body.String())
 	}
 }
+
+// BenchmarkMiddleware is what an id costs every request.
+func BenchmarkMiddleware(b *testing.B) {
+	h := Middleware(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	req := httptest.NewRequest("GET", "/", nil)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(w, req)
+	}
+}
