@@ -60,6 +60,7 @@ type Agent struct {
 	// heartbeats reports the agent's state to the fleet.
 	heartbeats *ternsync.Heartbeater
 	cache      *cache.Cache
+	syncm      *syncMetrics
 	origins    []*origin.Origin
 	// originRoutes are the config's origin routes, served through the
 	// cache beside the apps' routes.
@@ -187,6 +188,7 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.registerSyncMetrics()
 	if !a.trust.rooted() && a.trust.static.Len() == 0 {
 		logger.Warn("no trusted publisher keys: every release will be refused")
 	}
@@ -211,6 +213,10 @@ func New(ctx context.Context, cfg Config, opts Options) (_ *Agent, err error) {
 	if a.site == "" {
 		a.site, _ = os.Hostname()
 	}
+	// Every line from here on names the site: a fleet's logs are read
+	// together, and a refused release or a failed origin must say where.
+	logger = logger.With("site", a.site)
+	a.logger = logger
 
 	a.store, err = store.OpenWith(filepath.Join(cfg.Data, "store"), store.Options{
 		Logger:        logger.With("component", "store"),
@@ -367,7 +373,7 @@ func (a *Agent) Run(ctx context.Context, ready func()) error {
 		g.Go(fn)
 	}
 	if a.hub != nil {
-		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now}
+		rc := &rolloutController{c: a.client, logger: a.logger.With("component", "rollout"), now: a.now, m: newRolloutMetrics(a.reg)}
 		g.Go(func() error { return rc.Run(gctx) })
 	}
 	if a.cfg.Expired == "refuse" {

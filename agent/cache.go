@@ -105,6 +105,7 @@ func (a *Agent) openCache() error {
 		Name: "tern_cache_store_failures_total",
 		Help: "Cached responses the store could not take (a full disk): relayed from the origin, not stored.",
 	}, func() float64 { return float64(c.Stats().StoreFailures) }))
+	metrics := newCacheMetrics(a.reg, c)
 	for _, oc := range a.cfg.Origins {
 		o, err := newOrigin(oc, a)
 		if err != nil {
@@ -115,7 +116,7 @@ func (a *Agent) openCache() error {
 			Host:    oc.Host,
 			Path:    oc.Path,
 			App:     "origin:" + oc.Name,
-			Handler: origin.Handler(c, o),
+			Handler: metrics.wrap(oc.Name, origin.Handler(c, o)),
 		})
 	}
 	return nil
@@ -123,6 +124,7 @@ func (a *Agent) openCache() error {
 
 func newOrigin(oc OriginConfig, a *Agent) (*origin.Origin, error) {
 	cfg := origin.Config{
+		Name:              oc.Name,
 		Upstreams:         oc.Upstreams,
 		ConnectTimeout:    time.Duration(oc.ConnectTimeout),
 		ResponseTimeout:   time.Duration(oc.Timeout),

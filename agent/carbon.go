@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tern-edge/tern/artifact"
 	"github.com/tern-edge/tern/carbon"
 	"github.com/tern-edge/tern/carbon/provider"
@@ -262,7 +264,29 @@ func (a *Agent) openJobs(ticks <-chan time.Time) error {
 		Offload: a.fleet, OffloadTimeout: time.Duration(c.OffloadTimeout),
 		Schedules: a.schedules, Leader: a.fleet.scheduleLeader, Queue: a.jobQueue(),
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	a.registerJobMetrics()
+	return nil
+}
+
+// registerJobMetrics exports the scheduler's totals; labels are none, so
+// the series are as many as the families.
+func (a *Agent) registerJobMetrics() {
+	for _, m := range []struct {
+		name, help string
+		f          func(jobs.Counts) int64
+	}{
+		{"tern_jobs_queued_total", "Deferred jobs accepted (submitted or made by a schedule).", func(c jobs.Counts) int64 { return c.Queued }},
+		{"tern_jobs_deferred_total", "Accepted jobs planned to start later than at once, for a cleaner grid.", func(c jobs.Counts) int64 { return c.Deferred }},
+		{"tern_jobs_run_total", "Jobs this site ran to the end.", func(c jobs.Counts) int64 { return c.Run }},
+		{"tern_jobs_offloaded_total", "Jobs another site ran for this one.", func(c jobs.Counts) int64 { return c.Offloaded }},
+		{"tern_jobs_deadline_misses_total", "Jobs that expired before they could start, or started too late to finish by their deadline.", func(c jobs.Counts) int64 { return c.DeadlineMisses }},
+	} {
+		a.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: m.name, Help: m.help},
+			func() float64 { return float64(m.f(a.jobs.Counts())) }))
+	}
 }
 
 // carbonOffer is what the heartbeat tells other sites about this one's

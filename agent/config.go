@@ -36,6 +36,8 @@ type Config struct {
 	Admin string `toml:"admin"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// LogFormat is text (key=value lines) or json (one object a line).
+	LogFormat string `toml:"log_format"`
 	// MaxArtifact caps the size of a module the agent downloads.
 	MaxArtifact artifact.Size `toml:"max_artifact"`
 	// AllowedDirs lists the host directories (and their subdirectories)
@@ -134,6 +136,7 @@ func DefaultConfig() Config {
 		Listen:      ":8443",
 		Admin:       "127.0.0.1:9090",
 		LogLevel:    "info",
+		LogFormat:   "text",
 		MaxArtifact: 64 << 20,
 		Heartbeat:   artifact.Duration(10 * time.Second),
 		Cache:       CacheConfig{MaxSize: 1 << 30},
@@ -233,6 +236,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("log_format = %q: want text or json", c.LogFormat)
 	}
 	if _, err := artifact.ParseKeySet(c.Trust.Publishers); err != nil {
 		return fmt.Errorf("trust.publishers: %w", err)

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	ternsync "github.com/tern-edge/tern/sync"
 )
 
@@ -44,6 +46,8 @@ func (a *Agent) connectHub(ctx context.Context) error {
 			return err
 		}
 		a.onUndo(a.client.Close)
+		// The hub tern up embeds: its fleet metrics are the agent's.
+		registerHubMetrics(a.reg, hub, a.client)
 		return a.client.EnsureBuckets(ctx, 1)
 	}
 
@@ -169,8 +173,11 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 	}
 	defer c.Close()
 	var buckets atomic.Bool
+	reg := prometheus.NewRegistry()
+	registerHubMetrics(reg, hub, c)
+	rm := newRolloutMetrics(reg)
 	if o.Admin != "-" {
-		stop, err := serveHubAdmin(ctx, o.Admin, hub, &buckets, logger)
+		stop, err := serveHubAdmin(ctx, o.Admin, hub, reg, &buckets, logger)
 		if err != nil {
 			return err
 		}
@@ -183,7 +190,7 @@ func RunHub(ctx context.Context, o HubOptions, ready func(*ternsync.Hub)) error 
 	if ready != nil {
 		ready(hub)
 	}
-	rc := &rolloutController{c: c, logger: logger.With("component", "rollout"), now: time.Now}
+	rc := &rolloutController{c: c, logger: logger.With("component", "rollout"), now: time.Now, m: rm}
 	rc.Run(ctx)
 	logger.Info("hub stopping")
 	return nil

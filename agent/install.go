@@ -42,7 +42,13 @@ func (a *Agent) Installed(app string) (uint64, string) {
 // for an origin app, builds its origin), checks that the app's routes and
 // capabilities fit, swaps the routing table, and persists the release as
 // last known good. Any failure leaves the previous release serving.
-func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) error {
+func (a *Agent) Install(ctx context.Context, rel artifact.Release, envelope, wasm []byte) (err error) {
+	start := time.Now()
+	defer func() {
+		if err == nil {
+			a.syncm.observeInstall(start)
+		}
+	}()
 	// Compiling can take long (seconds for a large module); it happens
 	// outside the lock so requests, heartbeats and the watcher's reads go
 	// on meanwhile. Installs come from the watcher alone: different apps'

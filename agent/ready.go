@@ -197,8 +197,10 @@ func (a *Agent) watchLink(ctx context.Context) error {
 		if now := a.leaf.LeafConnected(); now != up {
 			up = now
 			if up {
+				a.syncm.linkChanges.WithLabelValues("up").Inc()
 				logger.Info("hub link up", "hub", a.cfg.Hub.URL)
 			} else {
+				a.syncm.linkChanges.WithLabelValues("down").Inc()
 				logger.Warn("hub link down: serving installed releases until it returns", "hub", a.cfg.Hub.URL)
 			}
 		}
@@ -210,8 +212,7 @@ func (a *Agent) watchLink(ctx context.Context) error {
 // /readyz (nats-server accepts clients, JetStream is healthy and the
 // fleet's buckets exist). nats-server's own monitoring endpoints are on
 // their own address (HubOptions.Monitor).
-func serveHubAdmin(ctx context.Context, addr string, hub *ternsync.Hub, buckets *atomic.Bool, logger *slog.Logger) (stop func(), err error) {
-	reg := prometheus.NewRegistry()
+func serveHubAdmin(ctx context.Context, addr string, hub *ternsync.Hub, reg *prometheus.Registry, buckets *atomic.Bool, logger *slog.Logger) (stop func(), err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	admin, err := server.NewAdmin(addr, reg, logger.With("component", "admin"))
 	if err != nil {

@@ -8,9 +8,10 @@ import (
 )
 
 // restartOnly are the config keys a running agent cannot change: its
-// listeners are bound and its data directory is open.
+// listeners are bound, its data directory is open, and its log handler
+// was built for one format.
 var restartOnly = map[string]bool{
-	"data": true, "listen": true, "admin": true, "hub": true, "tls": true, "acme": true,
+	"data": true, "listen": true, "admin": true, "hub": true, "tls": true, "acme": true, "log_format": true,
 }
 
 // Reload applies cfg, the config file read again, to the running agent.

@@ -28,6 +28,7 @@ type rolloutController struct {
 	c      *ternsync.Client
 	logger *slog.Logger
 	now    func() time.Time
+	m      *rolloutMetrics // nil: not counted
 }
 
 func (rc *rolloutController) Run(ctx context.Context) error {
@@ -168,6 +169,7 @@ func (rc *rolloutController) advance(ctx context.Context, r ternsync.Rollout, re
 	}
 	r.Wave++
 	r.WaveStart, r.Converged = now.UTC(), time.Time{}
+	rc.m.wave()
 	rc.logger.Info("rollout wave started", "app", r.App, "wave", r.Wave+1, "of", len(r.Waves))
 	return rc.c.UpdateRollout(ctx, r, rev)
 }
@@ -188,8 +190,10 @@ func (rc *rolloutController) finish(ctx context.Context, r ternsync.Rollout, rev
 		return err
 	}
 	if state == ternsync.RolloutFailed {
+		rc.m.finish("failed")
 		rc.logger.Warn("rollout failed; the fleet returns to the previous version", "app", r.App, "reason", reason)
 	} else {
+		rc.m.finish("done")
 		rc.logger.Info("rollout done", "app", r.App, "waves", len(r.Waves))
 	}
 	return nil

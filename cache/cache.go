@@ -118,9 +118,12 @@ type Cache struct {
 	// storeFailures counts bodies the storage could not take; failMu
 	// guards when the last line about them was logged, and at which count.
 	storeFailures atomic.Int64
-	failMu        gosync.Mutex
-	failLogged    time.Time
-	failLoggedAt  int64
+	// purged counts entries a purge removed, purges the purge requests,
+	// for Stats.
+	purged, purges atomic.Int64
+	failMu         gosync.Mutex
+	failLogged     time.Time
+	failLoggedAt   int64
 }
 
 // StoreFailLogInterval is the least time between two log lines about
@@ -274,6 +277,12 @@ type Stats struct {
 	// disk): they were relayed from the origin to their clients and not
 	// stored.
 	StoreFailures int64 `json:"store_failures"`
+	// Evictions counts entries removed to keep within the budget or the
+	// disk's reserve; Purges the purge requests, Purged the entries (and
+	// fetches) they removed or marked stale.
+	Evictions int64 `json:"evictions"`
+	Purges    int64 `json:"purges"`
+	Purged    int64 `json:"purged"`
 }
 
 // Stats returns the number of entries and bytes stored.
@@ -281,7 +290,8 @@ func (c *Cache) Stats() Stats {
 	n, b, mb := c.idx.stats()
 	return Stats{Entries: n, Bytes: b, MaxBytes: c.cfg.MaxBytes, MemoryBytes: mb,
 		SendfileHits: c.sentFiles.Load(), SendfileBytes: c.sentFileBytes.Load(),
-		StoreFailures: c.storeFailures.Load()}
+		StoreFailures: c.storeFailures.Load(),
+		Evictions:     c.idx.evictions.Load(), Purges: c.purges.Load(), Purged: c.purged.Load()}
 }
 
 // Shed evicts least recently used entries holding at least n bytes, or

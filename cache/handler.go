@@ -6,16 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tern-edge/tern/internal/reqid"
 )
 
 // ErrUpstream is the error a handler reports, in its 502 body, when the
-// upstream round trip fails and nothing stale may be served.
+// upstream round trip fails and nothing stale may be served; its cause
+// goes to the log, not the body.
 var ErrUpstream = errors.New("upstream unavailable")
 
 // Handler returns an http.Handler that serves GET and HEAD requests from
@@ -41,11 +45,13 @@ type HandlerConfig struct {
 	// Config.MaxStale, since a CDN must not hand one user's page to the
 	// next because the origin forgot its headers.
 	ShareCredentialed bool
+	// Name is the origin's name in log lines.
+	Name string
 }
 
 // HandlerWith is Handler with per-origin choices.
 func (c *Cache) HandlerWith(upstream http.RoundTripper, cfg HandlerConfig) http.Handler {
-	return &handler{c: c, up: upstream, strict: !cfg.ShareCredentialed}
+	return &handler{c: c, up: upstream, strict: !cfg.ShareCredentialed, name: cfg.Name}
 }
 
 type handler struct {
@@ -53,6 +59,7 @@ type handler struct {
 	up http.RoundTripper
 	// strict applies the credentialed-request rules of HandlerConfig.
 	strict bool
+	name   string // the origin's, for log lines
 }
 
 type outcome int
@@ -257,7 +264,7 @@ func (h *handler) await(w http.ResponseWriter, r *http.Request, f *flight, leade
 		if it != nil {
 			code = http.StatusGatewayTimeout // §5.2.2.2: revalidation required, origin unreachable
 		}
-		h.error(w, code, fmt.Sprintf("%v: %v", ErrUpstream, f.err), status)
+		h.fail(w, r, code, fmt.Errorf("%w: %w", ErrUpstream, f.err), status)
 	case outPass:
 		var resp *http.Response
 		if leader {
@@ -303,7 +310,7 @@ func (h *handler) staleAllowed(m *meta, unreachable bool) string {
 func (h *handler) serveStale(w http.ResponseWriter, r *http.Request, it *item, m *meta, why, status string) {
 	now := h.c.now()
 	if !h.serveEntry(w, r, it, m, nil, now, fmt.Sprintf("hit; ttl=%d; %s; detail=%s", ttl(m, now), strings.TrimPrefix(status, "fwd=stale; "), why)) {
-		h.error(w, http.StatusBadGateway, "stored response damaged and origin failing", status)
+		h.fail(w, r, http.StatusBadGateway, errors.New("stored response damaged and origin failing"), status)
 	}
 }
 
@@ -554,8 +561,7 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 		return false
 	}
 	if err != nil {
-		h.c.logger.Warn("cache read failed", "url", m.Primary, "err", err)
-		h.error(w, http.StatusBadGateway, "cache read failed", status)
+		h.fail(w, r, http.StatusBadGateway, fmt.Errorf("cache read %s: %w", m.Primary, err), status)
 		return true
 	}
 	hdr := w.Header()
@@ -858,6 +864,18 @@ func (h *handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *ht
 	if _, err := io.Copy(w, resp.Body); err != nil && r.Context().Err() == nil {
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// fail answers a request the cache could not serve with code and only
+// "upstream unavailable" and the request's id: the cause names upstream
+// addresses and dial errors a client must not see, so it goes to the log
+// line that carries the same id.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, code int, cause error, status string) {
+	w.Header().Set("Cache-Status", h.c.cfg.Name+"; "+status)
+	id := reqid.Error(w, r, code, "upstream unavailable")
+	h.c.logger.LogAttrs(r.Context(), slog.LevelWarn, "origin failed",
+		slog.String("origin", h.name), slog.String("request_id", id), slog.Int("status", code),
+		slog.String("host", r.Host), slog.String("path", r.URL.Path), slog.String("err", cause.Error()))
 }
 
 func (h *handler) error(w http.ResponseWriter, code int, msg, status string) {

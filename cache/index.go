@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 
 	"github.com/google/btree"
 )
@@ -49,6 +50,9 @@ type index struct {
 	max       int64 // byte budget; 0 means unbounded
 	memMax    int64 // RAM tier budget; 0 disables it
 	memObjMax int64 // largest body the RAM tier holds
+
+	// evictions counts entries removed for the budget or by shed.
+	evictions atomic.Int64
 
 	mu        gosync.Mutex // guards everything below
 	items     map[string]*item
@@ -233,6 +237,7 @@ func (x *index) add(it *item) (evicted []*item) {
 			break
 		}
 		x.removeLocked(victim)
+		x.evictions.Add(1)
 		if x.discardLocked(victim) {
 			evicted = append(evicted, victim)
 		}
@@ -257,6 +262,7 @@ func (x *index) shed(n int64) (evicted []*item, bytes int64) {
 			break
 		}
 		x.removeLocked(victim)
+		x.evictions.Add(1)
 		bytes += victim.size
 		if x.discardLocked(victim) {
 			evicted = append(evicted, victim)

@@ -107,5 +107,5 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		h.error(w, se.HTTPStatus(), err.Error(), status)
 		return
 	}
-	h.error(w, http.StatusBadGateway, fmt.Sprintf("%v: %v", ErrUpstream, err), status)
+	h.fail(w, r, http.StatusBadGateway, fmt.Errorf("%w: %w", ErrUpstream, err), status)
 }

@@ -112,6 +112,8 @@ func (c *Cache) Purge(req PurgeRequest) (PurgeResult, error) {
 		}
 		n++
 	}
+	c.purges.Add(1)
+	c.purged.Add(int64(n + len(inFlight)))
 	return PurgeResult{Purged: n + len(inFlight)}, nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tern-edge/tern/internal/reqid"
 )
 
 // Accept answers a deferrable request: it reads the body (up to the app's
@@ -50,8 +52,7 @@ func (s *Scheduler) Accept(w http.ResponseWriter, r *http.Request, spec Spec) {
 		httpError(w, http.StatusMisdirectedRequest, err.Error())
 		return
 	case err != nil:
-		s.log.Error("accept job", "app", spec.App, "err", err)
-		httpError(w, http.StatusServiceUnavailable, "job not stored")
+		s.storeFailed(w, r, "job not stored", "accept job", "app", spec.App, "err", err)
 		return
 	}
 	w.Header().Set("Location", PathPrefix+v.ID)
@@ -106,8 +107,7 @@ func (s *Scheduler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, ErrNotFound):
 			httpError(w, http.StatusNotFound, "no such job")
 		case err != nil:
-			s.log.Error("cancel job", "job", id, "err", err)
-			httpError(w, http.StatusServiceUnavailable, "cancel not stored")
+			s.storeFailed(w, r, "cancel not stored", "cancel job", "job", id, "err", err)
 		default:
 			writeJSON(w, http.StatusOK, v)
 		}
@@ -119,8 +119,7 @@ func (s *Scheduler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusConflict, "job not done yet")
 			return
 		case err != nil:
-			s.log.Error("read job result", "job", id, "err", err)
-			httpError(w, http.StatusServiceUnavailable, "result unreadable")
+			s.storeFailed(w, r, "result unreadable", "read job result", "job", id, "err", err)
 			return
 		}
 		for k, vs := range h {
@@ -158,6 +157,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// storeFailed answers 503 with public and the request's id, and logs msg
+// with args and that id: the store's error stays in the log.
+func (s *Scheduler) storeFailed(w http.ResponseWriter, r *http.Request, public, msg string, args ...any) {
+	w.Header().Set("Cache-Control", "no-store")
+	id := reqid.Error(w, r, http.StatusServiceUnavailable, public)
+	s.log.Error(msg, append(args, "request_id", id)...)
 }
 
 func httpError(w http.ResponseWriter, status int, msg string) {

@@ -212,6 +212,7 @@ func (s *Scheduler) finishRemote(id, site string, res OffloadResult) {
 	if err := s.persist(r, map[string][]byte{blobResult: bytes.Clone(res.Body)}); err != nil {
 		s.log.Error("store job result", "job", id, "err", err)
 	}
+	s.counts.offloaded.Add(1)
 	s.log.Info("job done", "job", id, "app", r.App, "site", site, "status", res.Status)
 }
 

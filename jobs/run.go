@@ -150,6 +150,7 @@ func (s *Scheduler) startDue(ctx context.Context) {
 		}
 		if !now.Before(r.Deadline) {
 			r.State, r.Finished, r.Error = StateExpired, &now, "deadline passed before the job could start"
+			s.counts.missed.Add(1)
 			s.log.Warn("job expired before it could start", "job", r.ID, "app", r.App, "deadline", r.Deadline)
 			if err := s.persist(r, nil); err != nil {
 				s.log.Error("store job", "job", r.ID, "err", err)
@@ -158,6 +159,7 @@ func (s *Scheduler) startDue(ctx context.Context) {
 		}
 		if now.Add(r.Runtime).After(r.Deadline) {
 			r.Late = true
+			s.counts.missed.Add(1)
 		}
 		r.State, r.Started = StateRunning, &now
 		r.Attempts++
@@ -298,6 +300,7 @@ func (s *Scheduler) finish(id string, w *recorder, runNow *float64, runErr error
 	if err := s.persist(r, blobs); err != nil {
 		s.log.Error("store job result", "job", id, "err", err)
 	}
+	s.counts.run.Add(1)
 	s.log.Info("job done", "job", id, "app", r.App, "status", w.status(), "late", r.Late, "err", runErr)
 }
 

@@ -127,6 +127,7 @@ func (s *Scheduler) createOccurrence(sc Scheduled, t, now time.Time, mark string
 	if err := s.persist(r, nil); err != nil {
 		s.log.Warn("store job plan", "job", r.ID, "err", err)
 	}
+	s.counted(a.Start, s.now())
 	s.log.Info("scheduled job created", "job", r.ID, "app", r.App, "occurrence", t, "start", a.Start, "deadline", r.Deadline, "reason", a.Reason)
 	return nil
 }

@@ -107,6 +107,7 @@ const MaxBody = 32 << 20
 // concurrent use.
 type Scheduler struct {
 	cfg     Config
+	counts  counters
 	now     func() time.Time
 	log     *slog.Logger
 	planner *carbon.Planner
@@ -333,6 +334,7 @@ func (s *Scheduler) submit(spec Spec, req request) (View, error) {
 		// it runs; only the plan's copy in the store is stale.
 		s.log.Warn("store job plan", "job", r.ID, "err", err)
 	}
+	s.counted(a.Start, now)
 	s.log.Info("job accepted", "job", r.ID, "app", r.App, "start", a.Start, "deadline", dl, "reason", a.Reason)
 	v := r.view()
 	if s.cfg.Queue != nil {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tern-edge/tern/cache"
+	"github.com/tern-edge/tern/internal/reqid"
 )
 
 // ErrUnavailable reports that no upstream answered.
@@ -50,6 +51,8 @@ const (
 
 // Config configures an Origin. Only Upstreams is required.
 type Config struct {
+	// Name is the origin route's name, for log lines.
+	Name string
 	// Upstreams are base URLs ("http://10.0.0.1:8080", "https://o.example/base")
 	// in priority order: requests go to the first healthy one.
 	Upstreams []string
@@ -186,7 +189,7 @@ func New(cfg Config) (*Origin, error) {
 
 // Handler returns the origin route's handler: c in front of o.
 func Handler(c *cache.Cache, o *Origin) http.Handler {
-	return c.HandlerWith(o, cache.HandlerConfig{ShareCredentialed: o.cfg.ShareCredentialed})
+	return c.HandlerWith(o, cache.HandlerConfig{ShareCredentialed: o.cfg.ShareCredentialed, Name: o.cfg.Name})
 }
 
 // Status reports each upstream's health, in priority order.
@@ -256,7 +259,13 @@ func (o *Origin) RoundTrip(r *http.Request) (*http.Response, error) {
 				return nil, fmt.Errorf("%s %s via %s: %w", r.Method, r.URL.Path, u.url.Host, err)
 			}
 			u.downUntil.Store(o.cfg.Now().Add(o.cfg.HealthInterval).UnixNano())
-			o.logger.Warn("upstream request failed", "upstream", u.url.String(), "err", err)
+			// The request id, when the fetch carries it, ties this attempt
+			// to the answer the client got.
+			attrs := []slog.Attr{slog.String("upstream", u.url.String()), slog.String("err", err.Error())}
+			if id := reqid.From(r.Context()); id != "" {
+				attrs = append(attrs, slog.String("request_id", id))
+			}
+			o.logger.LogAttrs(r.Context(), slog.LevelWarn, "upstream request failed", attrs...)
 			lastErr = fmt.Errorf("%s %s via %s: %w", r.Method, r.URL.Path, u.url.Host, err)
 			continue
 		}

@@ -21,6 +21,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/tern-edge/tern/internal/reqid"
 )
 
 // Defaults for the zero values of Config.
@@ -141,7 +143,9 @@ func New(cfg Config) (*Server, error) {
 	// is given before cloning it: give it a copy.
 	s.quicTLS = http3.ConfigureTLSConfig(cfg.TLSConfig.Clone())
 
-	handler := cfg.Limits.wrap(cfg.Handler)
+	// Every request gets an id, so that an error a client is shown can be
+	// found in the log.
+	handler := reqid.Middleware(cfg.Limits.wrap(cfg.Handler))
 	tcpHandler := resetGuard(int64(cfg.MaxResetStreams), cfg.Conns.Registerer, handler)
 	s.h1 = &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveTCP(w, r, tcpHandler) }),

@@ -208,6 +208,24 @@ func (h Heartbeat) Live(now time.Time) bool { return !h.Stopped && !h.Stale(now)
 // DefaultHeartbeatInterval is how often agents report when not told.
 const DefaultHeartbeatInterval = 10 * time.Second
 
+// HeartbeatsStored returns how many heartbeats the fleet bucket has taken
+// since it was created: its stream's last sequence, one per put.
+func (c *Client) HeartbeatsStored(ctx context.Context) (uint64, error) {
+	kv, err := c.fleet(ctx, false)
+	if err != nil {
+		return 0, err
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("bucket %s: %w", FleetBucket, err)
+	}
+	js, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return 0, fmt.Errorf("bucket %s: no stream status", FleetBucket)
+	}
+	return js.StreamInfo().State.LastSeq, nil
+}
+
 func (c *Client) fleet(ctx context.Context, create bool) (jetstream.KeyValue, error) {
 	if create {
 		return c.createFleet(ctx, 1)

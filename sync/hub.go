@@ -343,6 +343,9 @@ func (h *Hub) Ready() error {
 // LeafConnected reports whether this leaf node is connected to its hub.
 func (h *Hub) LeafConnected() bool { return h.ns.NumLeafNodes() > 0 }
 
+// Leafs returns how many leaf nodes (agents, on a hub) are connected.
+func (h *Hub) Leafs() int { return h.ns.NumLeafNodes() }
+
 // SubscriptionChanges returns how many subscriptions this server has
 // added and removed since it started, over all accounts. A hub announces
 // every change to every leaf node, so a fleet at rest should make none.

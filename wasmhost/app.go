@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tern-edge/tern/internal/reqid"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/experimental"
 	experimentalsys "github.com/tetratelabs/wazero/experimental/sys"
@@ -275,7 +276,7 @@ const statusClientClosed = 499
 // output. Each failure is logged with the app and its cause.
 func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 	if !a.acquire() {
-		a.fail(r.Context(), w, http.StatusServiceUnavailable, reasonClosed,
+		a.fail(w, r, http.StatusServiceUnavailable, reasonClosed,
 			fmt.Errorf("app %s: %w", a.name, errAppClosed), 0)
 		return
 	}
@@ -284,7 +285,7 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 	body := getBuf()
 	defer putBuf(body)
 	if status, reason, err := a.readBody(body, r); err != nil {
-		a.fail(r.Context(), w, status, reason, err, 0)
+		a.fail(w, r, status, reason, err, 0)
 		return
 	}
 
@@ -326,12 +327,12 @@ func (a *App) Serve(w http.ResponseWriter, r *http.Request, route string) {
 	stderr.flush()
 
 	if status, reason, err := a.classify(ctx, r.Context(), err, mod != nil, stdout.over, memBytes); err != nil {
-		a.fail(r.Context(), w, status, reason, err, took)
+		a.fail(w, r, status, reason, err, took)
 		return
 	}
 	resp, err := parseCGI(stdout.buf.Bytes())
 	if err != nil {
-		a.fail(r.Context(), w, http.StatusInternalServerError, reasonInvalidOutput,
+		a.fail(w, r, http.StatusInternalServerError, reasonInvalidOutput,
 			fmt.Errorf("app %s: invalid CGI output: %w", a.name, err), took)
 		return
 	}
@@ -441,18 +442,20 @@ func (a *App) memoryExhausted(memBytes uint32) bool {
 }
 
 // fail logs a failed request, counts it and answers with status.
-func (a *App) fail(ctx context.Context, w http.ResponseWriter, status int, reason string, err error, took time.Duration) {
+// The client is told only the status and the request's id: the error,
+// which may hold a guest's trap and stack, goes to the log line with it.
+func (a *App) fail(w http.ResponseWriter, r *http.Request, status int, reason string, err error, took time.Duration) {
 	a.metrics.fail(reason)
 	level := slog.LevelWarn
 	if reason == reasonCanceled {
 		level = slog.LevelInfo
 	}
-	a.logger.LogAttrs(ctx, level, "function failed",
-		slog.String("reason", reason), slog.Int("status", status),
-		slog.Duration("took", took), slog.String("err", err.Error()))
 	text := http.StatusText(status)
 	if text == "" {
 		text = "client closed request"
 	}
-	http.Error(w, text, status)
+	id := reqid.Error(w, r, status, text)
+	a.logger.LogAttrs(r.Context(), level, "function failed",
+		slog.String("reason", reason), slog.Int("status", status), slog.String("request_id", id),
+		slog.Duration("took", took), slog.String("err", err.Error()))
 }

@@ -25,14 +25,15 @@ var errUsage = errors.New("usage")
 // agentFlags are the flags `up` and `agent` share; each one overrides the
 // config file.
 type agentFlags struct {
-	fs       *flag.FlagSet
-	config   string
-	data     string
-	listen   string
-	admin    string
-	logLevel string
-	site     string
-	labels   string
+	fs        *flag.FlagSet
+	config    string
+	data      string
+	listen    string
+	admin     string
+	logLevel  string
+	logFormat string
+	site      string
+	labels    string
 }
 
 func newAgentFlags(name string, stderr io.Writer) *agentFlags {
@@ -43,6 +44,7 @@ func newAgentFlags(name string, stderr io.Writer) *agentFlags {
 	f.fs.StringVar(&f.listen, "listen", "", "public address, TCP and UDP (default :8443)")
 	f.fs.StringVar(&f.admin, "admin", "", "metrics and health address (default 127.0.0.1:9090)")
 	f.fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error")
+	f.fs.StringVar(&f.logFormat, "log-format", "", "text or json (default text)")
 	f.fs.StringVar(&f.site, "site", "", "site name reported to the fleet (default: host name)")
 	f.fs.StringVar(&f.labels, "labels", "", "labels for rollout selectors, e.g. region=eu,tier=pop")
 	return f
@@ -67,6 +69,8 @@ func (f *agentFlags) load() (agent.Config, error) {
 			cfg.Admin = f.admin
 		case "log-level":
 			cfg.LogLevel = f.logLevel
+		case "log-format":
+			cfg.LogFormat = f.logFormat
 		case "site":
 			cfg.Site = f.site
 		}
@@ -81,22 +85,36 @@ func (f *agentFlags) load() (agent.Config, error) {
 	return cfg, cfg.Validate()
 }
 
-func newLogger(level string, w io.Writer) *slog.Logger {
-	l, _ := newLeveledLogger(level, w)
+func newLogger(level, format string, w io.Writer) *slog.Logger {
+	l, _ := newLeveledLogger(level, format, w)
 	return l
 }
 
-// newLeveledLogger returns a logger and its level, which a reload changes.
-func newLeveledLogger(level string, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+// newLeveledLogger returns a logger writing format ("json", or text for
+// anything else) and its level, which a reload changes.
+func newLeveledLogger(level, format string, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	l, err := agent.ParseLevel(level)
 	if err != nil {
 		l = slog.LevelInfo
 	}
 	lv := new(slog.LevelVar)
 	lv.Set(l)
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
 	// Per-request warnings (a trapping guest, a down origin) are bounded
 	// per app and reason; the metrics keep the exact counts.
-	return slog.New(lograte.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv}), lograte.Options{})), lv
+	return slog.New(lograte.New(h, lograte.Options{})), lv
+}
+
+// checkLogFormat names a bad --log-format.
+func checkLogFormat(format string) error {
+	if format != "text" && format != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", format)
+	}
+	return nil
 }
 
 // notifyHangup catches SIGHUP from now on, so that a hangup while the
@@ -156,7 +174,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	hup := notifyHangup()
 	defer signal.Stop(hup)
-	logger, level := newLeveledLogger(cfg.LogLevel, stderr)
+	logger, level := newLeveledLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	key, err := agent.EnsureDevKey(cfg.Data)
 	if err != nil {
 		return err
@@ -214,7 +232,7 @@ func cmdAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	hup := notifyHangup()
 	defer signal.Stop(hup)
-	logger, level := newLeveledLogger(cfg.LogLevel, stderr)
+	logger, level := newLeveledLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	a, err := agent.New(ctx, cfg, agent.Options{Logger: logger, Level: level, LoadConfig: load, Version: version})
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	h.register(fs)
 	replicas := fs.Int("replicas", 1, "replicas of the fleet's buckets, where the controller creates them (1 to 5)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tern controller --hub URL [flags]\n\n"+
 			"Runs what a tern hub does besides being a NATS server (creates the fleet's\n"+
@@ -38,7 +39,10 @@ func cmdController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	logger := newLogger(*logLevel, stderr)
+	if err := checkLogFormat(*logFormat); err != nil {
+		return err
+	}
+	logger := newLogger(*logLevel, *logFormat, stderr)
 	conn.Logger, conn.Retry = logger, true
 	return agent.RunController(ctx, agent.ControllerOptions{Conn: conn, Replicas: *replicas, Logger: logger, Ready: func() {
 		fmt.Fprintln(stdout, "Tern controller is running: staged rollouts advance, and calls between sites are relayed, while it runs.")

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,6 +82,16 @@ func TestDeployWaitsForFleet(t *testing.T) {
 		code, text := runTern(tc.args...)
 		if code != exitRefused || sites(text, "refused") != 2 || !strings.Contains(text, tc.reason) || !strings.Contains(text, "2 of 2 live agents refused") {
 			t.Errorf("%s: exit %d, want %d with %q twice:\n%s", tc.name, code, exitRefused, tc.reason, text)
+		}
+	}
+
+	// Each agent logged each refusal once it happened, naming the site
+	// and the app.
+	for site, p := range agents {
+		for _, name := range []string{"greet", "stranger", "broken"} {
+			line := regexp.MustCompile(`msg="release refused[^"]*" site=` + site + ` .*app=` + name + ` .*reason=`)
+			poll(t, 10*time.Second, func() bool { return line.MatchString(p.logs.String()) },
+				func() string { return fmt.Sprintf("%s: no release refused line for %s:\n%s", site, name, p.logs) })
 		}
 	}
 

@@ -105,6 +105,12 @@ func TestHubDownStaysReady(t *testing.T) {
 	}
 	poll(t, 10*time.Second, func() bool { getJSON(t, monitor+"/leafz", &leafz); return leafz.Leafs == 1 },
 		func() string { return "leafz shows no agent" })
+	poll(t, 10*time.Second, func() bool { return sample(scrape(t, hubAdmin), "tern_hub_agents_connected", nil) == 1 },
+		func() string { return "tern_hub_agents_connected is not 1 with an agent linked" })
+	if m := scrape(t, admin); sample(m, "tern_hub_link_up", nil) != 1 || sample(m, "tern_hub_link_changes_total", map[string]string{"state": "up"}) < 1 {
+		t.Fatalf("agent linked: tern_hub_link_up %v, changes to up %v", sample(m, "tern_hub_link_up", nil),
+			sample(m, "tern_hub_link_changes_total", map[string]string{"state": "up"}))
+	}
 
 	if err := hub.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
@@ -117,4 +123,8 @@ func TestHubDownStaysReady(t *testing.T) {
 	}
 	poll(t, 10*time.Second, func() bool { return strings.Contains(agent.logs.String(), `msg="hub link down`) },
 		func() string { return "no hub link down line\n" + agent.logs.String() })
+	if m := scrape(t, admin); sample(m, "tern_hub_link_up", nil) != 0 || sample(m, "tern_hub_link_changes_total", map[string]string{"state": "down"}) < 1 {
+		t.Fatalf("hub gone: tern_hub_link_up %v, changes to down %v", sample(m, "tern_hub_link_up", nil),
+			sample(m, "tern_hub_link_changes_total", map[string]string{"state": "down"}))
+	}
 }

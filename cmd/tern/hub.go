@@ -31,6 +31,7 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.Monitor, "monitor", "", "address of nats-server's monitoring endpoints (/varz, /connz, /leafz, /jsz), e.g. 127.0.0.1:8222; default: off")
 	minFree := fs.String("min-free", "", `free space the hub keeps on its data directory's file system, e.g. "256MiB"; uploads that would go below it are refused (default: 5% of the file system, between 1MiB and 1GiB)`)
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
 	if fs.Parse(args) != nil {
 		return errUsage
 	}
@@ -56,7 +57,10 @@ func cmdHub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	o.Logger = newLogger(*logLevel, stderr)
+	if err := checkLogFormat(*logFormat); err != nil {
+		return err
+	}
+	o.Logger = newLogger(*logLevel, *logFormat, stderr)
 	return agent.RunHub(ctx, o, func(h *ternsync.Hub) {
 		fmt.Fprintf(stdout, "Tern hub is up.\n  publishers:  tern deploy --hub %s ./app\n  agents:      tern agent --hub %s --trust KEY.pub\n", h.ClientURL(), h.LeafURL())
 		if u := h.MonitorURL(); u != "" {
