@@ -75,6 +75,10 @@ type OriginConfig struct {
 	// RFC 9111 alone allows; off, only responses marked public or
 	// s-maxage are (docs/CACHE.md).
 	ShareCredentialed bool `toml:"share_credentialed"`
+	// TargetedField names the response field that addresses this
+	// origin's cache alone (RFC 9213), obeyed ahead of CDN-Cache-Control
+	// and Cache-Control; empty: Tern-Cache-Control.
+	TargetedField string `toml:"targeted_field"`
 }
 
 // AdminTokenFile holds the generated purge API token.
@@ -132,6 +136,7 @@ func newOrigin(oc OriginConfig, a *Agent) (*origin.Origin, error) {
 		HealthPath:        oc.HealthPath,
 		HealthInterval:    time.Duration(oc.HealthInterval),
 		ShareCredentialed: oc.ShareCredentialed,
+		TargetedField:     oc.TargetedField,
 		Now:               a.now,
 		Logger:            a.logger.With("component", "origin", "origin", oc.Name),
 	}

@@ -184,3 +184,20 @@ func TestCacheConfigMemtable(t *testing.T) {
 		}
 	}
 }
+
+// TestOriginTargetedField checks [[origins]] targeted_field: a field name
+// of its own is taken, and a bad name or one it would override is refused
+// with the origin named.
+func TestOriginTargetedField(t *testing.T) {
+	for _, tc := range []struct{ field, err string }{
+		{"", ""},
+		{"Acme-Cache-Control", ""},
+		{"bad field", `origins[0] (www): targeted field "bad field": not a valid header field name`},
+		{"cdn-cache-control", `origins[0] (www): targeted field "cdn-cache-control": names a field it would override; choose a name of its own such as Tern-Cache-Control`},
+	} {
+		cfg, err := ParseConfig([]byte("version = 1\n[[origins]]\nname = \"www\"\nupstreams = [\"http://127.0.0.1:1\"]\ntargeted_field = \"" + tc.field + "\"\n"))
+		if tc.err == "" && (err != nil || cfg.Origins[0].TargetedField != tc.field) || tc.err != "" && (err == nil || err.Error() != tc.err) {
+			t.Errorf("%q: err %v, want %q", tc.field, err, tc.err)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/tern-edge/tern/artifact"
+	"github.com/tern-edge/tern/cache"
 	ternsync "github.com/tern-edge/tern/sync"
 )
 
@@ -226,6 +227,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("origins[%d] (%s): path %q must start with /", i, o.Name, o.Path)
 		case o.Retries < 0:
 			return fmt.Errorf("origins[%d] (%s): negative retries", i, o.Name)
+		}
+		if o.TargetedField != "" {
+			if err := cache.CheckTargetedField(o.TargetedField); err != nil {
+				return fmt.Errorf("origins[%d] (%s): %w", i, o.Name, err)
+			}
 		}
 		names[o.Name] = true
 		for _, u := range o.Upstreams {

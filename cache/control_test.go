@@ -68,7 +68,7 @@ func FuzzParseCacheControl(f *testing.F) {
 		// The meta computed from it stays consistent.
 		var m meta
 		now := testTime
-		m.freshness(h, now, now, DefaultHeuristicMax)
+		m.freshness(h, targetFields, now, now, DefaultHeuristicMax)
 		if m.Lifetime < 0 || m.InitialAge < 0 {
 			t.Fatalf("negative lifetime %s or age %s for %q", m.Lifetime, m.InitialAge, s)
 		}

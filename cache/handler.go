@@ -47,11 +47,16 @@ type HandlerConfig struct {
 	ShareCredentialed bool
 	// Name is the origin's name in log lines.
 	Name string
+	// TargetedField names the field that targets this cache alone (RFC
+	// 9213 §2.2), obeyed ahead of CDN-Cache-Control; empty means
+	// TernCacheControl. An operator whose origins already address a
+	// field to their CDN names it here.
+	TargetedField string
 }
 
 // HandlerWith is Handler with per-origin choices.
 func (c *Cache) HandlerWith(upstream http.RoundTripper, cfg HandlerConfig) http.Handler {
-	return &handler{c: c, up: upstream, strict: !cfg.ShareCredentialed, name: cfg.Name}
+	return &handler{c: c, up: upstream, strict: !cfg.ShareCredentialed, name: cfg.Name, targets: targets(cfg.TargetedField)}
 }
 
 type handler struct {
@@ -60,6 +65,8 @@ type handler struct {
 	// strict applies the credentialed-request rules of HandlerConfig.
 	strict bool
 	name   string // the origin's, for log lines
+	// targets are the targeted fields obeyed, in precedence order.
+	targets []string
 }
 
 type outcome int
@@ -438,7 +445,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 			hh = hh.Clone()
 			hh.Set("Age", a)
 		}
-		nm.freshness(hh, requestTime, responseTime, c.cfg.HeuristicMax)
+		nm.freshness(hh, h.targets, requestTime, responseTime, c.cfg.HeuristicMax)
 		if nm.Credentialed && nm.Heuristic {
 			nm.Lifetime = 0
 		}
@@ -458,7 +465,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		// Keep the stale entry; the waiters decide whether to serve it.
 		f.kind, f.resp, f.reason = outPass, resp, "origin error"
 	default:
-		cc := responseDirectives(resp.Header)
+		cc := responseDirectives(resp.Header, h.targets)
 		ok, why := storable(out, parseCacheControl(out.Header), resp, cc, h.strict)
 		pk := primaryKey(out)
 		if !ok {
@@ -478,7 +485,7 @@ func (h *handler) fetch(key string, f *flight, out *http.Request, it *item, m *m
 		}
 		nm.VaryValues = varyValues(out.Header, nm.Vary)
 		nm.Credentialed = h.strict && credentialedPrivate(out, cc)
-		nm.freshness(resp.Header, requestTime, responseTime, c.cfg.HeuristicMax)
+		nm.freshness(resp.Header, h.targets, requestTime, responseTime, c.cfg.HeuristicMax)
 		fl := newFill(c, f, storageKey(pk, nm.Scheme, nm.Vary, nm.VaryValues), nm, resp.ContentLength)
 		fl.withheld = withheldFields(resp.Header)
 		fl.detach = func() { h.endFlight(key, f) }
@@ -568,7 +575,7 @@ func (h *handler) serveEntry(w http.ResponseWriter, r *http.Request, it *item, m
 	for k, v := range m.Header {
 		hdr[k] = v
 	}
-	removeTargeted(hdr)
+	removeTargeted(hdr, h.targets)
 	// Canonical keys assigned directly: this is the hit path.
 	hdr["Age"] = []string{strconv.FormatInt(int64(m.age(now)/time.Second), 10)}
 	hdr["Cache-Status"] = []string{h.c.cfg.Name + "; " + status}
@@ -741,7 +748,7 @@ func (h *handler) serveFill(w http.ResponseWriter, r *http.Request, fl *fill, rd
 	for k, v := range fl.meta.Header {
 		hdr[k] = v
 	}
-	removeTargeted(hdr)
+	removeTargeted(hdr, h.targets)
 	if leader {
 		for k, v := range fl.withheld {
 			hdr[k] = v
@@ -850,7 +857,7 @@ func (h *handler) writeResponse(w http.ResponseWriter, r *http.Request, resp *ht
 		hdr[k] = v
 	}
 	removeHopByHop(hdr)
-	removeTargeted(hdr)
+	removeTargeted(hdr, h.targets)
 	hdr.Del("Surrogate-Key")
 	hdr.Del("Cache-Tag")
 	if resp.ContentLength >= 0 {

@@ -195,8 +195,8 @@ func storable(req *http.Request, reqCC directives, resp *http.Response, cc direc
 
 // freshness fills in m's age and lifetime fields from the response
 // headers h, received at responseTime for a request sent at requestTime.
-func (m *meta) freshness(h http.Header, requestTime, responseTime time.Time, heuristicMax time.Duration) {
-	cc := responseDirectives(h)
+func (m *meta) freshness(h http.Header, fields []string, requestTime, responseTime time.Time, heuristicMax time.Duration) {
+	cc := responseDirectives(h, fields)
 	date, err := http.ParseTime(h.Get("Date"))
 	if err != nil {
 		date = responseTime

@@ -87,7 +87,7 @@ func (r *releasingReader) Close() error {
 func (n *Namespace) Store(key string, resp *http.Response) error {
 	c := n.c
 	req := &http.Request{Method: http.MethodGet, Header: http.Header{}}
-	if ok, why := storable(req, directives{maxAge: -1, sMaxAge: -1}, resp, responseDirectives(resp.Header), false); !ok {
+	if ok, why := storable(req, directives{maxAge: -1, sMaxAge: -1}, resp, responseDirectives(resp.Header, targetFields), false); !ok {
 		resp.Body.Close()
 		return fmt.Errorf("cache store %q: %w (%s)", key, ErrNotStorable, why)
 	}
@@ -99,7 +99,7 @@ func (n *Namespace) Store(key string, resp *http.Response) error {
 		Tags:      tags(resp.Header),
 		ChunkSize: ChunkSize,
 	}
-	m.freshness(resp.Header, now, now, c.cfg.HeuristicMax)
+	m.freshness(resp.Header, targetFields, now, now, c.cfg.HeuristicMax)
 	fl := newFill(c, nil, m.Primary, m, resp.ContentLength)
 	fl.run(resp.Body)
 	if fl.err != nil {

@@ -79,7 +79,7 @@ func (h *handler) hitForPass(w http.ResponseWriter, r *http.Request, primary str
 		h.upstreamError(w, r, err, status)
 		return
 	}
-	if ok, _ := storable(r, parseCacheControl(r.Header), resp, responseDirectives(resp.Header), h.strict); ok {
+	if ok, _ := storable(r, parseCacheControl(r.Header), resp, responseDirectives(resp.Header, h.targets), h.strict); ok {
 		h.c.unmarkPass(primary)
 	}
 	h.writeResponse(w, r, resp, status)

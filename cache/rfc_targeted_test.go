@@ -1,6 +1,8 @@
 package cache_test
 
 import (
+	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -58,4 +60,40 @@ func TestRFC9213Targeted(t *testing.T) {
 			{wantHits: 1, wantCS: "detail=no-store"}, {wantHits: 2},
 		}},
 	})
+}
+
+// TestTargetedFieldPerOrigin names an origin's own targeted field: it is
+// obeyed ahead of CDN-Cache-Control and never forwarded, while the
+// default Tern-Cache-Control is then an ordinary field for that origin.
+func TestTargetedFieldPerOrigin(t *testing.T) {
+	clk := newClock()
+	o := newOrigin(t, clk, func(n int64, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("CDN-Cache-Control", "no-store")
+		w.Header().Set("Tern-Cache-Control", "no-store")
+		w.Header().Set("Acme-Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "body %d", n)
+	})
+	c, err := cache.New(cache.Config{Storage: &cache.MemStorage{}, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Wait()
+	h := c.HandlerWith(o, cache.HandlerConfig{TargetedField: "acme-cache-control"})
+	for i := range 2 {
+		rec := request(h, "GET", "http://example.com/x", nil)
+		c.Wait()
+		if i == 1 && !contains(rec.Header().Get("Cache-Status"), "hit") {
+			t.Fatalf("request %d: Cache-Status %q, want a hit by Acme-Cache-Control's max-age", i, rec.Header().Get("Cache-Status"))
+		}
+		if v := rec.Header().Get("Acme-Cache-Control"); v != "" {
+			t.Fatalf("request %d: Acme-Cache-Control %q forwarded downstream", i, v)
+		}
+		if v := rec.Header().Get("Tern-Cache-Control"); v != "no-store" {
+			t.Fatalf("request %d: Tern-Cache-Control %q, want it passed on as an ordinary field", i, v)
+		}
+	}
+	if n := o.hits.Load(); n != 1 {
+		t.Fatalf("origin saw %d requests, want 1", n)
+	}
 }

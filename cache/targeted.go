@@ -1,9 +1,12 @@
 package cache
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/dunglas/httpsfv"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Targeted cache control (RFC 9213). A targeted field is a Structured
@@ -16,14 +19,36 @@ import (
 // CDN-Cache-Control.
 const TernCacheControl = "Tern-Cache-Control"
 
-// targetFields are the targeted fields obeyed, in precedence order.
+// targetFields are the targeted fields obeyed by default, in precedence
+// order.
 var targetFields = []string{TernCacheControl, "Cdn-Cache-Control"}
 
+// CheckTargetedField reports whether name can be a cache's own targeted
+// field: a valid field name that is not one of the fields it overrides.
+func CheckTargetedField(name string) error {
+	switch {
+	case !httpguts.ValidHeaderFieldName(name):
+		return fmt.Errorf("targeted field %q: not a valid header field name", name)
+	case strings.EqualFold(name, "Cache-Control"), strings.EqualFold(name, "CDN-Cache-Control"):
+		return fmt.Errorf("targeted field %q: names a field it would override; choose a name of its own such as %s", name, TernCacheControl)
+	}
+	return nil
+}
+
+// targets returns the targeted fields to obey when this cache's own
+// field is named own (empty: TernCacheControl), in precedence order.
+func targets(own string) []string {
+	if own == "" {
+		return targetFields
+	}
+	return []string{http.CanonicalHeaderKey(own), "Cdn-Cache-Control"}
+}
+
 // responseDirectives returns the cache directives of a response header:
-// those of the first valid targeted field, marked targeted, or else of
-// Cache-Control.
-func responseDirectives(h http.Header) directives {
-	for _, name := range targetFields {
+// those of the first valid field of fields (see targets), marked
+// targeted, or else of Cache-Control.
+func responseDirectives(h http.Header, fields []string) directives {
+	for _, name := range fields {
 		if vs := h[name]; len(vs) > 0 {
 			if d, ok := parseTargeted(vs); ok {
 				return d
@@ -98,10 +123,10 @@ func parseTargeted(lines []string) (directives, bool) {
 	return d, true
 }
 
-// removeTargeted deletes the targeted fields this cache obeyed from a
-// header going downstream.
-func removeTargeted(h http.Header) {
-	for _, name := range targetFields {
+// removeTargeted deletes the targeted fields this cache obeys, fields,
+// from a header going downstream.
+func removeTargeted(h http.Header, fields []string) {
+	for _, name := range fields {
 		h.Del(name)
 	}
 }

@@ -84,6 +84,9 @@ type Config struct {
 	// Cookie or Authorization as RFC 9111 alone allows; see
 	// cache.HandlerConfig.
 	ShareCredentialed bool
+	// TargetedField names the field that targets this origin's cache
+	// (RFC 9213); empty: cache.TernCacheControl. See cache.HandlerConfig.
+	TargetedField string
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// NewTicker makes the health check ticker. Default wraps time.NewTicker.
@@ -189,7 +192,7 @@ func New(cfg Config) (*Origin, error) {
 
 // Handler returns the origin route's handler: c in front of o.
 func Handler(c *cache.Cache, o *Origin) http.Handler {
-	return c.HandlerWith(o, cache.HandlerConfig{ShareCredentialed: o.cfg.ShareCredentialed, Name: o.cfg.Name})
+	return c.HandlerWith(o, cache.HandlerConfig{ShareCredentialed: o.cfg.ShareCredentialed, Name: o.cfg.Name, TargetedField: o.cfg.TargetedField})
 }
 
 // Status reports each upstream's health, in priority order.
