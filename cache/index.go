@@ -228,12 +228,8 @@ func (x *index) add(it *item) (evicted []*item) {
 	it.elem = x.probation.PushFront(it)
 	x.bytes += it.size
 	for x.max > 0 && x.bytes > x.max {
-		var victim *item
-		if e := x.probation.Back(); e != nil {
-			victim = e.Value.(*item)
-		} else if e := x.protectedList.Back(); e != nil {
-			victim = e.Value.(*item)
-		} else {
+		victim := x.lruLocked()
+		if victim == nil {
 			break
 		}
 		x.removeLocked(victim)
@@ -245,20 +241,26 @@ func (x *index) add(it *item) (evicted []*item) {
 	return evicted
 }
 
-// remove drops it from the index if it is still there, and reports
-// whether to delete it now.
+// lruLocked returns the entry to evict next, probation before
+// protected, or nil when the index is empty.
+func (x *index) lruLocked() *item {
+	if e := x.probation.Back(); e != nil {
+		return e.Value.(*item)
+	}
+	if e := x.protectedList.Back(); e != nil {
+		return e.Value.(*item)
+	}
+	return nil
+}
+
 // shed removes least recently used entries, probation first, until n
 // bytes are gone or none is left, and returns those to delete now.
 func (x *index) shed(n int64) (evicted []*item, bytes int64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for bytes < n {
-		var victim *item
-		if e := x.probation.Back(); e != nil {
-			victim = e.Value.(*item)
-		} else if e := x.protectedList.Back(); e != nil {
-			victim = e.Value.(*item)
-		} else {
+		victim := x.lruLocked()
+		if victim == nil {
 			break
 		}
 		x.removeLocked(victim)
@@ -271,6 +273,8 @@ func (x *index) shed(n int64) (evicted []*item, bytes int64) {
 	return evicted, bytes
 }
 
+// remove drops it from the index if it is still there, and reports
+// whether to delete it now.
 func (x *index) remove(it *item) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -301,9 +300,7 @@ func cmdApps(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 			rows = append(rows, r)
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return printJSON(stdout, rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "APP\tVERSION\tSEQ\tSERVING\tREFUSED\tDIGEST\tPUBLISHER\tEXPIRES\tROUTES")
@@ -352,9 +349,7 @@ func showHistory(ctx context.Context, c *ternsync.Client, app string, trusted ar
 			}
 			rows = append(rows, r)
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return printJSON(stdout, rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REV\tSTORED\tVERSION\tSEQ\tDIGEST\tPUBLISHER\tSTATUS")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -41,9 +40,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		for _, hb := range fleet {
 			rows = append(rows, row{hb, hb.Stale(now), hb.Live(now)})
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return printJSON(stdout, rows)
 	}
 	if len(fleet) == 0 {
 		fmt.Fprintln(stdout, "no agents have reported to this hub")

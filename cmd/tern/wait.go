@@ -99,6 +99,7 @@ func newReleaseJSON(res deploy.Result, key ed25519.PrivateKey) releaseJSON {
 		Publisher: artifact.KeyID(key.Public().(ed25519.PublicKey)), Expires: r.Expires, From: res.From}
 }
 
+// printJSON writes v as indented JSON: the --json shape of every command.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
