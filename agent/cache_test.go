@@ -157,20 +157,37 @@ func TestPlainHitsSendfile(t *testing.T) {
 			t.Fatalf("GET %s: %d, %d bytes, %v; want 200 and the origin's %d bytes", path, resp.StatusCode, len(got), err, len(body))
 		}
 	}
+	// settled waits until the sendfile count differs from n (the server
+	// counts a send once it is written, after the client has the body),
+	// or reports false after a while.
+	settled := func(n int64) (sendStats, bool) {
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			st := stats()
+			if st.SendfileHits != n || time.Now().After(deadline) {
+				return st, st.SendfileHits != n
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	// Per path: the miss commits in the background and the first hits may
 	// race the body into the RAM tier; from the first hit sent with
 	// sendfile on, every plain hit is.
 	for _, path := range []string{"/files/big", "/shop/big"} {
-		start := stats().SendfileHits
-		for i := 0; stats().SendfileHits == start; i++ {
+		before := stats()
+		for i := 0; ; i++ {
 			if i == 20 {
 				t.Fatalf("GET %s: 20 requests, none sent with sendfile", path)
 			}
 			get(path)
+			if st, changed := settled(before.SendfileHits); changed {
+				before = st
+				break
+			}
 		}
-		before := stats()
 		get(path)
-		if st := stats(); st.SendfileHits != before.SendfileHits+1 || st.SendfileBytes != before.SendfileBytes+int64(len(body)) {
+		st, _ := settled(before.SendfileHits)
+		if st.SendfileHits != before.SendfileHits+1 || st.SendfileBytes != before.SendfileBytes+int64(len(body)) {
 			t.Fatalf("GET %s again: sendfile hits %d → %d, bytes %d → %d; want one more hit of %d bytes", path, before.SendfileHits, st.SendfileHits, before.SendfileBytes, st.SendfileBytes, len(body))
 		}
 	}

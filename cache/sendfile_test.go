@@ -13,6 +13,7 @@ import (
 	gosync "sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tern-edge/tern/cache"
 )
@@ -117,14 +118,29 @@ func TestSendfileHits(t *testing.T) {
 	c.Wait()
 	// The first hit may still race the body into the RAM tier; from the
 	// first one sent with sendfile on, every plain hit is.
-	for i := 0; c.Stats().SendfileHits == 0; i++ {
+	// The server counts a send once it is written, after the client has
+	// the body: wait for the count to move past n, for a while.
+	settled := func(n int64) cache.Stats {
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			st := c.Stats()
+			if st.SendfileHits != n || time.Now().After(deadline) {
+				return st
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i := 0; ; i++ {
 		if i == 20 {
 			t.Fatalf("20 plain hits, none sent with sendfile")
 		}
 		hit()
+		if settled(0).SendfileHits != 0 {
+			break
+		}
 	}
 	hit()
-	st := c.Stats()
+	st := settled(1)
 	if st.SendfileHits != 2 || st.SendfileBytes != 2*size {
 		t.Errorf("after two plain hits from the RAM tier: %d hits, %d bytes sent with sendfile; want 2, %d", st.SendfileHits, st.SendfileBytes, 2*size)
 	}
